@@ -1,13 +1,21 @@
 #!/usr/bin/env -S node --disable-warning=ExperimentalWarning
-// Entry point. The sources are TypeScript run through Node's type stripping (Node >= 22.18).
-import { main } from '../src/cli.ts';
-
+// Entry point. The sources are TypeScript run through Node's type stripping (Node >= 22.18), so there is
+// no build step. Check the version first: older Node versions fail on the .ts import with a cryptic error.
+const [major, minor] = process.versions.node.split('.').map(Number);
+if (major < 22 || (major === 22 && minor < 18)) {
+  process.stderr.write(
+    `kube-proxy-ts needs Node.js >= 22.18 (this is ${process.version}).\n` +
+      'Run it through npm (npx kube-proxy-ts, npm start), which uses the Node 22 that `npm ci` installs, or put node_modules/.bin first on PATH.\n',
+  );
+  process.exit(1);
+}
+const { main } = await import('../src/cli.ts');
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
   (err) => {
-    process.stderr.write(`kube-proxy-ts: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`kube-proxy-ts: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exitCode = 1;
   },
 );

@@ -1,4 +1,79 @@
-export async function main(argv: string[]): Promise<number> {
-  console.log('hello', argv);
+// The command line: `kube-proxy-ts [flags]` runs the proxy; `state` prints the desired state.
+import { RUN_FLAGS, STATE_FLAGS, UsageError, flagsHelp, parseCIDRList, parseFlags, resolveRunOptions } from './config.ts';
+import { hostname as osHostname } from 'node:os';
+import { setLogLevel } from './log.ts';
+import { formatIssue } from './model/parse.ts';
+import { buildState } from './model/store.ts';
+import { stateToJSON, stateToTable } from './model/view.ts';
+import { SourceFileError, readObjectsFile } from './watch/file.ts';
+import { cleanupAll, dryRun, runProxy } from './sync/run.ts';
+
+const USAGE = `kube-proxy-ts: a kube-proxy replacement (iptables, nftables and userspace modes).
+
+Usage:
+  kube-proxy-ts [flags]                 run the proxy on this node
+  kube-proxy-ts state --from FILE [...] print this node's desired state (what every mode programs)
+
+Flags:
+${flagsHelp(RUN_FLAGS)}
+
+Run 'kube-proxy-ts state --help' for the state command.
+`;
+
+const STATE_USAGE = `Usage: kube-proxy-ts state --from FILE [--hostname-override NODE] [--cluster-cidr CIDR] [-o table|json]
+
+Prints the node-local desired state built from the Services, EndpointSlices and Node in FILE: one row (or
+JSON object) per service port with its frontends, policies, affinity and endpoints. Invalid objects are
+reported on stderr and left out.
+
+Flags:
+${flagsHelp(STATE_FLAGS)}
+`;
+
+async function stateCommand(argv: string[]): Promise<number> {
+  const f = parseFlags(argv, STATE_FLAGS);
+  if (f.help) {
+    process.stdout.write(STATE_USAGE);
+    return 0;
+  }
+  if (typeof f['log-level'] === 'string') setLogLevel(f['log-level']);
+  if (typeof f.from !== 'string') throw new UsageError('state needs --from FILE');
+  const output = (f.output as string | undefined) ?? 'table';
+  if (output !== 'table' && output !== 'json') throw new UsageError(`-o: ${JSON.stringify(output)} is not table or json`);
+  const objects = await readObjectsFile(f.from);
+  const config = {
+    hostname: (f['hostname-override'] as string | undefined) || osHostname(),
+    clusterCIDRs: parseCIDRList((f['cluster-cidr'] as string | undefined) ?? '', '--cluster-cidr'),
+    masqueradeAll: false,
+    nodePortAddresses: [],
+  };
+  const { state, issues } = buildState(objects, config);
+  for (const i of issues) process.stderr.write(`left out: ${formatIssue(i)}\n`);
+  process.stdout.write(output === 'json' ? stateToJSON(state) : stateToTable(state));
   return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    if (argv[0] === 'state') return await stateCommand(argv.slice(1));
+    const opts = await resolveRunOptions(argv);
+    if (opts === 'help') {
+      process.stdout.write(USAGE);
+      return 0;
+    }
+    setLogLevel(opts.logLevel);
+    if (opts.cleanup) return await cleanupAll(opts);
+    if (opts.dryRun) return await dryRun(opts);
+    return await runProxy(opts);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`kube-proxy-ts: ${e.message}\nRun 'kube-proxy-ts --help' for usage.\n`);
+      return 2;
+    }
+    if (e instanceof SourceFileError) {
+      process.stderr.write(`kube-proxy-ts: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
 }

@@ -1,0 +1,336 @@
+// Validation of untrusted Kubernetes objects into the proxy's own, checked shapes.
+// An object with any invalid field is reported (object, field, reason) and left out as a whole.
+import { classifyIP, isValidPort, parseCIDR } from './ip.ts';
+import {
+  type EndpointSlice,
+  HEADLESS_LABEL,
+  type Node,
+  SERVICE_NAME_LABEL,
+  SERVICE_PROXY_NAME_LABEL,
+  type Service,
+  TRIGGER_TIME_ANNOTATION,
+} from './k8s.ts';
+import type { IPFamily, NodeInfo, Protocol, TrafficPolicy, ValidationIssue } from './types.ts';
+
+export const DEFAULT_AFFINITY_TIMEOUT = 10800;
+const MAX_AFFINITY_TIMEOUT = 86400;
+// DNS-1123 label / subdomain style names; also what keeps names safe to print in rule comments.
+const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+const PORT_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+export interface ParsedServicePort {
+  name: string;
+  protocol: Protocol;
+  port: number;
+  nodePort: number | null;
+}
+
+/** A valid Service reduced to what routing needs, addresses split by family. */
+export interface ParsedService {
+  key: string; // namespace/name
+  namespace: string;
+  name: string;
+  ports: ParsedServicePort[];
+  clusterIPs: Record<IPFamily, string[]>;
+  externalIPs: Record<IPFamily, string[]>;
+  loadBalancerIPs: Record<IPFamily, string[]>;
+  loadBalancerSourceRanges: Record<IPFamily, string[]>;
+  affinityTimeoutSeconds: number | null;
+  externalTrafficPolicy: TrafficPolicy;
+  internalTrafficPolicy: TrafficPolicy;
+  healthCheckNodePort: number | null;
+  hasExternal: boolean;
+}
+
+export interface ParsedEndpoint {
+  ip: string;
+  nodeName: string | null;
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+}
+
+export interface ParsedSlice {
+  key: string; // namespace/sliceName
+  namespace: string;
+  name: string;
+  /** namespace/serviceName from the kubernetes.io/service-name label. */
+  serviceKey: string;
+  family: IPFamily;
+  ports: { name: string; protocol: Protocol; port: number }[];
+  endpoints: ParsedEndpoint[];
+  /** endpoints.kubernetes.io/last-change-trigger-time in ms since the epoch, if present. */
+  triggerTime: number | null;
+}
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; issues: ValidationIssue[] } | { ok: 'skip'; reason: string };
+
+class Collector {
+  readonly issues: ValidationIssue[] = [];
+  readonly object: string;
+  constructor(object: string) {
+    this.object = object;
+  }
+  add(field: string, message: string): void {
+    this.issues.push({ object: this.object, field, message });
+  }
+}
+
+function describe(kind: string, meta: { name?: unknown; namespace?: unknown } | undefined): string {
+  const name = typeof meta?.name === 'string' && meta.name ? meta.name : '<no name>';
+  const ns = typeof meta?.namespace === 'string' && meta.namespace ? meta.namespace : 'default';
+  return kind === 'Node' ? `Node ${name}` : `${kind} ${ns}/${name}`;
+}
+
+function checkMeta(c: Collector, meta: { name?: unknown; namespace?: unknown } | undefined, namespaced: boolean): { name: string; namespace: string } {
+  const name = meta?.name;
+  if (typeof name !== 'string' || name === '') c.add('metadata.name', 'is missing');
+  else if (!NAME_RE.test(name)) c.add('metadata.name', `${JSON.stringify(name)} is not a valid object name`);
+  let namespace = 'default';
+  if (namespaced && meta?.namespace !== undefined) {
+    if (typeof meta.namespace !== 'string' || !PORT_NAME_RE.test(meta.namespace)) c.add('metadata.namespace', `${JSON.stringify(meta.namespace)} is not a valid namespace`);
+    else namespace = meta.namespace;
+  }
+  return { name: typeof name === 'string' ? name : '', namespace };
+}
+
+function parseProtocol(c: Collector, field: string, p: unknown): Protocol {
+  if (p === undefined || p === null || p === '') return 'TCP';
+  if (p === 'TCP' || p === 'UDP' || p === 'SCTP') return p;
+  c.add(field, `protocol ${JSON.stringify(p)} is not TCP, UDP or SCTP`);
+  return 'TCP';
+}
+
+function byFamily(): Record<IPFamily, string[]> {
+  return { IPv4: [], IPv6: [] };
+}
+
+function addIPs(c: Collector, field: string, list: unknown, out: Record<IPFamily, string[]>): void {
+  if (list === undefined || list === null) return;
+  if (!Array.isArray(list)) {
+    c.add(field, 'is not a list');
+    return;
+  }
+  list.forEach((s, i) => {
+    const ip = classifyIP(s);
+    if (!ip) c.add(`${field}[${i}]`, `${JSON.stringify(s)} is not a valid IP address`);
+    else if (!out[ip.family].includes(ip.ip)) out[ip.family].push(ip.ip);
+  });
+}
+
+function isLabelled(labels: Record<string, string> | undefined, key: string): boolean {
+  return labels !== undefined && labels !== null && typeof labels === 'object' && Object.hasOwn(labels, key);
+}
+
+/** Checks a Service; skipped kinds of service (ExternalName, headless, other proxies') are not errors. */
+export function parseService(svc: Service): ParseResult<ParsedService> {
+  const c = new Collector(describe('Service', svc.metadata));
+  const { name, namespace } = checkMeta(c, svc.metadata, true);
+  const labels = svc.metadata?.labels;
+  if (isLabelled(labels, SERVICE_PROXY_NAME_LABEL)) return { ok: 'skip', reason: `labelled ${SERVICE_PROXY_NAME_LABEL}` };
+  if (isLabelled(labels, HEADLESS_LABEL)) return { ok: 'skip', reason: `labelled ${HEADLESS_LABEL}` };
+  const spec = svc.spec;
+  if (!spec || typeof spec !== 'object') {
+    c.add('spec', 'is missing');
+    return { ok: false, issues: c.issues };
+  }
+  const type = spec.type ?? 'ClusterIP';
+  if (type === 'ExternalName') return { ok: 'skip', reason: 'ExternalName service' };
+  if (!['ClusterIP', 'NodePort', 'LoadBalancer'].includes(type)) c.add('spec.type', `${JSON.stringify(type)} is not a service type`);
+  const rawClusterIPs = Array.isArray(spec.clusterIPs) && spec.clusterIPs.length > 0 ? spec.clusterIPs : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
+  if (rawClusterIPs.length === 0 || rawClusterIPs[0] === 'None' || rawClusterIPs[0] === '') return { ok: 'skip', reason: 'headless service (no cluster IP)' };
+  const clusterIPs = byFamily();
+  if (Array.isArray(spec.clusterIPs) && spec.clusterIPs.length > 0) addIPs(c, 'spec.clusterIPs', rawClusterIPs, clusterIPs);
+  else {
+    const ip = classifyIP(spec.clusterIP);
+    if (!ip) c.add('spec.clusterIP', `${JSON.stringify(spec.clusterIP)} is not a valid IP address`);
+    else clusterIPs[ip.family].push(ip.ip);
+  }
+
+  const ports: ParsedServicePort[] = [];
+  if (!Array.isArray(spec.ports) || spec.ports.length === 0) c.add('spec.ports', 'has no ports');
+  else {
+    const seen = new Set<string>();
+    spec.ports.forEach((p, i) => {
+      const f = `spec.ports[${i}]`;
+      const pname = p?.name ?? '';
+      if (typeof pname !== 'string' || (pname !== '' && !PORT_NAME_RE.test(pname))) c.add(`${f}.name`, `${JSON.stringify(pname)} is not a valid port name`);
+      else if (pname === '' && spec.ports!.length > 1) c.add(`${f}.name`, 'is required when a service has more than one port');
+      else if (seen.has(pname)) c.add(`${f}.name`, `duplicate port name ${JSON.stringify(pname)}`);
+      seen.add(String(pname));
+      if (!isValidPort(p?.port)) c.add(`${f}.port`, `${JSON.stringify(p?.port)} is not a port number (1-65535)`);
+      const protocol = parseProtocol(c, `${f}.protocol`, p?.protocol);
+      let nodePort: number | null = null;
+      if (p?.nodePort !== undefined && p.nodePort !== null && p.nodePort !== 0) {
+        if (!isValidPort(p.nodePort)) c.add(`${f}.nodePort`, `${JSON.stringify(p.nodePort)} is not a port number (1-65535)`);
+        else if (type === 'NodePort' || type === 'LoadBalancer') nodePort = p.nodePort;
+      }
+      ports.push({ name: String(pname), protocol, port: p?.port as number, nodePort });
+    });
+  }
+
+  const externalIPs = byFamily();
+  addIPs(c, 'spec.externalIPs', spec.externalIPs, externalIPs);
+  const loadBalancerIPs = byFamily();
+  const ingress = svc.status?.loadBalancer?.ingress;
+  if (type === 'LoadBalancer' && Array.isArray(ingress)) {
+    ingress.forEach((ing, i) => {
+      if (!ing || ing.ip === undefined || ing.ip === '') return; // hostname-only ingress: nothing to route here
+      if (ing.ipMode === 'Proxy') return; // the load balancer proxies: traffic arrives addressed to the node
+      addIPs(c, `status.loadBalancer.ingress[${i}].ip`, [ing.ip], loadBalancerIPs);
+    });
+  }
+  const loadBalancerSourceRanges = byFamily();
+  if (type === 'LoadBalancer' && Array.isArray(spec.loadBalancerSourceRanges)) {
+    spec.loadBalancerSourceRanges.forEach((r, i) => {
+      const cidr = parseCIDR(r);
+      if (!cidr) c.add(`spec.loadBalancerSourceRanges[${i}]`, `${JSON.stringify(r)} is not a valid CIDR`);
+      else if (!loadBalancerSourceRanges[cidr.family].includes(cidr.cidr)) loadBalancerSourceRanges[cidr.family].push(cidr.cidr);
+    });
+  } else if (spec.loadBalancerSourceRanges !== undefined && spec.loadBalancerSourceRanges !== null && !Array.isArray(spec.loadBalancerSourceRanges)) {
+    c.add('spec.loadBalancerSourceRanges', 'is not a list');
+  }
+
+  let affinityTimeoutSeconds: number | null = null;
+  const affinity = spec.sessionAffinity ?? 'None';
+  if (affinity === 'ClientIP') {
+    const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
+    if (t === undefined || t === null) affinityTimeoutSeconds = DEFAULT_AFFINITY_TIMEOUT;
+    else if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_AFFINITY_TIMEOUT)
+      c.add('spec.sessionAffinityConfig.clientIP.timeoutSeconds', `${JSON.stringify(t)} is not between 1 and ${MAX_AFFINITY_TIMEOUT}`);
+    else affinityTimeoutSeconds = t;
+  } else if (affinity !== 'None') c.add('spec.sessionAffinity', `${JSON.stringify(affinity)} is not None or ClientIP`);
+
+  const policy = (field: string, v: unknown): TrafficPolicy => {
+    if (v === undefined || v === null || v === '' || v === 'Cluster') return 'Cluster';
+    if (v === 'Local') return 'Local';
+    c.add(field, `${JSON.stringify(v)} is not Cluster or Local`);
+    return 'Cluster';
+  };
+  const hasExternal = type === 'NodePort' || type === 'LoadBalancer' || externalIPs.IPv4.length + externalIPs.IPv6.length > 0;
+  const etp = policy('spec.externalTrafficPolicy', spec.externalTrafficPolicy);
+  const itp = policy('spec.internalTrafficPolicy', spec.internalTrafficPolicy);
+  let healthCheckNodePort: number | null = null;
+  if (spec.healthCheckNodePort !== undefined && spec.healthCheckNodePort !== null && spec.healthCheckNodePort !== 0) {
+    if (!isValidPort(spec.healthCheckNodePort)) c.add('spec.healthCheckNodePort', `${JSON.stringify(spec.healthCheckNodePort)} is not a port number (1-65535)`);
+    else if (type === 'LoadBalancer' && etp === 'Local') healthCheckNodePort = spec.healthCheckNodePort;
+  }
+
+  if (c.issues.length > 0) return { ok: false, issues: c.issues };
+  return {
+    ok: true,
+    value: {
+      key: `${namespace}/${name}`,
+      namespace,
+      name,
+      ports,
+      clusterIPs,
+      externalIPs,
+      loadBalancerIPs,
+      loadBalancerSourceRanges,
+      affinityTimeoutSeconds,
+      // kube-proxy applies the external policy only to services reachable from outside.
+      externalTrafficPolicy: hasExternal ? etp : 'Cluster',
+      internalTrafficPolicy: itp,
+      healthCheckNodePort,
+      hasExternal,
+    },
+  };
+}
+
+function cond(v: unknown, dflt: boolean): boolean {
+  return v === undefined || v === null ? dflt : v === true;
+}
+
+/** Checks an EndpointSlice; slices of no service, of other proxies, or of FQDN type are skipped. */
+export function parseEndpointSlice(slice: EndpointSlice): ParseResult<ParsedSlice> {
+  const c = new Collector(describe('EndpointSlice', slice.metadata));
+  const { name, namespace } = checkMeta(c, slice.metadata, true);
+  const labels = slice.metadata?.labels;
+  if (isLabelled(labels, SERVICE_PROXY_NAME_LABEL)) return { ok: 'skip', reason: `labelled ${SERVICE_PROXY_NAME_LABEL}` };
+  if (isLabelled(labels, HEADLESS_LABEL)) return { ok: 'skip', reason: `labelled ${HEADLESS_LABEL}` };
+  const svcName = labels?.[SERVICE_NAME_LABEL];
+  if (typeof svcName !== 'string' || svcName === '') return { ok: 'skip', reason: `no ${SERVICE_NAME_LABEL} label` };
+  if (!NAME_RE.test(svcName)) c.add(`metadata.labels["${SERVICE_NAME_LABEL}"]`, `${JSON.stringify(svcName)} is not a valid service name`);
+  const at = slice.addressType;
+  if (at === 'FQDN') return { ok: 'skip', reason: 'FQDN address type' };
+  if (at !== 'IPv4' && at !== 'IPv6') c.add('addressType', `${JSON.stringify(at)} is not IPv4, IPv6 or FQDN`);
+  const family: IPFamily = at === 'IPv6' ? 'IPv6' : 'IPv4';
+
+  const ports: ParsedSlice['ports'] = [];
+  if (slice.ports !== undefined && slice.ports !== null && !Array.isArray(slice.ports)) c.add('ports', 'is not a list');
+  (Array.isArray(slice.ports) ? slice.ports : []).forEach((p, i) => {
+    const protocol = parseProtocol(c, `ports[${i}].protocol`, p?.protocol);
+    if (p?.port === undefined || p?.port === null) return; // "all ports": not routable by a service port
+    if (!isValidPort(p.port)) {
+      c.add(`ports[${i}].port`, `${JSON.stringify(p.port)} is not a port number (1-65535)`);
+      return;
+    }
+    const pname = p.name ?? '';
+    if (typeof pname !== 'string') c.add(`ports[${i}].name`, 'is not a string');
+    ports.push({ name: String(pname), protocol, port: p.port });
+  });
+
+  const endpoints: ParsedEndpoint[] = [];
+  if (slice.endpoints !== undefined && slice.endpoints !== null && !Array.isArray(slice.endpoints)) c.add('endpoints', 'is not a list');
+  (Array.isArray(slice.endpoints) ? slice.endpoints : []).forEach((e, i) => {
+    const addr = e?.addresses?.[0];
+    if (addr === undefined) {
+      c.add(`endpoints[${i}].addresses`, 'is empty');
+      return;
+    }
+    const ip = classifyIP(addr);
+    if (!ip) {
+      c.add(`endpoints[${i}].addresses[0]`, `${JSON.stringify(addr)} is not a valid IP address`);
+      return;
+    }
+    if (ip.family !== family) {
+      c.add(`endpoints[${i}].addresses[0]`, `${addr} is not an ${family} address`);
+      return;
+    }
+    const ready = cond(e.conditions?.ready, true);
+    const nodeName = e.nodeName ?? e.deprecatedTopology?.['kubernetes.io/hostname'] ?? null;
+    endpoints.push({
+      ip: ip.ip,
+      nodeName: typeof nodeName === 'string' && nodeName !== '' ? nodeName : null,
+      ready,
+      serving: cond(e.conditions?.serving, ready),
+      terminating: cond(e.conditions?.terminating, false),
+    });
+  });
+
+  let triggerTime: number | null = null;
+  const tt = slice.metadata?.annotations?.[TRIGGER_TIME_ANNOTATION];
+  if (typeof tt === 'string') {
+    const ms = Date.parse(tt);
+    if (Number.isFinite(ms)) triggerTime = ms;
+  }
+  if (c.issues.length > 0) return { ok: false, issues: c.issues };
+  return { ok: true, value: { key: `${namespace}/${name}`, namespace, name, serviceKey: `${namespace}/${svcName}`, family, ports, endpoints, triggerTime } };
+}
+
+export function parseNode(node: Node): ParseResult<NodeInfo> {
+  const c = new Collector(describe('Node', node.metadata));
+  const { name } = checkMeta(c, node.metadata, false);
+  const addresses: string[] = [];
+  for (const [i, a] of (node.status?.addresses ?? []).entries()) {
+    if (a?.type !== 'InternalIP' && a?.type !== 'ExternalIP') continue;
+    const ip = classifyIP(a.address);
+    if (!ip) c.add(`status.addresses[${i}].address`, `${JSON.stringify(a.address)} is not a valid IP address`);
+    else addresses.push(ip.ip);
+  }
+  const podCIDRs: string[] = [];
+  const rawCIDRs = node.spec?.podCIDRs ?? (node.spec?.podCIDR ? [node.spec.podCIDR] : []);
+  rawCIDRs.forEach((r, i) => {
+    const cidr = parseCIDR(r);
+    if (!cidr) c.add(`spec.podCIDRs[${i}]`, `${JSON.stringify(r)} is not a valid CIDR`);
+    else podCIDRs.push(cidr.cidr);
+  });
+  if (c.issues.length > 0) return { ok: false, issues: c.issues };
+  const labels = node.metadata?.labels && typeof node.metadata.labels === 'object' ? { ...node.metadata.labels } : {};
+  return { ok: true, value: { name, labels, addresses, podCIDRs, deleting: Boolean(node.metadata?.deletionTimestamp) } };
+}
+
+export function formatIssue(i: ValidationIssue): string {
+  return `${i.object}: ${i.field}: ${i.message}`;
+}

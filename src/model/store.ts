@@ -1,0 +1,362 @@
+// The incremental desired-state builder: holds the parsed objects, recomputes only the service ports of
+// services touched since the last commit, and reports what changed. Pure: no I/O, no clock.
+import { endpointId } from './ip.ts';
+import {
+  type ParsedService,
+  type ParsedSlice,
+  type ParseResult,
+  parseEndpointSlice,
+  parseNode,
+  parseService,
+} from './parse.ts';
+import type { EndpointSlice, KubeObject, Node, Service } from './k8s.ts';
+import type {
+  ChangeSet,
+  DesiredState,
+  Endpoint,
+  IPFamily,
+  NodeInfo,
+  ProxyConfig,
+  ServicePort,
+  ValidationIssue,
+} from './types.ts';
+
+export interface Commit {
+  state: DesiredState;
+  changes: ChangeSet;
+  /** Distinct services and EndpointSlices applied since the previous commit (for metrics). */
+  serviceChanges: number;
+  endpointChanges: number;
+  /** last-change-trigger-time (ms) of every slice applied since the previous commit, for network programming latency. */
+  triggerTimes: number[];
+}
+
+/** The outcome of applying one object: applied, skipped (not for this proxy), or rejected with issues. */
+export type ApplyOutcome = { kind: 'applied' } | { kind: 'skipped'; reason: string } | { kind: 'invalid'; issues: ValidationIssue[] };
+
+export class ClusterState {
+  readonly config: ProxyConfig;
+  readonly family: IPFamily;
+  private node: NodeInfo | null = null;
+  private readonly services = new Map<string, ParsedService>();
+  private readonly slices = new Map<string, ParsedSlice>();
+  private readonly slicesByService = new Map<string, Set<string>>();
+  private readonly ports = new Map<string, ServicePort>();
+  private readonly portKeysByService = new Map<string, string[]>();
+  private readonly dirty = new Set<string>();
+  private readonly dirtySlices = new Set<string>();
+  private readonly dirtyServices = new Set<string>();
+  private triggerTimes: number[] = [];
+  private readonly state: DesiredState;
+
+  constructor(config: ProxyConfig, family: IPFamily = 'IPv4') {
+    this.config = config;
+    this.family = family;
+    this.state = { family, config, node: null, servicePorts: this.ports };
+  }
+
+  /** The current desired state (as of the last commit). The map is live; ServicePort objects are replaced, never mutated. */
+  get current(): DesiredState {
+    return this.state;
+  }
+
+  upsertService(svc: Service): ApplyOutcome {
+    const r = parseService(svc);
+    const key = objectKey(svc);
+    if (r.ok === true) {
+      this.services.set(r.value.key, r.value);
+      this.markService(r.value.key);
+      return { kind: 'applied' };
+    }
+    // A service that became invalid or out of scope stops being routed: its previous form is dropped.
+    if (key && this.services.delete(key)) this.markService(key);
+    return outcome(r);
+  }
+
+  deleteService(namespace: string, name: string): void {
+    const key = `${namespace}/${name}`;
+    if (this.services.delete(key)) this.markService(key);
+  }
+
+  upsertEndpointSlice(slice: EndpointSlice): ApplyOutcome {
+    const r = parseEndpointSlice(slice);
+    const key = objectKey(slice);
+    if (key) this.removeSlice(key);
+    if (r.ok !== true) return outcome(r);
+    const s = r.value;
+    this.slices.set(s.key, s);
+    let set = this.slicesByService.get(s.serviceKey);
+    if (!set) this.slicesByService.set(s.serviceKey, (set = new Set()));
+    set.add(s.key);
+    this.dirtySlices.add(s.key);
+    this.dirty.add(s.serviceKey);
+    if (s.triggerTime !== null) this.triggerTimes.push(s.triggerTime);
+    return { kind: 'applied' };
+  }
+
+  deleteEndpointSlice(namespace: string, name: string): void {
+    this.removeSlice(`${namespace}/${name}`);
+  }
+
+  setNode(node: Node | null): ApplyOutcome {
+    if (node === null) {
+      this.node = null;
+      this.state.node = null;
+      return { kind: 'applied' };
+    }
+    const r = parseNode(node);
+    if (r.ok !== true) return outcome(r);
+    this.node = r.value;
+    this.state.node = r.value;
+    return { kind: 'applied' };
+  }
+
+  /** Applies any kind of object (from a file or a list); returns what happened to it. */
+  upsert(obj: KubeObject): ApplyOutcome {
+    switch (obj.kind) {
+      case 'Service':
+        return this.upsertService(obj as Service);
+      case 'EndpointSlice':
+        return this.upsertEndpointSlice(obj as EndpointSlice);
+      case 'Node': {
+        const name = (obj as Node).metadata?.name;
+        if (name !== this.config.hostname) return { kind: 'skipped', reason: `Node ${name ?? '<no name>'} is not this node` };
+        return this.setNode(obj as Node);
+      }
+      default:
+        return { kind: 'skipped', reason: `kind ${String((obj as { kind?: unknown }).kind)} is not watched` };
+    }
+  }
+
+  /**
+   * Makes the held objects exactly `objects` (an initial list or a relist): objects not listed are
+   * deleted, listed ones applied. Returns what happened to each listed object that was not applied.
+   */
+  replaceAll(objects: readonly KubeObject[]): { object: string; outcome: ApplyOutcome }[] {
+    const listedServices = new Set<string>();
+    const listedSlices = new Set<string>();
+    for (const o of objects) {
+      const k = objectKey(o);
+      if (!k) continue;
+      if (o.kind === 'Service') listedServices.add(k);
+      else if (o.kind === 'EndpointSlice') listedSlices.add(k);
+    }
+    for (const k of [...this.services.keys()]) {
+      if (!listedServices.has(k)) {
+        this.services.delete(k);
+        this.markService(k);
+      }
+    }
+    for (const k of [...this.slices.keys()]) if (!listedSlices.has(k)) this.removeSlice(k);
+    const problems: { object: string; outcome: ApplyOutcome }[] = [];
+    for (const o of objects) {
+      const r = this.upsert(o);
+      if (r.kind !== 'applied') problems.push({ object: `${String(o.kind)} ${objectKey(o) ?? '<no name>'}`, outcome: r });
+    }
+    return problems;
+  }
+
+  /** Whether anything changed since the last commit. */
+  get pending(): boolean {
+    return this.dirty.size > 0;
+  }
+
+  /** Recomputes the service ports of every service touched since the last commit. */
+  commit(): Commit {
+    const changes: ChangeSet = { added: [], updated: [], removed: [] };
+    for (const svcKey of this.dirty) this.recompute(svcKey, changes);
+    const result: Commit = {
+      state: this.state,
+      changes,
+      serviceChanges: this.dirtyServices.size,
+      endpointChanges: this.dirtySlices.size,
+      triggerTimes: this.triggerTimes,
+    };
+    this.dirty.clear();
+    this.dirtyServices.clear();
+    this.dirtySlices.clear();
+    this.triggerTimes = [];
+    return result;
+  }
+
+  private markService(key: string): void {
+    this.dirty.add(key);
+    this.dirtyServices.add(key);
+  }
+
+  private removeSlice(key: string): void {
+    const old = this.slices.get(key);
+    if (!old) return;
+    this.slices.delete(key);
+    this.slicesByService.get(old.serviceKey)?.delete(key);
+    if (this.slicesByService.get(old.serviceKey)?.size === 0) this.slicesByService.delete(old.serviceKey);
+    this.dirtySlices.add(key);
+    this.dirty.add(old.serviceKey);
+  }
+
+  private recompute(svcKey: string, changes: ChangeSet): void {
+    const oldKeys = this.portKeysByService.get(svcKey) ?? [];
+    const svc = this.services.get(svcKey);
+    const next = svc ? buildServicePorts(svc, this.slicesOf(svcKey), this.family, this.config.hostname) : [];
+    const nextKeys = new Set(next.map((p) => p.key));
+    for (const k of oldKeys) {
+      if (!nextKeys.has(k)) {
+        this.ports.delete(k);
+        changes.removed.push(k);
+      }
+    }
+    for (const p of next) {
+      const prev = this.ports.get(p.key);
+      if (!prev) changes.added.push(p.key);
+      else if (!sameServicePort(prev, p)) changes.updated.push(p.key);
+      else continue;
+      this.ports.set(p.key, p);
+    }
+    if (next.length > 0) this.portKeysByService.set(svcKey, next.map((p) => p.key));
+    else this.portKeysByService.delete(svcKey);
+  }
+
+  private slicesOf(svcKey: string): ParsedSlice[] {
+    const keys = this.slicesByService.get(svcKey);
+    if (!keys) return [];
+    const out: ParsedSlice[] = [];
+    for (const k of keys) {
+      const s = this.slices.get(k);
+      if (s && s.family === this.family) out.push(s);
+    }
+    // Deterministic merge order, as kube-proxy's endpoint slice cache.
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+}
+
+function objectKey(o: { metadata?: { name?: unknown; namespace?: unknown } }): string | null {
+  const name = o.metadata?.name;
+  if (typeof name !== 'string' || name === '') return null;
+  const ns = typeof o.metadata?.namespace === 'string' && o.metadata.namespace ? o.metadata.namespace : 'default';
+  return `${ns}/${name}`;
+}
+
+function outcome<T>(r: ParseResult<T>): ApplyOutcome {
+  if (r.ok === 'skip') return { kind: 'skipped', reason: r.reason };
+  if (r.ok === false) return { kind: 'invalid', issues: r.issues };
+  return { kind: 'applied' };
+}
+
+/** Builds the service ports of one service for one family from its slices (already in merge order). */
+export function buildServicePorts(svc: ParsedService, slices: readonly ParsedSlice[], family: IPFamily, hostname: string): ServicePort[] {
+  const clusterIPs = svc.clusterIPs[family];
+  if (clusterIPs.length === 0) return [];
+  const out: ServicePort[] = [];
+  for (const p of svc.ports) {
+    const all = mergeEndpoints(p.name, p.protocol, slices, family, hostname);
+    const ready = all.filter((e) => e.ready);
+    const clusterEndpoints = ready.length > 0 ? ready : all.filter((e) => e.serving && e.terminating);
+    const localReady = ready.filter((e) => e.isLocal);
+    const localEndpoints = localReady.length > 0 ? localReady : all.filter((e) => e.isLocal && e.serving && e.terminating);
+    out.push({
+      key: `${svc.key}:${p.name}`,
+      service: svc.key,
+      namespace: svc.namespace,
+      name: svc.name,
+      portName: p.name,
+      protocol: p.protocol,
+      family,
+      port: p.port,
+      clusterIPs: [...clusterIPs],
+      nodePort: p.nodePort,
+      externalIPs: [...svc.externalIPs[family]],
+      loadBalancerIPs: [...svc.loadBalancerIPs[family]],
+      loadBalancerSourceRanges: [...svc.loadBalancerSourceRanges[family]],
+      affinityTimeoutSeconds: svc.affinityTimeoutSeconds,
+      externalTrafficPolicy: svc.externalTrafficPolicy,
+      internalTrafficPolicy: svc.internalTrafficPolicy,
+      healthCheckNodePort: svc.healthCheckNodePort,
+      hasExternal: svc.hasExternal,
+      clusterEndpoints,
+      localEndpoints,
+      allEndpoints: all,
+    });
+  }
+  return out;
+}
+
+/**
+ * Every endpoint of a service port across slices: the slice port with the service port's name and
+ * protocol gives the endpoint port (how named targetPorts resolve). Duplicates (same ip:port in several
+ * slices) are merged, a ready copy winning over a not-ready one. Sorted by id.
+ */
+function mergeEndpoints(portName: string, protocol: string, slices: readonly ParsedSlice[], family: IPFamily, hostname: string): Endpoint[] {
+  const byId = new Map<string, Endpoint>();
+  for (const s of slices) {
+    const sp = s.ports.find((x) => x.name === portName && x.protocol === protocol);
+    if (!sp) continue;
+    for (const e of s.endpoints) {
+      const id = endpointId(e.ip, sp.port, family);
+      const prev = byId.get(id);
+      if (prev && (prev.ready || !e.ready)) continue;
+      byId.set(id, {
+        ip: e.ip,
+        port: sp.port,
+        id,
+        nodeName: e.nodeName,
+        isLocal: e.nodeName !== null && e.nodeName === hostname,
+        ready: e.ready,
+        serving: e.serving,
+        terminating: e.terminating,
+      });
+    }
+  }
+  return [...byId.values()].sort((a, b) => compareIds(a, b));
+}
+
+function compareIds(a: Endpoint, b: Endpoint): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+function sameEndpoints(a: readonly Endpoint[], b: readonly Endpoint[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x.id !== y.id || x.nodeName !== y.nodeName || x.ready !== y.ready || x.serving !== y.serving || x.terminating !== y.terminating) return false;
+  }
+  return true;
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Whether two versions of a service port render identically in every mode. */
+export function sameServicePort(a: ServicePort, b: ServicePort): boolean {
+  return (
+    a.protocol === b.protocol &&
+    a.port === b.port &&
+    a.nodePort === b.nodePort &&
+    a.affinityTimeoutSeconds === b.affinityTimeoutSeconds &&
+    a.externalTrafficPolicy === b.externalTrafficPolicy &&
+    a.internalTrafficPolicy === b.internalTrafficPolicy &&
+    a.healthCheckNodePort === b.healthCheckNodePort &&
+    a.hasExternal === b.hasExternal &&
+    sameList(a.clusterIPs, b.clusterIPs) &&
+    sameList(a.externalIPs, b.externalIPs) &&
+    sameList(a.loadBalancerIPs, b.loadBalancerIPs) &&
+    sameList(a.loadBalancerSourceRanges, b.loadBalancerSourceRanges) &&
+    sameEndpoints(a.allEndpoints, b.allEndpoints) &&
+    sameEndpoints(a.clusterEndpoints, b.clusterEndpoints) &&
+    sameEndpoints(a.localEndpoints, b.localEndpoints)
+  );
+}
+
+/** Builds a whole state at once (for `state`, dry runs and tests): every object applied, then one commit. */
+export function buildState(objects: readonly KubeObject[], config: ProxyConfig, family: IPFamily = 'IPv4'): { state: DesiredState; issues: ValidationIssue[]; skipped: { object: string; reason: string }[] } {
+  const cs = new ClusterState(config, family);
+  const issues: ValidationIssue[] = [];
+  const skipped: { object: string; reason: string }[] = [];
+  for (const o of objects) {
+    const r = cs.upsert(o);
+    if (r.kind === 'invalid') issues.push(...r.issues);
+    else if (r.kind === 'skipped') skipped.push({ object: `${String(o.kind)} ${objectKey(o) ?? '<no name>'}`, reason: r.reason });
+  }
+  return { state: cs.commit().state, issues, skipped };
+}

@@ -1,0 +1,180 @@
+// The sync loop: coalesces changes, runs one sync at a time, at most every minSyncPeriod, a full resync
+// at least every syncPeriod, and retries failures with backoff (the next sync after a failure is full).
+import { log } from '../log.ts';
+import type { ClusterState } from '../model/store.ts';
+import { changeSetSize } from '../model/types.ts';
+import type { Proxier, SyncResult } from '../modes/types.ts';
+import { PendingChanges } from './changes.ts';
+
+export interface SyncEvent {
+  result: SyncResult;
+  /** Service ports in the state after the sync. */
+  servicePorts: number;
+  changed: number;
+  serviceChanges: number;
+  endpointChanges: number;
+  /** last-change-trigger-time values (ms) of the slices this sync carried to the data path. */
+  triggerTimes: number[];
+}
+
+export interface SyncLoopOptions {
+  proxier: Proxier;
+  cluster: ClusterState;
+  minSyncPeriodMs: number;
+  syncPeriodMs: number;
+  /** Called after every successful sync. */
+  onSynced?: (e: SyncEvent) => void;
+  /** Called after every failed sync. */
+  onFailed?: (err: Error, full: boolean) => void;
+  now?: () => number;
+}
+
+const MAX_BACKOFF_MS = 30_000;
+
+export class SyncLoop {
+  private readonly o: SyncLoopOptions;
+  private readonly pending = new PendingChanges();
+  private counts = { services: 0, endpoints: 0, triggers: [] as number[] };
+  private needFull = true;
+  private running = false;
+  private stopped = false;
+  private timer: NodeJS.Timeout | null = null;
+  private lastSyncAt = -Infinity;
+  private lastFullAt = -Infinity;
+  private failures = 0;
+  private idle: Promise<void> = Promise.resolve();
+  /** Time of the oldest change not yet synced (ms), or null; health checks read it. */
+  oldestPendingAt: number | null = null;
+  lastSuccessAt: number | null = null;
+
+  constructor(o: SyncLoopOptions) {
+    this.o = o;
+  }
+
+  private now(): number {
+    return this.o.now?.() ?? Date.now();
+  }
+
+  /** Call after applying objects to the cluster state: schedules a sync (coalesced). */
+  request(): void {
+    if (this.stopped) return;
+    if (this.oldestPendingAt === null) this.oldestPendingAt = this.now();
+    this.schedule(0);
+  }
+
+  /** Starts periodic full resyncs and runs the first (full) sync now. */
+  start(): void {
+    this.request();
+  }
+
+  /** Resolves after the sync in flight (if any); no further syncs start. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.idle;
+  }
+
+  /** Runs a sync now (waiting for one in flight first); used by tests and the first sync. */
+  async syncNow(): Promise<void> {
+    await this.idle;
+    await this.runOnce();
+  }
+
+  private schedule(delayHint: number): void {
+    if (this.stopped || this.running) return;
+    const sinceLast = this.now() - this.lastSyncAt;
+    const delay = Math.max(delayHint, this.o.minSyncPeriodMs - sinceLast, 0);
+    if (this.timer) {
+      // Keep an earlier timer; replace a later one.
+      if (delayHint === 0 && delay === 0) clearTimeout(this.timer);
+      else return;
+    }
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.runOnce();
+    }, delay);
+  }
+
+  private async runOnce(): Promise<void> {
+    if (this.running || this.stopped) return;
+    this.running = true;
+    let release!: () => void;
+    this.idle = new Promise((r) => (release = r));
+    try {
+      await this.syncOnce();
+    } finally {
+      this.running = false;
+      release();
+      this.afterSync();
+    }
+  }
+
+  private afterSync(): void {
+    if (this.stopped) return;
+    if (this.failures > 0) {
+      const backoff = Math.min(MAX_BACKOFF_MS, Math.max(this.o.minSyncPeriodMs, 1000) * 2 ** (this.failures - 1));
+      this.schedule(backoff);
+    } else if (this.o.cluster.pending || this.pending.size > 0) {
+      this.schedule(0);
+    } else {
+      // The periodic full resync.
+      this.schedule(Math.max(0, this.lastFullAt + this.o.syncPeriodMs - this.now()));
+    }
+  }
+
+  private async syncOnce(): Promise<void> {
+    const commit = this.o.cluster.commit();
+    this.pending.add(commit.changes);
+    this.counts.services += commit.serviceChanges;
+    this.counts.endpoints += commit.endpointChanges;
+    this.counts.triggers.push(...commit.triggerTimes);
+    const full = this.needFull || this.now() - this.lastFullAt >= this.o.syncPeriodMs;
+    const changes = this.pending.take();
+    const startedAt = this.now();
+    this.lastSyncAt = startedAt;
+    const pendingSince = this.oldestPendingAt;
+    this.oldestPendingAt = null;
+    try {
+      const result = await this.o.proxier.sync(commit.state, full ? null : changes);
+      this.failures = 0;
+      this.needFull = false;
+      if (result.full) this.lastFullAt = startedAt;
+      this.lastSuccessAt = this.now();
+      const event: SyncEvent = {
+        result,
+        servicePorts: commit.state.servicePorts.size,
+        changed: changeSetSize(changes),
+        serviceChanges: this.counts.services,
+        endpointChanges: this.counts.endpoints,
+        triggerTimes: this.counts.triggers,
+      };
+      this.counts = { services: 0, endpoints: 0, triggers: [] };
+      log.info(
+        {
+          event: 'synced',
+          mode: this.o.proxier.mode,
+          full: result.full,
+          durationMs: Math.round(result.durationMs * 10) / 10,
+          servicePorts: event.servicePorts,
+          added: changes.added.length,
+          updated: changes.updated.length,
+          removed: changes.removed.length,
+          written: result.servicePortsWritten,
+          bytes: result.bytes,
+        },
+        result.full ? 'full sync done' : 'partial sync done',
+      );
+      this.o.onSynced?.(event);
+    } catch (e) {
+      const err = e instanceof Error ? e : new Error(String(e));
+      this.failures++;
+      this.needFull = true;
+      // Keep what this sync was to carry: the next (full) sync covers it, and health still sees it waiting.
+      this.pending.add(changes);
+      this.oldestPendingAt = pendingSince ?? startedAt;
+      log.error({ event: 'sync-failed', mode: this.o.proxier.mode, full, failures: this.failures, err: err.message }, 'sync failed; previous rules stay in place, retrying with a full sync');
+      this.o.onFailed?.(err, full);
+    }
+  }
+}
