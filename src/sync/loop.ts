@@ -39,6 +39,7 @@ export class SyncLoop {
   private running = false;
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
+  private timerDue = Infinity;
   private lastSyncAt = -Infinity;
   private lastFullAt = -Infinity;
   private failures = 0;
@@ -85,11 +86,12 @@ export class SyncLoop {
     if (this.stopped || this.running) return;
     const sinceLast = this.now() - this.lastSyncAt;
     const delay = Math.max(delayHint, this.o.minSyncPeriodMs - sinceLast, 0);
+    const due = this.now() + delay;
     if (this.timer) {
-      // Keep an earlier timer; replace a later one.
-      if (delayHint === 0 && delay === 0) clearTimeout(this.timer);
-      else return;
+      if (this.timerDue <= due) return; // an earlier (or equal) sync is already scheduled
+      clearTimeout(this.timer);
     }
+    this.timerDue = due;
     this.timer = setTimeout(() => {
       this.timer = null;
       void this.runOnce();

@@ -1,7 +1,7 @@
 // The file source: a YAML or JSON file holding a v1 List (or any *List) or a multi-document stream of
 // Services, EndpointSlices and Nodes. Other kinds are skipped with a debug log.
 import { readFile } from 'node:fs/promises';
-import { parseAllDocuments } from 'yaml';
+import { LineCounter, parseAllDocuments } from 'yaml';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
 import type { Source, SourceHandler } from './types.ts';
@@ -17,13 +17,14 @@ export class SourceFileError extends Error {
 
 /** Parses file text into the watched objects; throws SourceFileError naming the file and position. */
 export function parseObjects(text: string, file: string): KubeObject[] {
-  const docs = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: false });
+  const lines = new LineCounter();
+  const docs = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: false, lineCounter: lines });
   const out: KubeObject[] = [];
   const list = Array.isArray(docs) ? docs : [docs];
   for (const doc of list) {
     const err = doc.errors[0];
     if (err) {
-      const pos = err.linePos?.[0];
+      const pos = err.linePos?.[0] ?? lines.linePos(err.pos[0]);
       const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
       throw new SourceFileError(`${where}: ${err.message.split('\n')[0]}`);
     }
