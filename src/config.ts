@@ -24,10 +24,10 @@ interface FlagSpec {
 export const RUN_FLAGS: FlagSpec[] = [
   { name: 'mode', aliases: ['proxy-mode'], type: 'string', arg: 'MODE', help: 'iptables (default), nftables or userspace' },
   { name: 'dry-run', type: 'boolean', help: 'print the exact rules for this node (as for a node with none yet) and exit' },
-  { name: 'cleanup', type: 'boolean', help: "remove every rule this proxy (and kube-proxy) installed, in every mode, and exit" },
+  { name: 'cleanup', type: 'boolean', help: 'remove every rule this proxy (and kube-proxy) installed, in every mode, and exit' },
   { name: 'from', type: 'string', arg: 'FILE', help: 'read Services, EndpointSlices and Nodes from a YAML/JSON file instead of the API server' },
   { name: 'kubeconfig', type: 'string', arg: 'PATH', help: 'kubeconfig to reach the API server (default: in-cluster config)' },
-  { name: 'hostname-override', type: 'string', arg: 'NAME', help: 'this node\'s name (default: the host name)' },
+  { name: 'hostname-override', type: 'string', arg: 'NAME', help: "this node's name (default: the host name)" },
   { name: 'cluster-cidr', type: 'string', arg: 'CIDR[,CIDR]', help: 'pod CIDR(s); traffic from elsewhere to a ClusterIP is masqueraded' },
   { name: 'masquerade-all', type: 'boolean', help: 'masquerade all traffic to ClusterIPs' },
   { name: 'nodeport-addresses', type: 'string', arg: 'CIDR[,CIDR]', help: 'only local addresses in these CIDRs accept NodePorts (default: all)' },

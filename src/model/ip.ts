@@ -87,7 +87,7 @@ export function ipv4InCIDR(ip: string, cidr: string): boolean {
   if (a === null || n === null) return false;
   const len = Number(lenText);
   const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  return ((a & mask) >>> 0) === ((n & mask) >>> 0);
+  return (a & mask) >>> 0 === (n & mask) >>> 0;
 }
 
 export function isValidPort(p: unknown): p is number {

@@ -1,15 +1,7 @@
 // Validation of untrusted Kubernetes objects into the proxy's own, checked shapes.
 // An object with any invalid field is reported (object, field, reason) and left out as a whole.
 import { classifyIP, isValidPort, parseCIDR } from './ip.ts';
-import {
-  type EndpointSlice,
-  HEADLESS_LABEL,
-  type Node,
-  SERVICE_NAME_LABEL,
-  SERVICE_PROXY_NAME_LABEL,
-  type Service,
-  TRIGGER_TIME_ANNOTATION,
-} from './k8s.ts';
+import { type EndpointSlice, HEADLESS_LABEL, type Node, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, type Service, TRIGGER_TIME_ANNOTATION } from './k8s.ts';
 import type { IPFamily, NodeInfo, Protocol, TrafficPolicy, ValidationIssue } from './types.ts';
 
 export const DEFAULT_AFFINITY_TIMEOUT = 10800;
@@ -88,7 +80,8 @@ function checkMeta(c: Collector, meta: { name?: unknown; namespace?: unknown } |
   else if (!NAME_RE.test(name)) c.add('metadata.name', `${JSON.stringify(name)} is not a valid object name`);
   let namespace = 'default';
   if (namespaced && meta?.namespace !== undefined) {
-    if (typeof meta.namespace !== 'string' || !PORT_NAME_RE.test(meta.namespace)) c.add('metadata.namespace', `${JSON.stringify(meta.namespace)} is not a valid namespace`);
+    if (typeof meta.namespace !== 'string' || !PORT_NAME_RE.test(meta.namespace))
+      c.add('metadata.namespace', `${JSON.stringify(meta.namespace)} is not a valid namespace`);
     else namespace = meta.namespace;
   }
   return { name: typeof name === 'string' ? name : '', namespace };

@@ -1,25 +1,9 @@
 // The incremental desired-state builder: holds the parsed objects, recomputes only the service ports of
 // services touched since the last commit, and reports what changed. Pure: no I/O, no clock.
 import { endpointId } from './ip.ts';
-import {
-  type ParsedService,
-  type ParsedSlice,
-  type ParseResult,
-  parseEndpointSlice,
-  parseNode,
-  parseService,
-} from './parse.ts';
+import { type ParsedService, type ParsedSlice, type ParseResult, parseEndpointSlice, parseNode, parseService } from './parse.ts';
 import type { EndpointSlice, KubeObject, Node, Service } from './k8s.ts';
-import type {
-  ChangeSet,
-  DesiredState,
-  Endpoint,
-  IPFamily,
-  NodeInfo,
-  ProxyConfig,
-  ServicePort,
-  ValidationIssue,
-} from './types.ts';
+import type { ChangeSet, DesiredState, Endpoint, IPFamily, ProxyConfig, ServicePort, ValidationIssue } from './types.ts';
 
 export interface Commit {
   state: DesiredState;
@@ -37,7 +21,6 @@ export type ApplyOutcome = { kind: 'applied' } | { kind: 'skipped'; reason: stri
 export class ClusterState {
   readonly config: ProxyConfig;
   readonly family: IPFamily;
-  private node: NodeInfo | null = null;
   private readonly services = new Map<string, ParsedService>();
   private readonly slices = new Map<string, ParsedSlice>();
   private readonly slicesByService = new Map<string, Set<string>>();
@@ -100,13 +83,11 @@ export class ClusterState {
 
   setNode(node: Node | null): ApplyOutcome {
     if (node === null) {
-      this.node = null;
       this.state.node = null;
       return { kind: 'applied' };
     }
     const r = parseNode(node);
     if (r.ok !== true) return outcome(r);
-    this.node = r.value;
     this.state.node = r.value;
     return { kind: 'applied' };
   }
@@ -212,7 +193,11 @@ export class ClusterState {
       else continue;
       this.ports.set(p.key, p);
     }
-    if (next.length > 0) this.portKeysByService.set(svcKey, next.map((p) => p.key));
+    if (next.length > 0)
+      this.portKeysByService.set(
+        svcKey,
+        next.map((p) => p.key),
+      );
     else this.portKeysByService.delete(svcKey);
   }
 
@@ -349,7 +334,11 @@ export function sameServicePort(a: ServicePort, b: ServicePort): boolean {
 }
 
 /** Builds a whole state at once (for `state`, dry runs and tests): every object applied, then one commit. */
-export function buildState(objects: readonly KubeObject[], config: ProxyConfig, family: IPFamily = 'IPv4'): { state: DesiredState; issues: ValidationIssue[]; skipped: { object: string; reason: string }[] } {
+export function buildState(
+  objects: readonly KubeObject[],
+  config: ProxyConfig,
+  family: IPFamily = 'IPv4',
+): { state: DesiredState; issues: ValidationIssue[]; skipped: { object: string; reason: string }[] } {
   const cs = new ClusterState(config, family);
   const issues: ValidationIssue[] = [];
   const skipped: { object: string; reason: string }[] = [];

@@ -19,7 +19,8 @@ export class PendingChanges {
       this.byKey.delete(key); // came and went between two syncs: the data path never had it
       return;
     }
-    if (prev === 'added' && next === 'updated') kind = 'added'; // still new to the data path
+    if (prev === 'added' && next === 'updated')
+      kind = 'added'; // still new to the data path
     else if (prev === 'removed' && next === 'added') kind = 'updated'; // the data path has an old version
     this.byKey.set(key, kind);
   }

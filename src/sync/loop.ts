@@ -175,7 +175,10 @@ export class SyncLoop {
       // Keep what this sync was to carry: the next (full) sync covers it, and health still sees it waiting.
       this.pending.add(changes);
       this.oldestPendingAt = pendingSince ?? startedAt;
-      log.error({ event: 'sync-failed', mode: this.o.proxier.mode, full, failures: this.failures, err: err.message }, 'sync failed; previous rules stay in place, retrying with a full sync');
+      log.error(
+        { event: 'sync-failed', mode: this.o.proxier.mode, full, failures: this.failures, err: err.message },
+        'sync failed; previous rules stay in place, retrying with a full sync',
+      );
       this.o.onFailed?.(err, full);
     }
   }

@@ -22,7 +22,17 @@ describe('flags', () => {
   });
 
   it('accepts --proxy-mode, --flag=value, booleans and CIDR lists', async () => {
-    const o = await resolveRunOptions(['--proxy-mode=nftables', '--dry-run', '--masquerade-all', '--cluster-cidr', '198.19.0.0/16,198.18.5.1/24', '--nodeport-addresses=198.18.0.0/24', '--sync-period', '1m30s', '--min-sync-period=250ms']);
+    const o = await resolveRunOptions([
+      '--proxy-mode=nftables',
+      '--dry-run',
+      '--masquerade-all',
+      '--cluster-cidr',
+      '198.19.0.0/16,198.18.5.1/24',
+      '--nodeport-addresses=198.18.0.0/24',
+      '--sync-period',
+      '1m30s',
+      '--min-sync-period=250ms',
+    ]);
     expect(o).toMatchObject({ mode: 'nftables', dryRun: true, syncPeriodMs: 90000, minSyncPeriodMs: 250 });
     if (o === 'help') throw new Error('unexpected');
     expect(o.proxy.clusterCIDRs).toEqual(['198.19.0.0/16', '198.18.5.0/24']);

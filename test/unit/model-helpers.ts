@@ -14,7 +14,14 @@ export function ep(ip: string, nodeName: string | undefined, conditions?: Ep['co
   return { addresses: [ip], ...(nodeName ? { nodeName } : {}), ...(conditions ? { conditions } : {}) };
 }
 
-export function slice(name: string, service: string, ports: EndpointSlice['ports'], endpoints: Ep[], ns = 'shop', extraLabels: Record<string, string> = {}): EndpointSlice {
+export function slice(
+  name: string,
+  service: string,
+  ports: EndpointSlice['ports'],
+  endpoints: Ep[],
+  ns = 'shop',
+  extraLabels: Record<string, string> = {},
+): EndpointSlice {
   return {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',

@@ -6,7 +6,8 @@ import { CONFIG, ep, slice, svc } from './model-helpers.ts';
 
 const web = (extra: Record<string, unknown> = {}) =>
   svc('web', { clusterIP: '198.18.100.10', clusterIPs: ['198.18.100.10'], ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }], ...extra });
-const webSlice = (eps = [ep('198.19.1.11', 'node-a'), ep('198.19.2.11', 'node-b')], name = 'web-1') => slice(name, 'web', [{ name: 'http', port: 8080, protocol: 'TCP' }], eps);
+const webSlice = (eps = [ep('198.19.1.11', 'node-a'), ep('198.19.2.11', 'node-b')], name = 'web-1') =>
+  slice(name, 'web', [{ name: 'http', port: 8080, protocol: 'TCP' }], eps);
 
 function only(state: DesiredState): ServicePort {
   expect(state.servicePorts.size).toBe(1);
@@ -47,7 +48,14 @@ describe('which services are proxied', () => {
       CONFIG,
     );
     expect(state.servicePorts.size).toBe(0);
-    const s2 = buildState([web(), webSlice(), slice('web-2', 'web', [{ name: 'http', port: 8080 }], [ep('198.19.1.99', 'node-a')], 'shop', { 'service.kubernetes.io/service-proxy-name': 'other' })], CONFIG).state;
+    const s2 = buildState(
+      [
+        web(),
+        webSlice(),
+        slice('web-2', 'web', [{ name: 'http', port: 8080 }], [ep('198.19.1.99', 'node-a')], 'shop', { 'service.kubernetes.io/service-proxy-name': 'other' }),
+      ],
+      CONFIG,
+    ).state;
     expect(ids(only(s2).clusterEndpoints)).toEqual(['198.19.1.11:8080', '198.19.2.11:8080']);
   });
 });
@@ -109,7 +117,10 @@ describe('service ports', () => {
 
   it('ignores nodePort on a ClusterIP service and LB status on a non-LoadBalancer service', () => {
     const sp = only(
-      buildState([svc('x', { clusterIP: '198.18.100.5', ports: [{ port: 80, nodePort: 30001 }] }, { status: { loadBalancer: { ingress: [{ ip: '198.18.200.1' }] } } })], CONFIG).state,
+      buildState(
+        [svc('x', { clusterIP: '198.18.100.5', ports: [{ port: 80, nodePort: 30001 }] }, { status: { loadBalancer: { ingress: [{ ip: '198.18.200.1' }] } } })],
+        CONFIG,
+      ).state,
     );
     expect(sp.nodePort).toBeNull();
     expect(sp.loadBalancerIPs).toEqual([]);
@@ -221,13 +232,10 @@ describe('endpoints', () => {
     expect(hasEndpoints(draining)).toBe(true);
   });
 
-  it('local endpoints likewise fall back to this node\'s serving-and-terminating ones', () => {
+  it("local endpoints likewise fall back to this node's serving-and-terminating ones", () => {
     const sp = only(
       buildState(
-        [
-          web(),
-          webSlice([ep('198.19.2.11', 'node-b', { ready: true }), ep('198.19.1.11', 'node-a', { ready: false, serving: true, terminating: true })]),
-        ],
+        [web(), webSlice([ep('198.19.2.11', 'node-b', { ready: true }), ep('198.19.1.11', 'node-a', { ready: false, serving: true, terminating: true })])],
         CONFIG,
       ).state,
     );
@@ -239,7 +247,9 @@ describe('endpoints', () => {
     const itp = only(buildState([web({ internalTrafficPolicy: 'Local' }), webSlice()], CONFIG).state);
     expect(ids(internalEndpoints(itp))).toEqual(['198.19.1.11:8080']);
     expect(ids(externalEndpoints(itp))).toEqual(['198.19.1.11:8080', '198.19.2.11:8080']);
-    const etp = only(buildState([web({ type: 'NodePort', externalTrafficPolicy: 'Local', ports: [{ name: 'http', port: 80, nodePort: 30080 }] }), webSlice()], CONFIG).state);
+    const etp = only(
+      buildState([web({ type: 'NodePort', externalTrafficPolicy: 'Local', ports: [{ name: 'http', port: 80, nodePort: 30080 }] }), webSlice()], CONFIG).state,
+    );
     expect(ids(internalEndpoints(etp))).toEqual(['198.19.1.11:8080', '198.19.2.11:8080']);
     expect(ids(externalEndpoints(etp))).toEqual(['198.19.1.11:8080']);
     const remote = only(buildState([web({ internalTrafficPolicy: 'Local' }), webSlice([ep('198.19.2.11', 'node-b')])], CONFIG).state);
@@ -261,10 +271,18 @@ describe('invalid objects are reported and left out; the rest still builds', () 
     ['a port out of range', svc('bad', { clusterIP: '198.18.100.9', ports: [{ port: 70000 }] }), 'spec.ports[0].port'],
     ['port 0', svc('bad', { clusterIP: '198.18.100.9', ports: [{ port: 0 }] }), 'spec.ports[0].port'],
     ['a nodePort out of range', svc('bad', { type: 'NodePort', clusterIP: '198.18.100.9', ports: [{ port: 80, nodePort: 65536 }] }), 'spec.ports[0].nodePort'],
-    ['an unparseable source range', svc('bad', { type: 'LoadBalancer', clusterIP: '198.18.100.9', loadBalancerSourceRanges: ['10.0.0.0/33'], ports: [{ port: 80 }] }), 'spec.loadBalancerSourceRanges[0]'],
+    [
+      'an unparseable source range',
+      svc('bad', { type: 'LoadBalancer', clusterIP: '198.18.100.9', loadBalancerSourceRanges: ['10.0.0.0/33'], ports: [{ port: 80 }] }),
+      'spec.loadBalancerSourceRanges[0]',
+    ],
     ['a bad externalIP', svc('bad', { clusterIP: '198.18.100.9', externalIPs: ['1.2.3'], ports: [{ port: 80 }] }), 'spec.externalIPs[0]'],
     ['a bad protocol', svc('bad', { clusterIP: '198.18.100.9', ports: [{ port: 80, protocol: 'ICMP' }] }), 'spec.ports[0].protocol'],
-    ['a missing name', { apiVersion: 'v1', kind: 'Service', metadata: { namespace: 'shop' }, spec: { clusterIP: '198.18.100.9', ports: [{ port: 80 }] } }, 'metadata.name'],
+    [
+      'a missing name',
+      { apiVersion: 'v1', kind: 'Service', metadata: { namespace: 'shop' }, spec: { clusterIP: '198.18.100.9', ports: [{ port: 80 }] } },
+      'metadata.name',
+    ],
     ['a rule-injecting name', svc('x" -j ACCEPT #', { clusterIP: '198.18.100.9', ports: [{ port: 80 }] }), 'metadata.name'],
     ['a rule-injecting port name', svc('bad', { clusterIP: '198.18.100.9', ports: [{ name: 'a b', port: 80 }] }), 'spec.ports[0].name'],
   ];
@@ -283,7 +301,10 @@ describe('invalid objects are reported and left out; the rest still builds', () 
     const bad1 = webSlice([ep('198.19.1.011', 'node-a')], 'web-bad');
     const bad2 = slice('web-bad2', 'web', [{ name: 'http', port: -1 }], [ep('198.19.1.12', 'node-a')]);
     const { state, issues } = buildState([web(), webSlice(), bad1, bad2], CONFIG);
-    expect(issues.map((i) => `${i.object} ${i.field}`)).toEqual(['EndpointSlice shop/web-bad endpoints[0].addresses[0]', 'EndpointSlice shop/web-bad2 ports[0].port']);
+    expect(issues.map((i) => `${i.object} ${i.field}`)).toEqual([
+      'EndpointSlice shop/web-bad endpoints[0].addresses[0]',
+      'EndpointSlice shop/web-bad2 ports[0].port',
+    ]);
     expect(ids(only(state).clusterEndpoints)).toEqual(['198.19.1.11:8080', '198.19.2.11:8080']);
   });
 
@@ -303,8 +324,26 @@ describe('incremental updates', () => {
     const cs = new ClusterState(CONFIG);
     cs.upsert(web());
     cs.upsert(webSlice());
-    cs.upsert(svc('api', { clusterIP: '198.18.100.11', ports: [{ name: 'http', port: 80 }, { name: 'grpc', port: 90 }] }));
-    cs.upsert(slice('api-1', 'api', [{ name: 'http', port: 8080 }, { name: 'grpc', port: 9090 }], [ep('198.19.1.20', 'node-a')]));
+    cs.upsert(
+      svc('api', {
+        clusterIP: '198.18.100.11',
+        ports: [
+          { name: 'http', port: 80 },
+          { name: 'grpc', port: 90 },
+        ],
+      }),
+    );
+    cs.upsert(
+      slice(
+        'api-1',
+        'api',
+        [
+          { name: 'http', port: 8080 },
+          { name: 'grpc', port: 9090 },
+        ],
+        [ep('198.19.1.20', 'node-a')],
+      ),
+    );
     const first = cs.commit();
     expect(first.changes.added.sort()).toEqual(['shop/api:grpc', 'shop/api:http', 'shop/web:http']);
     return cs;
@@ -330,7 +369,15 @@ describe('incremental updates', () => {
 
   it('adding and removing ports and services reports added and removed keys', () => {
     const cs = seeded();
-    cs.upsert(svc('api', { clusterIP: '198.18.100.11', ports: [{ name: 'http', port: 80 }, { name: 'admin', port: 91 }] }));
+    cs.upsert(
+      svc('api', {
+        clusterIP: '198.18.100.11',
+        ports: [
+          { name: 'http', port: 80 },
+          { name: 'admin', port: 91 },
+        ],
+      }),
+    );
     const c = cs.commit();
     expect(c.changes).toEqual({ added: ['shop/api:admin'], updated: [], removed: ['shop/api:grpc'] });
     cs.deleteService('shop', 'web');

@@ -71,7 +71,9 @@ describe('state gives the right endpoints for every shared scenario', () => {
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^SERVICE\s+PORT\s+CLUSTER-IP\s+NODEPORT\s+EXTERNAL\s+POLICY \(EXT\/INT\)\s+AFFINITY\s+ENDPOINTS\s+LOCAL$/);
-    expect(lines[1]).toMatch(/^shop\/spread:http\s+80\/TCP\s+198\.18\.100\.51\s+<none>\s+<none>\s+Cluster\/Cluster\s+None\s+198\.19\.1\.11:8080,198\.19\.2\.11:8080\s+198\.19\.1\.11:8080$/);
+    expect(lines[1]).toMatch(
+      /^shop\/spread:http\s+80\/TCP\s+198\.18\.100\.51\s+<none>\s+<none>\s+Cluster\/Cluster\s+None\s+198\.19\.1\.11:8080,198\.19\.2\.11:8080\s+198\.19\.1\.11:8080$/,
+    );
     expect(lines[2]).toMatch(/^shop\/sticky:http\s+80\/TCP\s+198\.18\.100\.50\s+30050\s+.*ClientIP 600s/);
   });
 });
@@ -94,7 +96,12 @@ describe('state with bad input', () => {
 
   it('an invalid Service among valid ones is reported by name and left out; the rest is present', () => {
     const scenario = parse(readFileSync(join(SCENARIOS, 'clusterip-basic.yaml'), 'utf8')) as { objects: unknown[] };
-    const bad = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'broken', namespace: 'shop' }, spec: { clusterIP: '198.18.100.99', ports: [{ name: 'http', port: 123456 }] } };
+    const bad = {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'broken', namespace: 'shop' },
+      spec: { clusterIP: '198.18.100.99', ports: [{ name: 'http', port: 123456 }] },
+    };
     const r = runState(['--from', objectsFile('invalid', [...scenario.objects, bad]), '--hostname-override', 'node-a', '-o', 'json']);
     expect(r.code).toBe(0);
     expect(r.stderr).toContain('Service shop/broken: spec.ports[0].port: 123456 is not a port number (1-65535)');
@@ -115,7 +122,14 @@ describe('state with bad input', () => {
     expect(r.code).toBe(0);
     expect((JSON.parse(r.stdout) as { service: string }[]).map((x) => x.service)).toEqual(['n/a']);
     const j = join(dir, 'list.json');
-    writeFileSync(j, JSON.stringify({ apiVersion: 'v1', kind: 'ServiceList', items: [{ metadata: { name: 'b', namespace: 'n' }, spec: { clusterIP: '198.18.100.2', ports: [{ port: 81 }] } }] }));
+    writeFileSync(
+      j,
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'ServiceList',
+        items: [{ metadata: { name: 'b', namespace: 'n' }, spec: { clusterIP: '198.18.100.2', ports: [{ port: 81 }] } }],
+      }),
+    );
     const r2 = runState(['--from', j, '-o', 'json']);
     expect(r2.code).toBe(0);
     expect(JSON.parse(r2.stdout)[0]).toMatchObject({ service: 'n/b', port: 81, nodePort: null, affinityTimeoutSeconds: null, clusterEndpoints: [] });
