@@ -2,12 +2,15 @@
 // at least every syncPeriod, and retries failures with backoff (the next sync after a failure is full).
 import { log } from '../log.ts';
 import type { ClusterState } from '../model/store.ts';
-import { changeSetSize } from '../model/types.ts';
+import { type ChangeSet, type DesiredState, changeSetSize } from '../model/types.ts';
 import type { Proxier, SyncResult } from '../modes/types.ts';
 import { PendingChanges } from './changes.ts';
 
 export interface SyncEvent {
   result: SyncResult;
+  state: DesiredState;
+  /** What this sync carried; null for a full sync. */
+  changes: ChangeSet | null;
   /** Service ports in the state after the sync. */
   servicePorts: number;
   changed: number;
@@ -22,8 +25,8 @@ export interface SyncLoopOptions {
   cluster: ClusterState;
   minSyncPeriodMs: number;
   syncPeriodMs: number;
-  /** Called after every successful sync. */
-  onSynced?: (e: SyncEvent) => void;
+  /** Called after every successful sync; the next sync waits for a returned promise. */
+  onSynced?: (e: SyncEvent) => void | Promise<void>;
   /** Called after every failed sync. */
   onFailed?: (err: Error, full: boolean) => void;
   now?: () => number;
@@ -145,6 +148,8 @@ export class SyncLoop {
       this.lastSuccessAt = this.now();
       const event: SyncEvent = {
         result,
+        state: commit.state,
+        changes: full ? null : changes,
         servicePorts: commit.state.servicePorts.size,
         changed: changeSetSize(changes),
         serviceChanges: this.counts.services,
@@ -167,7 +172,11 @@ export class SyncLoop {
         },
         result.full ? 'full sync done' : 'partial sync done',
       );
-      this.o.onSynced?.(event);
+      try {
+        await this.o.onSynced?.(event);
+      } catch (err) {
+        log.error({ event: 'after-sync-failed', err: (err as Error).message }, 'a post-sync task failed');
+      }
     } catch (e) {
       const err = e instanceof Error ? e : new Error(String(e));
       this.failures++;

@@ -1,5 +1,6 @@
 // Running the proxy: source -> model -> sync loop -> mode, until SIGTERM/SIGINT. Rules stay in place on exit,
 // as kube-proxy leaves them, so a restart causes no traffic gap.
+import type { Server } from 'node:http';
 import type { RunOptions } from '../config.ts';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
@@ -9,7 +10,10 @@ import { createProxier } from '../modes/index.ts';
 import { MODES, type Proxier } from '../modes/types.ts';
 import { FileSource, readObjectsFile } from '../watch/file.ts';
 import type { Source } from '../watch/types.ts';
+import { ConntrackCleaner } from './conntrack.ts';
+import { ProxierHealth, ServiceHealthServers, serveHealth } from './health.ts';
 import { SyncLoop } from './loop.ts';
+import { ProxyMetrics, serveMetrics } from './metrics.ts';
 
 function reportOutcome(object: string, r: ApplyOutcome): void {
   if (r.kind === 'invalid') for (const i of r.issues) log.warn({ event: 'invalid-object', object: i.object, field: i.field }, `left out: ${formatIssue(i)}`);
@@ -55,13 +59,43 @@ export async function cleanupAll(opts: RunOptions): Promise<number> {
 export async function runProxy(opts: RunOptions): Promise<number> {
   const proxier = createProxier(opts.mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend });
   const cluster = new ClusterState(opts.proxy);
-  const loop = new SyncLoop({ proxier, cluster, minSyncPeriodMs: opts.minSyncPeriodMs, syncPeriodMs: opts.syncPeriodMs });
+  const metrics = new ProxyMetrics();
+  const conntrack = new ConntrackCleaner();
+  let health: ProxierHealth | null = null;
+  let serviceHealth: ServiceHealthServers | null = null;
+  const loop = new SyncLoop({
+    proxier,
+    cluster,
+    minSyncPeriodMs: opts.minSyncPeriodMs,
+    syncPeriodMs: opts.syncPeriodMs,
+    async onSynced(e) {
+      metrics.recordSync(e, e.state);
+      await serviceHealth?.sync(e.state);
+      const before = conntrack.failures;
+      await conntrack.afterSync(e.state, e.changes);
+      if (conntrack.failures > before) metrics.conntrackCleanupFailures.inc(conntrack.failures - before);
+    },
+    onFailed() {
+      metrics.recordFailure(opts.mode);
+    },
+  });
+  health = new ProxierHealth(loop, 2 * opts.syncPeriodMs);
+  serviceHealth = new ServiceHealthServers(health);
+  const servers: Server[] = [];
+  // The health server answers from the start: unhealthy only once the first sync is overdue.
+  if (opts.healthz && opts.healthz.port !== 0) servers.push(await serveHealth(health, opts.healthz.host, opts.healthz.port));
+  if (opts.metrics && opts.metrics.port !== 0) servers.push(await serveMetrics(metrics, opts.metrics.host, opts.metrics.port));
+
   const source = makeSource(opts);
-  let started = false;
+  const changed = () => {
+    metrics.lastQueued.set(Date.now() / 1000);
+    if (health) health.nodeDeleting = cluster.current.node?.deleting ?? false;
+    loop.request();
+  };
   await source.start({
     onList(objects: KubeObject[]) {
       for (const p of cluster.replaceAll(objects)) reportOutcome(p.object, p.outcome);
-      if (started) loop.request();
+      changed();
     },
     onEvent(e) {
       const o = e.object;
@@ -72,13 +106,12 @@ export async function runProxy(opts: RunOptions): Promise<number> {
         else if (o.kind === 'EndpointSlice') cluster.deleteEndpointSlice(ns, name);
         else if (o.kind === 'Node' && name === opts.proxy.hostname) cluster.setNode(null);
       } else reportOutcome(`${o.kind} ${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`, cluster.upsert(o));
-      loop.request();
+      changed();
     },
     onError(err) {
-      log.warn({ event: 'source-error', err: err.message }, 'source error; retrying');
+      log.warn({ event: 'source-error', err: err.message }, 'source error; the last good state stays in force');
     },
   });
-  started = true;
   log.info({ event: 'starting', mode: opts.mode, hostname: opts.proxy.hostname, source: opts.from ?? 'api' }, 'kube-proxy-ts starting');
   loop.start();
   await new Promise<void>((resolve) => {
@@ -91,6 +124,8 @@ export async function runProxy(opts: RunOptions): Promise<number> {
   });
   await loop.stop();
   await source.stop();
+  await serviceHealth.close();
+  for (const s of servers) s.close();
   await proxier.close();
   return 0;
 }

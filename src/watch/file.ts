@@ -1,6 +1,8 @@
 // The file source: a YAML or JSON file holding a v1 List (or any *List) or a multi-document stream of
 // Services, EndpointSlices and Nodes. Other kinds are skipped with a debug log.
-import { readFile } from 'node:fs/promises';
+import { type FSWatcher, watch } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
 import { LineCounter, parseAllDocuments } from 'yaml';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
@@ -67,16 +69,102 @@ export async function readObjectsFile(file: string): Promise<KubeObject[]> {
   return parseObjects(text, file);
 }
 
-/** A source that reads a file once. (Following changes to the file comes with the daemon.) */
+function identity(o: KubeObject): string {
+  return `${o.kind}/${o.metadata?.namespace ?? 'default'}/${o.metadata?.name ?? ''}`;
+}
+
+/**
+ * The file source: the initial list, then, while running, the file is followed whether it is written in
+ * place or replaced by a rename (the directory is watched, plus a slow poll as a safety net). Each re-read
+ * is compared with the previous one and only added, changed and removed objects are sent as events. A file
+ * that no longer parses is reported and ignored: the last good content stays in force.
+ */
 export class FileSource implements Source {
   readonly file: string;
-  constructor(file: string) {
-    this.file = file;
+  private readonly debounceMs: number;
+  private readonly pollMs: number;
+  private last = new Map<string, { text: string; object: KubeObject }>();
+  private watcher: FSWatcher | null = null;
+  private poll: NodeJS.Timeout | null = null;
+  private debounce: NodeJS.Timeout | null = null;
+  private lastStat = '';
+  private handler: SourceHandler | null = null;
+  private reading: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  constructor(file: string, opts: { debounceMs?: number; pollMs?: number } = {}) {
+    this.file = resolve(file);
+    this.debounceMs = opts.debounceMs ?? 50;
+    this.pollMs = opts.pollMs ?? 2000;
   }
 
   async start(handler: SourceHandler): Promise<void> {
-    handler.onList(await readObjectsFile(this.file));
+    this.handler = handler;
+    const objects = await readObjectsFile(this.file);
+    this.last = new Map(objects.map((o) => [identity(o), { text: JSON.stringify(o), object: o }]));
+    this.lastStat = await this.statKey();
+    handler.onList(objects);
+    try {
+      this.watcher = watch(dirname(this.file), { persistent: false }, (_event, name) => {
+        if (name === null || name === basename(this.file)) this.schedule();
+      });
+      this.watcher.on('error', (err) => handler.onError?.(err));
+    } catch (err) {
+      handler.onError?.(err as Error);
+    }
+    this.poll = setInterval(() => {
+      void this.statKey().then((k) => {
+        if (k !== this.lastStat) this.schedule();
+      });
+    }, this.pollMs);
+    this.poll.unref();
   }
 
-  async stop(): Promise<void> {}
+  private async statKey(): Promise<string> {
+    try {
+      const st = await stat(this.file);
+      return `${st.ino}:${st.size}:${st.mtimeMs}`;
+    } catch {
+      return 'missing';
+    }
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    if (this.debounce) clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => {
+      this.debounce = null;
+      this.reading = this.reading.then(() => this.reread());
+    }, this.debounceMs);
+  }
+
+  private async reread(): Promise<void> {
+    if (this.stopped || !this.handler) return;
+    this.lastStat = await this.statKey();
+    let objects: KubeObject[];
+    try {
+      objects = await readObjectsFile(this.file);
+    } catch (err) {
+      this.handler.onError?.(err as Error);
+      return;
+    }
+    const next = new Map(objects.map((o) => [identity(o), { text: JSON.stringify(o), object: o }]));
+    const prev = this.last;
+    this.last = next;
+    for (const [id, p] of prev) if (!next.has(id)) this.handler.onEvent({ type: 'delete', object: p.object });
+    for (const [id, n] of next) {
+      const p = prev.get(id);
+      if (!p) this.handler.onEvent({ type: 'add', object: n.object });
+      else if (p.text !== n.text) this.handler.onEvent({ type: 'update', object: n.object });
+    }
+    log.debug({ event: 'file-reread', file: this.file, objects: next.size }, 're-read the source file');
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.watcher?.close();
+    if (this.poll) clearInterval(this.poll);
+    if (this.debounce) clearTimeout(this.debounce);
+    await this.reading;
+  }
 }

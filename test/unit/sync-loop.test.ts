@@ -45,7 +45,15 @@ describe('SyncLoop', () => {
     const cluster = new ClusterState(CONFIG);
     const proxier = new RecordingProxier();
     const synced: number[] = [];
-    const loop = new SyncLoop({ proxier, cluster, minSyncPeriodMs: 50, syncPeriodMs: 60_000, onSynced: (e) => synced.push(e.changed) });
+    const loop = new SyncLoop({
+      proxier,
+      cluster,
+      minSyncPeriodMs: 50,
+      syncPeriodMs: 60_000,
+      onSynced: (e) => {
+        synced.push(e.changed);
+      },
+    });
     return { cluster, proxier, loop, synced };
   }
 
