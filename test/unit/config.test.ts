@@ -77,3 +77,22 @@ describe('flags', () => {
     await expect(resolveRunOptions(['--config', f])).rejects.toThrow(/not KubeProxyConfiguration/);
   });
 });
+
+describe('deploy/kube-proxy-ts.yaml', () => {
+  it('carries a config the proxy accepts and only flags it knows', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { parseAllDocuments } = await import('yaml');
+    const docs = parseAllDocuments(readFileSync(join(import.meta.dirname, '../../deploy/kube-proxy-ts.yaml'), 'utf8')).map((d) => d.toJS());
+    const cm = docs.find((d) => d.kind === 'ConfigMap');
+    const ds = docs.find((d) => d.kind === 'DaemonSet');
+    const dir = mkdtempSync(join(tmpdir(), 'kpt-deploy-'));
+    writeFileSync(join(dir, 'config.yaml'), cm.data['config.yaml']);
+    const args: string[] = ds.spec.template.spec.containers[0].args.map((a: string) =>
+      a.replace('/etc/kube-proxy-ts/config.yaml', join(dir, 'config.yaml')).replace('$(NODE_NAME)', 'node-1'),
+    );
+    const o = await resolveRunOptions(args);
+    expect(o).toMatchObject({ mode: 'iptables', proxy: { hostname: 'node-1', clusterCIDRs: ['10.244.0.0/16'] }, healthz: { port: 10256 } });
+    const probe = ds.spec.template.spec.containers[0].livenessProbe.httpGet;
+    expect(probe).toMatchObject({ path: '/livez', port: 10256 });
+  });
+});
