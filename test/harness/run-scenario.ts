@@ -1,0 +1,49 @@
+// Runs scenarios against one mode outside vitest and prints the full report (verdicts, proxy
+// output, node-a's rules on failure). For whoever is building a mode:
+//
+//   node_modules/.bin/node --disable-warning=ExperimentalWarning test/harness/run-scenario.ts \
+//     --mode iptables [--dry-run] [clusterip-basic | path/to/file.yaml ...]
+//
+// Without scenarios it runs every one of listScenarioFiles(). Needs root. Exit code 1 if any failed.
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { MODES } from '../../src/modes/types.ts';
+import type { ModeName } from '../../src/modes/types.ts';
+import { listScenarioFiles } from '../../src/sandbox/scenario.ts';
+import { sweepStale } from '../../src/sandbox/topology.ts';
+import { dryRunProxy, formatRun, liveProxy, runScenario } from './run.ts';
+
+const { values, positionals } = parseArgs({
+  options: { mode: { type: 'string' }, 'dry-run': { type: 'boolean', default: false } },
+  allowPositionals: true,
+});
+const mode = values.mode as ModeName;
+if (!MODES.includes(mode)) {
+  process.stderr.write(`usage: run-scenario.ts --mode ${MODES.join('|')} [--dry-run] [scenario name or file ...]\n`);
+  process.exit(2);
+}
+const all = listScenarioFiles();
+const files = positionals.length
+  ? positionals.map((p) => {
+      if (p.endsWith('.yaml') || p.endsWith('.yml')) return path.resolve(p);
+      const found = all.find((f) => path.basename(f).replace(/\.ya?ml$/, '') === p);
+      if (!found) throw new Error(`no scenario named ${p} (have: ${all.map((f) => path.basename(f)).join(', ')})`);
+      return found;
+    })
+  : all;
+
+await sweepStale();
+let failed = 0;
+for (const file of files) {
+  const proxy = values['dry-run'] ? dryRunProxy(mode) : liveProxy(mode);
+  try {
+    const run = await runScenario(file, proxy, { ignore: mode === 'userspace' ? ['sourceIP', 'sourceNot'] : [] });
+    process.stdout.write(`${formatRun(run)}\n\n`);
+    if (!run.ok) failed++;
+  } catch (e) {
+    failed++;
+    process.stdout.write(`scenario ${path.basename(file)} with ${proxy.name}: could not run\n${e instanceof Error ? e.message : String(e)}\n\n`);
+  }
+}
+process.stdout.write(`${files.length - failed} of ${files.length} scenarios passed with ${mode}${values['dry-run'] ? ' dry-run' : ' live'}\n`);
+process.exitCode = failed ? 1 : 0;

@@ -1,0 +1,345 @@
+// Runs a routing scenario against a proxy under test: builds the topology, starts the proxy in
+// node-a, starts the pod servers, runs and judges every probe, and tears everything down.
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { ModeName } from '../../src/modes/types.ts';
+import { startPodServers } from '../../src/sandbox/podserver.ts';
+import type { PodServerHandle } from '../../src/sandbox/podserver.ts';
+import { runProbe } from '../../src/sandbox/probe.ts';
+import type { ProbeResult } from '../../src/sandbox/probe.ts';
+import { formatProbeTarget, loadScenario, REPO_ROOT, writeObjectsFile } from '../../src/sandbox/scenario.ts';
+import type { ExpectKey, ProbeSpec, Scenario } from '../../src/sandbox/scenario.ts';
+import { ADDRESSES, stopChild, Topology } from '../../src/sandbox/topology.ts';
+import { judge } from './judge.ts';
+import type { Verdict } from './judge.ts';
+
+export type Teardown = () => Promise<void>;
+
+/** A proxy to put under test in node-a. */
+export interface ProxyUnderTest {
+  /** For reports, e.g. "iptables live". */
+  readonly name: string;
+  /**
+   * Makes node-a route the scenario's objects (read from `objectsFile`, a v1 List). Resolves once
+   * the data path is programmed, with the function that stops the proxy. Rejects with a readable
+   * error (including the proxy's output) if it cannot.
+   */
+  setup(topo: Topology, objectsFile: string): Promise<Teardown>;
+  /** The proxy's output of the last setup (logs, generated rules), for failure reports. */
+  diagnostics?(): string;
+}
+
+export interface ProbeOutcome {
+  probe: ProbeSpec;
+  /** Null when the probe client itself failed (see `error`). */
+  result: ProbeResult | null;
+  error?: string;
+  verdict: Verdict;
+}
+
+export interface ScenarioRun {
+  scenario: Scenario;
+  proxy: string;
+  probes: ProbeOutcome[];
+  /** Every probe passed and nothing else went wrong. */
+  ok: boolean;
+  /** Problems besides probe verdicts: a pod server or the proxy died, teardown failed. */
+  errors: string[];
+  /** Proxy output and node-a's rules, collected when something failed. */
+  diagnostics: string;
+  timings: { topologyMs: number; setupMs: number; podServersMs: number; probesMs: number; teardownMs: number; totalMs: number };
+}
+
+export interface RunOptions {
+  /** Expectation keys not to check (see JudgeOptions.ignore). */
+  ignore?: readonly ExpectKey[];
+}
+
+const MAX_DIAGNOSTICS = 24_000;
+
+/** The last `max` characters of `text`, marked when cut. */
+export function tail(text: string, max: number): string {
+  return text.length <= max ? text : `[... ${text.length - max} characters cut ...]\n${text.slice(-max)}`;
+}
+
+/** How long a scenario may take at most (vitest hook timeout): every try timing out, plus setup. */
+export function scenarioBudgetMs(scenario: Scenario): number {
+  const probes = scenario.probes.reduce((ms, p) => ms + p.tries * (p.timeoutMs + 250) + 2000, 0);
+  return probes + 60_000;
+}
+
+/** Runs every probe of the scenario against `proxy`; always tears down what it built. */
+export async function runScenario(fileOrScenario: string | Scenario, proxy: ProxyUnderTest, opts: RunOptions = {}): Promise<ScenarioRun> {
+  const scenario = typeof fileOrScenario === 'string' ? loadScenario(fileOrScenario) : fileOrScenario;
+  const started = performance.now();
+  const timings: ScenarioRun['timings'] = { topologyMs: 0, setupMs: 0, podServersMs: 0, probesMs: 0, teardownMs: 0, totalMs: 0 };
+  const tmp = mkdtempSync(path.join(tmpdir(), `kpt-${scenario.name}-`));
+  const errors: string[] = [];
+  const probes: ProbeOutcome[] = [];
+  let diagnostics = '';
+  let topo: Topology | null = null;
+  let teardown: Teardown | null = null;
+  let phase = performance.now();
+  const lap = (): number => {
+    const now = performance.now();
+    const ms = Math.round(now - phase);
+    phase = now;
+    return ms;
+  };
+  let failure: unknown = null;
+  try {
+    topo = await Topology.create(scenario);
+    timings.topologyMs = lap();
+    const objectsFile = path.join(tmp, 'objects.yaml');
+    writeObjectsFile(scenario, objectsFile);
+    teardown = await proxy.setup(topo, objectsFile);
+    timings.setupMs = lap();
+    const servers = await startPodServers(topo);
+    timings.podServersMs = lap();
+    for (const probe of scenario.probes) probes.push(await runOne(topo, probe, opts));
+    timings.probesMs = lap();
+    errors.push(...deadServers(servers));
+    if (probes.some((p) => !p.verdict.ok) || errors.length > 0) diagnostics = await collectDiagnostics(topo, proxy);
+  } catch (e) {
+    failure = e;
+  }
+  if (teardown) await teardown().catch((e: unknown) => errors.push(`stopping the proxy: ${message(e)}`));
+  if (topo) await topo.destroy().catch((e: unknown) => errors.push(`destroying the topology: ${message(e)}`));
+  rmSync(tmp, { recursive: true, force: true });
+  timings.teardownMs = lap();
+  timings.totalMs = Math.round(performance.now() - started);
+  if (failure) {
+    if (errors.length === 0) throw failure;
+    throw new Error(`${message(failure)}\nwhile cleaning up:\n${errors.join('\n')}`, { cause: failure });
+  }
+  if (errors.length > 0 && !diagnostics) diagnostics = tail(proxy.diagnostics?.() ?? '', MAX_DIAGNOSTICS);
+  return { scenario, proxy: proxy.name, probes, ok: errors.length === 0 && probes.every((p) => p.verdict.ok), errors, diagnostics, timings };
+}
+
+async function runOne(topo: Topology, probe: ProbeSpec, opts: RunOptions): Promise<ProbeOutcome> {
+  try {
+    const result = await runProbe(topo, probe);
+    return { probe, result, verdict: judge(result.tries, probe.expect, { ignore: opts.ignore }) };
+  } catch (e) {
+    const error = message(e);
+    return { probe, result: null, error, verdict: { ok: false, reasons: [`the probe client failed: ${error}`], summary: 'no result', skipped: [] } };
+  }
+}
+
+function deadServers(servers: PodServerHandle[]): string[] {
+  return servers
+    .filter((s) => !s.running())
+    .map((s) => `the pod server of ${s.pod.name} died during the probes: ${s.child.exitCode ?? s.child.signalCode} ${s.stderr().trim()}`);
+}
+
+/** The proxy's output and node-a's rules as the kernel has them. */
+async function collectDiagnostics(topo: Topology, proxy: ProxyUnderTest): Promise<string> {
+  const parts: string[] = [];
+  const out = proxy.diagnostics?.();
+  if (out) parts.push(`--- ${proxy.name} output ---\n${tail(out, MAX_DIAGNOSTICS / 2)}`);
+  for (const argv of [['iptables-save'], ['nft', 'list', 'ruleset']]) {
+    const r = await topo.exec('node-a', argv, { timeoutMs: 30_000 }).catch((e: unknown) => ({ code: -1, stdout: '', stderr: message(e) }));
+    const text = r.code === 0 ? r.stdout : `(exit ${r.code}) ${r.stderr}`;
+    parts.push(`--- node-a: ${argv.join(' ')} ---\n${tail(text.trim() || '(empty)', MAX_DIAGNOSTICS / 4)}`);
+  }
+  return parts.join('\n');
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+// ---- reports -------------------------------------------------------------------------------------
+
+/** One probe's outcome, readable: what was expected, what happened, why it fails. */
+export function formatProbeOutcome(o: ProbeOutcome): string {
+  const p = o.probe;
+  const lines = [
+    `${o.verdict.ok ? 'PASS' : 'FAIL'} ${p.name}`,
+    `  ${p.from} -> ${formatProbeTarget(p.to)}, ${p.tries} tries, ${p.timeoutMs} ms each; expect ${JSON.stringify(p.expect)}`,
+    `  ${o.verdict.summary}${o.result ? ` (${o.result.durationMs} ms)` : ''}`,
+    ...o.verdict.reasons.map((r) => `  - ${r}`),
+  ];
+  if (o.verdict.skipped.length) lines.push(`  (not checked for this proxy: ${o.verdict.skipped.join(', ')})`);
+  return lines.join('\n');
+}
+
+/** The whole run, readable. */
+export function formatRun(run: ScenarioRun, withDiagnostics = true): string {
+  const t = run.timings;
+  const lines = [
+    `scenario ${run.scenario.name} with ${run.proxy}: ${run.ok ? 'ok' : 'FAILED'} in ${t.totalMs} ms ` +
+      `(topology ${t.topologyMs}, proxy ${t.setupMs}, pod servers ${t.podServersMs}, probes ${t.probesMs}, teardown ${t.teardownMs})`,
+    ...run.probes.map(formatProbeOutcome),
+    ...run.errors.map((e) => `ERROR ${e}`),
+  ];
+  if (withDiagnostics && run.diagnostics) lines.push(run.diagnostics);
+  return lines.join('\n');
+}
+
+// ---- proxies under test ---------------------------------------------------------------------------
+
+export const BIN = path.join(REPO_ROOT, 'bin', 'kube-proxy-ts.js');
+
+/** The command line a user runs on node-a (see the scenarios README). */
+export function proxyCommand(mode: ModeName, objectsFile: string): string[] {
+  return [
+    process.execPath,
+    '--disable-warning=ExperimentalWarning',
+    BIN,
+    '--mode',
+    mode,
+    '--from',
+    objectsFile,
+    '--hostname-override',
+    'node-a',
+    '--cluster-cidr',
+    ADDRESSES.clusterCIDR,
+  ];
+}
+
+/** Keeps the last `max` characters of a stream. */
+class OutputTail {
+  text = '';
+  readonly max: number;
+  constructor(max: number) {
+    this.max = max;
+  }
+  add(chunk: string): void {
+    this.text += chunk;
+    if (this.text.length > this.max * 2) this.text = this.text.slice(-this.max);
+  }
+  toString(): string {
+    return tail(this.text, this.max);
+  }
+}
+
+export interface LiveProxyOptions {
+  /** How long to wait for the first `"event":"synced"` line (default 20 s). */
+  syncTimeoutMs?: number;
+  /** How long the proxy may take to exit after SIGTERM before it is killed (default 10 s). */
+  stopTimeoutMs?: number;
+  /** Appended to the command line. */
+  extraArgs?: string[];
+}
+
+/**
+ * The proxy as a user runs it: `kube-proxy-ts --mode M --from FILE ...` inside node-a, ready when
+ * it logs `"event":"synced"`. Teardown sends SIGTERM and fails if the proxy had died during the
+ * run, did not exit in time, or exited with an error.
+ */
+export function liveProxy(mode: ModeName, opts: LiveProxyOptions = {}): ProxyUnderTest {
+  const syncTimeoutMs = opts.syncTimeoutMs ?? 20_000;
+  const stopTimeoutMs = opts.stopTimeoutMs ?? 10_000;
+  let stdout = new OutputTail(64_000);
+  let stderr = new OutputTail(64_000);
+  const output = (): string => `stdout:\n${stdout.toString().trimEnd() || '(nothing)'}\nstderr:\n${stderr.toString().trimEnd() || '(nothing)'}`;
+  return {
+    name: `${mode} live`,
+    diagnostics: output,
+    async setup(topo, objectsFile) {
+      stdout = new OutputTail(64_000);
+      stderr = new OutputTail(64_000);
+      const argv = [...proxyCommand(mode, objectsFile), ...(opts.extraArgs ?? [])];
+      const child = topo.spawn('node-a', argv);
+      child.stderr?.setEncoding('utf8').on('data', (d: string) => stderr.add(d));
+      try {
+        await waitForSynced(child, stdout, syncTimeoutMs);
+      } catch (e) {
+        await stopChild(child, 2000);
+        throw new Error(`${mode} proxy did not sync: ${message(e)}\ncommand: ${argv.join(' ')}\n${tail(output(), 8000)}`);
+      }
+      return async () => {
+        if (child.exitCode !== null || child.signalCode !== null) {
+          throw new Error(`the proxy exited during the run (${child.signalCode ?? `code ${child.exitCode}`})\n${tail(output(), 8000)}`);
+        }
+        let killed = false;
+        const timer = setTimeout(() => {
+          killed = true;
+          child.kill('SIGKILL');
+        }, stopTimeoutMs);
+        const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+        child.kill('SIGTERM');
+        await exited;
+        clearTimeout(timer);
+        if (killed) throw new Error(`the proxy did not exit within ${stopTimeoutMs} ms of SIGTERM`);
+        if (child.exitCode !== 0 && child.signalCode !== 'SIGTERM') {
+          throw new Error(`the proxy exited with ${child.signalCode ?? `code ${child.exitCode}`} after SIGTERM\n${tail(output(), 8000)}`);
+        }
+      };
+    },
+  };
+}
+
+/** Resolves on the first stdout line containing `"event":"synced"`; rejects if the child exits or time runs out. */
+function waitForSynced(child: ChildProcess, out: OutputTail, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let pending = '';
+    let synced = false;
+    const timer = setTimeout(() => finish(new Error(`no "event":"synced" line within ${timeoutMs} ms`)), timeoutMs);
+    const onExit = (code: number | null, signal: string | null): void =>
+      finish(new Error(`it exited (${signal ?? `code ${code}`}) before logging "event":"synced"`));
+    function finish(err?: Error): void {
+      if (synced) return;
+      synced = true;
+      clearTimeout(timer);
+      child.removeListener('exit', onExit);
+      if (err) reject(err);
+      else resolve();
+    }
+    child.once('exit', onExit);
+    // Keep reading after the first sync: the proxy must never block on a full pipe.
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      out.add(d);
+      if (synced) return;
+      pending += d;
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      if (lines.some((l) => l.includes('"event":"synced"'))) finish();
+    });
+  });
+}
+
+export interface DryRunProxyOptions {
+  /** The iptables-restore binary of the backend in use (default `iptables-restore`). */
+  iptablesRestore?: string;
+}
+
+/**
+ * The rules a proxy prints with --dry-run (run inside node-a), loaded into node-a with the kernel
+ * tool: `iptables-restore --noflush FILE` or `nft -j -f FILE`. Only for iptables and nftables.
+ */
+export function dryRunProxy(mode: ModeName, opts: DryRunProxyOptions = {}): ProxyUnderTest {
+  if (mode === 'userspace') throw new Error('dryRunProxy: the userspace mode has no rules to load; use liveProxy');
+  let output = '';
+  return {
+    name: `${mode} dry-run`,
+    diagnostics: () => output,
+    async setup(topo, objectsFile) {
+      output = '';
+      const argv = [...proxyCommand(mode, objectsFile), '--dry-run'];
+      const r = await topo.exec('node-a', argv, { timeoutMs: 60_000 });
+      output = `--- dry-run stdout ---\n${tail(r.stdout, 16_000)}\n--- dry-run stderr ---\n${tail(r.stderr, 4000)}`;
+      if (r.code !== 0) throw new Error(`${mode} --dry-run exited with ${r.code}\ncommand: ${argv.join(' ')}\n${output}`);
+      if (r.stdout.trim() === '') throw new Error(`${mode} --dry-run printed nothing\ncommand: ${argv.join(' ')}\n${output}`);
+      const file = path.join(path.dirname(objectsFile), mode === 'nftables' ? 'dry-run.json' : 'dry-run.rules');
+      writeFileSync(file, r.stdout);
+      const load = mode === 'nftables' ? ['nft', '-j', '-f', file] : [opts.iptablesRestore ?? 'iptables-restore', '--noflush', file];
+      const l = await topo.exec('node-a', load, { timeoutMs: 60_000 });
+      if (l.code !== 0) throw new Error(`loading the ${mode} dry-run output with \`${load.join(' ')}\` failed (exit ${l.code}): ${l.stderr.trim()}\n${output}`);
+      return async () => {};
+    },
+  };
+}
+
+/** No proxy at all: node-a only routes. Service probes must fail with it (the harness can fail). */
+export function noProxy(): ProxyUnderTest {
+  return {
+    name: 'no proxy',
+    async setup() {
+      return async () => {};
+    },
+  };
+}
