@@ -12,8 +12,8 @@ import type { ProbeResult } from '../../src/sandbox/probe.ts';
 import { formatProbeTarget, loadScenario, REPO_ROOT, writeObjectsFile } from '../../src/sandbox/scenario.ts';
 import type { ExpectKey, ProbeSpec, Scenario } from '../../src/sandbox/scenario.ts';
 import { ADDRESSES, stopChild, Topology } from '../../src/sandbox/topology.ts';
-import { judge } from './judge.ts';
-import type { Verdict } from './judge.ts';
+import { judge } from '../../src/sandbox/judge.ts';
+import type { Verdict } from '../../src/sandbox/judge.ts';
 
 export type Teardown = () => Promise<void>;
 

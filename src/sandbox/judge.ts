@@ -1,6 +1,6 @@
 // Judges the tries of one probe against its `expect` (see ../shared/scenarios/README.md). Pure.
-import type { ProbeTry } from '../../src/sandbox/probe.ts';
-import type { ExpectKey, Expectation } from '../../src/sandbox/scenario.ts';
+import type { ProbeTry } from './probe.ts';
+import type { ExpectKey, Expectation } from './scenario.ts';
 
 export interface Verdict {
   /** Every checked key holds. */
