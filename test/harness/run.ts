@@ -1,6 +1,5 @@
 // Runs a routing scenario against a proxy under test: builds the topology, starts the proxy in
 // node-a, starts the pod servers, runs and judges every probe, and tears everything down.
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,9 +8,12 @@ import { startPodServers } from '../../src/sandbox/podserver.ts';
 import type { PodServerHandle } from '../../src/sandbox/podserver.ts';
 import { runProbe } from '../../src/sandbox/probe.ts';
 import type { ProbeResult } from '../../src/sandbox/probe.ts';
-import { formatProbeTarget, loadScenario, REPO_ROOT, writeObjectsFile } from '../../src/sandbox/scenario.ts';
+import { formatProbeTarget, loadScenario, writeObjectsFile } from '../../src/sandbox/scenario.ts';
 import type { ExpectKey, ProbeSpec, Scenario } from '../../src/sandbox/scenario.ts';
-import { ADDRESSES, stopChild, Topology } from '../../src/sandbox/topology.ts';
+import { Topology } from '../../src/sandbox/topology.ts';
+import { type ProxyProcess, proxyCommand, startProxy, tail } from '../../src/sandbox/proxy.ts';
+
+export { BIN, proxyCommand, tail } from '../../src/sandbox/proxy.ts';
 import { judge } from '../../src/sandbox/judge.ts';
 import type { Verdict } from '../../src/sandbox/judge.ts';
 
@@ -58,11 +60,6 @@ export interface RunOptions {
 }
 
 const MAX_DIAGNOSTICS = 24_000;
-
-/** The last `max` characters of `text`, marked when cut. */
-export function tail(text: string, max: number): string {
-  return text.length <= max ? text : `[... ${text.length - max} characters cut ...]\n${text.slice(-max)}`;
-}
 
 /** How long a scenario may take at most (vitest hook timeout): every try timing out, plus setup. */
 export function scenarioBudgetMs(scenario: Scenario): number {
@@ -181,41 +178,6 @@ export function formatRun(run: ScenarioRun, withDiagnostics = true): string {
 
 // ---- proxies under test ---------------------------------------------------------------------------
 
-export const BIN = path.join(REPO_ROOT, 'bin', 'kube-proxy-ts.js');
-
-/** The command line a user runs on node-a (see the scenarios README). */
-export function proxyCommand(mode: ModeName, objectsFile: string): string[] {
-  return [
-    process.execPath,
-    '--disable-warning=ExperimentalWarning',
-    BIN,
-    '--mode',
-    mode,
-    '--from',
-    objectsFile,
-    '--hostname-override',
-    'node-a',
-    '--cluster-cidr',
-    ADDRESSES.clusterCIDR,
-  ];
-}
-
-/** Keeps the last `max` characters of a stream. */
-class OutputTail {
-  text = '';
-  readonly max: number;
-  constructor(max: number) {
-    this.max = max;
-  }
-  add(chunk: string): void {
-    this.text += chunk;
-    if (this.text.length > this.max * 2) this.text = this.text.slice(-this.max);
-  }
-  toString(): string {
-    return tail(this.text, this.max);
-  }
-}
-
 export interface LiveProxyOptions {
   /** How long to wait for the first `"event":"synced"` line (default 20 s). */
   syncTimeoutMs?: number;
@@ -233,73 +195,30 @@ export interface LiveProxyOptions {
 export function liveProxy(mode: ModeName, opts: LiveProxyOptions = {}): ProxyUnderTest {
   const syncTimeoutMs = opts.syncTimeoutMs ?? 20_000;
   const stopTimeoutMs = opts.stopTimeoutMs ?? 10_000;
-  let stdout = new OutputTail(64_000);
-  let stderr = new OutputTail(64_000);
-  const output = (): string => `stdout:\n${stdout.toString().trimEnd() || '(nothing)'}\nstderr:\n${stderr.toString().trimEnd() || '(nothing)'}`;
+  let proc: ProxyProcess | null = null;
   return {
     name: `${mode} live`,
-    diagnostics: output,
+    diagnostics: () => proc?.output() ?? '',
     async setup(topo, objectsFile) {
-      stdout = new OutputTail(64_000);
-      stderr = new OutputTail(64_000);
+      proc = null;
       const argv = [...proxyCommand(mode, objectsFile), ...(opts.extraArgs ?? [])];
-      const child = topo.spawn('node-a', argv);
-      child.stderr?.setEncoding('utf8').on('data', (d: string) => stderr.add(d));
-      try {
-        await waitForSynced(child, stdout, syncTimeoutMs);
-      } catch (e) {
-        await stopChild(child, 2000);
-        throw new Error(`${mode} proxy did not sync: ${message(e)}\ncommand: ${argv.join(' ')}\n${tail(output(), 8000)}`);
-      }
+      const p = await startProxy(topo, argv, { syncTimeoutMs }).catch((e: Error) => {
+        throw new Error(`${mode} ${e.message}`);
+      });
+      proc = p;
       return async () => {
+        const { child } = p;
         if (child.exitCode !== null || child.signalCode !== null) {
-          throw new Error(`the proxy exited during the run (${child.signalCode ?? `code ${child.exitCode}`})\n${tail(output(), 8000)}`);
+          throw new Error(`the proxy exited during the run (${child.signalCode ?? `code ${child.exitCode}`})\n${tail(p.output(), 8000)}`);
         }
-        let killed = false;
-        const timer = setTimeout(() => {
-          killed = true;
-          child.kill('SIGKILL');
-        }, stopTimeoutMs);
-        const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-        child.kill('SIGTERM');
-        await exited;
-        clearTimeout(timer);
-        if (killed) throw new Error(`the proxy did not exit within ${stopTimeoutMs} ms of SIGTERM`);
-        if (child.exitCode !== 0 && child.signalCode !== 'SIGTERM') {
-          throw new Error(`the proxy exited with ${child.signalCode ?? `code ${child.exitCode}`} after SIGTERM\n${tail(output(), 8000)}`);
+        const end = await p.stop(stopTimeoutMs);
+        if (end.killed) throw new Error(`the proxy did not exit within ${stopTimeoutMs} ms of SIGTERM`);
+        if (end.code !== 0 && end.signal !== 'SIGTERM') {
+          throw new Error(`the proxy exited with ${end.signal ?? `code ${end.code}`} after SIGTERM\n${tail(p.output(), 8000)}`);
         }
       };
     },
   };
-}
-
-/** Resolves on the first stdout line containing `"event":"synced"`; rejects if the child exits or time runs out. */
-function waitForSynced(child: ChildProcess, out: OutputTail, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let pending = '';
-    let synced = false;
-    const timer = setTimeout(() => finish(new Error(`no "event":"synced" line within ${timeoutMs} ms`)), timeoutMs);
-    const onExit = (code: number | null, signal: string | null): void =>
-      finish(new Error(`it exited (${signal ?? `code ${code}`}) before logging "event":"synced"`));
-    function finish(err?: Error): void {
-      if (synced) return;
-      synced = true;
-      clearTimeout(timer);
-      child.removeListener('exit', onExit);
-      if (err) reject(err);
-      else resolve();
-    }
-    child.once('exit', onExit);
-    // Keep reading after the first sync: the proxy must never block on a full pipe.
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      out.add(d);
-      if (synced) return;
-      pending += d;
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      if (lines.some((l) => l.includes('"event":"synced"'))) finish();
-    });
-  });
 }
 
 export interface DryRunProxyOptions {

@@ -1,0 +1,132 @@
+// Running kube-proxy-ts inside a sandbox node as a user runs it on a node, and knowing when it has synced.
+// Shared by the demo, the mode comparison and the tests.
+import type { ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import type { ModeName } from '../modes/types.ts';
+import { REPO_ROOT } from './scenario.ts';
+import { ADDRESSES, type Host, type Topology } from './topology.ts';
+
+export const BIN = path.join(REPO_ROOT, 'bin', 'kube-proxy-ts.js');
+
+/** The command line a user runs on node-a (see the scenarios README). */
+export function proxyCommand(mode: ModeName, objectsFile: string): string[] {
+  return [
+    process.execPath,
+    '--disable-warning=ExperimentalWarning',
+    BIN,
+    '--mode',
+    mode,
+    '--from',
+    objectsFile,
+    '--hostname-override',
+    'node-a',
+    '--cluster-cidr',
+    ADDRESSES.clusterCIDR,
+  ];
+}
+
+/** The last `max` characters of `text`, marked when cut. */
+export function tail(text: string, max: number): string {
+  return text.length <= max ? text : `…(${text.length - max} characters cut)…\n${text.slice(-max)}`;
+}
+
+/** Keeps the last `max` characters of a stream. */
+export class OutputTail {
+  text = '';
+  readonly max: number;
+  constructor(max: number) {
+    this.max = max;
+  }
+  add(chunk: string): void {
+    this.text += chunk;
+    if (this.text.length > this.max * 2) this.text = this.text.slice(-this.max);
+  }
+  toString(): string {
+    return tail(this.text, this.max);
+  }
+}
+
+export interface ProxyProcess {
+  child: ChildProcess;
+  argv: string[];
+  /** The tail of its stdout and stderr. */
+  output(): string;
+  /** Resolves on the next `"event":"synced"` line after the call (or rejects on exit / timeout). */
+  nextSync(timeoutMs: number): Promise<void>;
+  /** Number of sync lines seen so far. */
+  syncs(): number;
+  /** SIGTERM, then SIGKILL after timeoutMs; resolves with how it ended. */
+  stop(timeoutMs: number): Promise<{ killed: boolean; code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts the proxy in a host of the topology (node-a by default) and waits for its first sync. */
+export async function startProxy(
+  topo: Topology,
+  argv: string[],
+  opts: { syncTimeoutMs?: number; host?: Host; env?: NodeJS.ProcessEnv } = {},
+): Promise<ProxyProcess> {
+  const child = topo.spawn(opts.host ?? 'node-a', argv, opts.env ? { env: opts.env } : {});
+  const stdout = new OutputTail(64_000);
+  const stderr = new OutputTail(64_000);
+  let syncs = 0;
+  let waiters: { resolve: () => void }[] = [];
+  let pending = '';
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => stderr.add(d));
+  // Keep reading after the first sync: the proxy must never block on a full pipe.
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+    stdout.add(d);
+    pending += d;
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const l of lines) {
+      if (!l.includes('"event":"synced"')) continue;
+      syncs++;
+      const w = waiters;
+      waiters = [];
+      for (const x of w) x.resolve();
+    }
+  });
+  const output = (): string => `stdout:\n${stdout.toString().trimEnd() || '(nothing)'}\nstderr:\n${stderr.toString().trimEnd() || '(nothing)'}`;
+  const nextSync = (timeoutMs: number): Promise<void> =>
+    new Promise((resolve, reject) => {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        reject(new Error(`the proxy has exited (${child.signalCode ?? `code ${child.exitCode}`})`));
+        return;
+      }
+      const onExit = (code: number | null, signal: string | null) => done(new Error(`it exited (${signal ?? `code ${code}`}) before logging "event":"synced"`));
+      const timer = setTimeout(() => done(new Error(`no "event":"synced" line within ${timeoutMs} ms`)), timeoutMs);
+      const waiter = { resolve: () => done() };
+      function done(err?: Error) {
+        clearTimeout(timer);
+        child.removeListener('exit', onExit);
+        waiters = waiters.filter((w) => w !== waiter);
+        if (err) reject(err);
+        else resolve();
+      }
+      child.once('exit', onExit);
+      waiters.push(waiter);
+    });
+  const stop = async (timeoutMs: number) => {
+    if (child.exitCode !== null || child.signalCode !== null) return { killed: false, code: child.exitCode, signal: child.signalCode };
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    await exited;
+    clearTimeout(timer);
+    return { killed, code: child.exitCode, signal: child.signalCode };
+  };
+  const proc: ProxyProcess = { child, argv, output, nextSync, syncs: () => syncs, stop };
+  if (opts.syncTimeoutMs !== 0) {
+    try {
+      await nextSync(opts.syncTimeoutMs ?? 20_000);
+    } catch (e) {
+      await stop(2000);
+      throw new Error(`the proxy did not sync: ${(e as Error).message}\ncommand: ${argv.join(' ')}\n${tail(output(), 8000)}`);
+    }
+  }
+  return proc;
+}
