@@ -2,6 +2,7 @@
 import { RUN_FLAGS, STATE_FLAGS, UsageError, flagsHelp, parseCIDRList, parseFlags, resolveRunOptions } from './config.ts';
 import { hostname as osHostname } from 'node:os';
 import { setLogLevel } from './log.ts';
+import { MODES, type ModeName } from './modes/types.ts';
 import { formatIssue } from './model/parse.ts';
 import { buildState } from './model/store.ts';
 import { stateToJSON, stateToTable } from './model/view.ts';
@@ -13,6 +14,7 @@ const USAGE = `kube-proxy-ts: a kube-proxy replacement (iptables, nftables and u
 Usage:
   kube-proxy-ts [flags]                 run the proxy on this node
   kube-proxy-ts state --from FILE [...] print this node's desired state (what every mode programs)
+  kube-proxy-ts demo [--mode MODE]      run the sandbox demo (network namespaces; needs root)
 
 Flags:
 ${flagsHelp(RUN_FLAGS)}
@@ -53,9 +55,30 @@ async function stateCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
+const DEMO_FLAGS = [
+  { name: 'mode', aliases: ['proxy-mode'], type: 'string' as const, arg: 'MODE', help: 'iptables (default), nftables or userspace' },
+  { name: 'scenario', type: 'string' as const, arg: 'FILE', help: 'a scenario file (default: examples/demo.yaml)' },
+  { name: 'help', aliases: ['h'], type: 'boolean' as const, help: 'show this help' },
+];
+
+async function demoCommand(argv: string[]): Promise<number> {
+  const f = parseFlags(argv, DEMO_FLAGS);
+  if (f.help) {
+    process.stdout.write(
+      `Usage: kube-proxy-ts demo [--mode MODE] [--scenario FILE]\n\nBuilds a sandbox network in network namespaces (root needed), runs the proxy on its node-a, sends\ntraffic and shows which backend answered; then removes everything.\n\nFlags:\n${flagsHelp(DEMO_FLAGS)}\n`,
+    );
+    return 0;
+  }
+  const mode = (f.mode as string | undefined) ?? 'iptables';
+  if (!MODES.includes(mode as ModeName)) throw new UsageError(`--mode: ${JSON.stringify(mode)} is not one of ${MODES.join(', ')}`);
+  const { runDemo, DEMO_SCENARIO } = await import('./demo.ts');
+  return runDemo(mode as ModeName, (f.scenario as string | undefined) ?? DEMO_SCENARIO);
+}
+
 export async function main(argv: string[]): Promise<number> {
   try {
     if (argv[0] === 'state') return await stateCommand(argv.slice(1));
+    if (argv[0] === 'demo') return await demoCommand(argv.slice(1));
     const opts = await resolveRunOptions(argv);
     if (opts === 'help') {
       process.stdout.write(USAGE);
