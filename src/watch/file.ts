@@ -1,5 +1,6 @@
 // The file source: a YAML or JSON file holding a v1 List (or any *List) or a multi-document stream of
-// Services, EndpointSlices and Nodes. Other kinds are skipped with a debug log.
+// Services, EndpointSlices and Nodes (or a routing scenario file, whose `objects` are read). Other kinds are
+// skipped with a debug log.
 import { type FSWatcher, watch } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
@@ -41,7 +42,12 @@ function collect(value: unknown, file: string, out: KubeObject[]): void {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new SourceFileError(`${file}: a document is not a Kubernetes object (found ${Array.isArray(value) ? 'a list' : typeof value})`);
   }
-  const o = value as { kind?: unknown; apiVersion?: unknown; items?: unknown };
+  const o = value as { kind?: unknown; apiVersion?: unknown; items?: unknown; objects?: unknown };
+  // A routing scenario (../shared/scenarios format, examples/demo.yaml): its objects are the cluster.
+  if (o.kind === undefined && Array.isArray(o.objects)) {
+    for (const item of o.objects) collect(item, file, out);
+    return;
+  }
   if (typeof o.kind === 'string' && o.kind.endsWith('List') && Array.isArray(o.items)) {
     for (const item of o.items) {
       // Items of typed lists (ServiceList ...) carry no kind of their own.
