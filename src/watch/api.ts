@@ -1,0 +1,187 @@
+// The API source: Services, EndpointSlices and this node's Node from the Kubernetes API server, through
+// client-node informers (see api-reflector.ts for how each one is kept alive).
+//
+// Selection is kube-proxy's: Services and EndpointSlices without the service-proxy-name label (those are
+// for another proxy) and without the headless label; the Node by field selector metadata.name=<hostname>.
+//
+// Delivery: start() resolves once all three have listed, after one onList with everything. After that,
+// watch events arrive as onEvent; a relist of any of them (after 410 Gone) arrives as onList with the full
+// new set of all three. A failed list delivers nothing: what the proxy programmed stays in place while the
+// API server is unreachable, and the next successful list replaces it.
+//
+// client-node takes about a second to load: it is imported when start() runs, not with this module, so the
+// file-based commands (and --dry-run) do not pay for it.
+import type { KubeConfig } from '@kubernetes/client-node';
+import { log } from '../log.ts';
+import { HEADLESS_LABEL, type KubeObject, SERVICE_PROXY_NAME_LABEL } from '../model/k8s.ts';
+import type { Reflector, ReflectorStats, ReflectorTimings, ResourceSpec } from './api-reflector.ts';
+import type { Source, SourceHandler } from './types.ts';
+
+/** kube-proxy's label selector for Services and EndpointSlices. */
+export const PROXY_LABEL_SELECTOR = `!${SERVICE_PROXY_NAME_LABEL},!${HEADLESS_LABEL}`;
+
+export interface ApiSourceOptions extends Partial<ReflectorTimings> {
+  /** kubeconfig file; null: the in-cluster config (service account token, KUBERNETES_SERVICE_HOST/PORT). */
+  kubeconfig: string | null;
+  /** This node's name (the Node to watch). */
+  hostname: string;
+}
+
+export const DEFAULT_TIMINGS: ReflectorTimings = {
+  backoffInitialMs: 800,
+  backoffMaxMs: 30_000,
+  silentWatchMs: 90_000,
+  watchReconnectMaxMs: 5_000,
+  watchTimeoutSeconds: null,
+  listTimeoutMs: 60_000,
+};
+
+export class KubeConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'KubeConfigError';
+  }
+}
+
+/** Loads --kubeconfig, or the in-cluster config when null. Rejects with a KubeConfigError with a clear message. */
+export async function loadKubeConfig(file: string | null): Promise<KubeConfig> {
+  const { KubeConfig } = await import('@kubernetes/client-node');
+  const kc = new KubeConfig();
+  if (file) {
+    try {
+      kc.loadFromFile(file);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new KubeConfigError(`${file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+    }
+    if (!kc.getCurrentCluster()) throw new KubeConfigError(`${file}: no cluster for the current context ${JSON.stringify(kc.getCurrentContext())}`);
+  } else {
+    if (!process.env.KUBERNETES_SERVICE_HOST || !process.env.KUBERNETES_SERVICE_PORT) {
+      throw new KubeConfigError('not running in a pod (KUBERNETES_SERVICE_HOST/PORT are not set): pass --kubeconfig');
+    }
+    kc.loadFromCluster();
+  }
+  const server = kc.getCurrentCluster()?.server ?? '';
+  if (server.startsWith('http:') && !kc.getCurrentCluster()?.skipTLSVerify) {
+    throw new KubeConfigError(`${file ?? 'in-cluster config'}: plain http:// server ${server} needs insecure-skip-tls-verify: true`);
+  }
+  return kc;
+}
+
+export function resourceSpecs(hostname: string): ResourceSpec[] {
+  return [
+    { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: PROXY_LABEL_SELECTOR },
+    { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: '/apis/discovery.k8s.io/v1/endpointslices', labelSelector: PROXY_LABEL_SELECTOR },
+    { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes', fieldSelector: `metadata.name=${hostname}` },
+  ];
+}
+
+export class ApiSource implements Source {
+  readonly kubeconfig: string | null;
+  readonly hostname: string;
+  readonly timings: ReflectorTimings;
+
+  private reflectors: Reflector[] = [];
+  private handler: SourceHandler | null = null;
+  private synced = false;
+  private stopped = false;
+  private resolveStart: (() => void) | null = null;
+  private rejectStart: ((err: Error) => void) | null = null;
+
+  constructor(opts: ApiSourceOptions) {
+    this.kubeconfig = opts.kubeconfig;
+    this.hostname = opts.hostname;
+    const t: Record<string, unknown> = { ...DEFAULT_TIMINGS };
+    for (const k of Object.keys(DEFAULT_TIMINGS) as (keyof ReflectorTimings)[]) {
+      if (opts[k] !== undefined) t[k] = opts[k];
+    }
+    this.timings = t as unknown as ReflectorTimings;
+  }
+
+  /** Counters per resource (lists, watches, restarts, silent watches, errors). */
+  get stats(): Record<string, ReflectorStats> {
+    return Object.fromEntries(this.reflectors.map((r) => [r.spec.kind, { ...r.stats }]));
+  }
+
+  /** True once every resource has listed (start() has resolved). */
+  get hasSynced(): boolean {
+    return this.synced;
+  }
+
+  /**
+   * Lists everything, delivers it as one onList, and resolves; keeps retrying (with backoff, each failure
+   * reported to onError) until the API server answers. Rejects if the config cannot be loaded or stop() is
+   * called first.
+   */
+  async start(handler: SourceHandler): Promise<void> {
+    if (this.handler || this.stopped) throw new Error(`the API source was already ${this.stopped ? 'stopped' : 'started'}`);
+    this.handler = handler;
+    const kc = await loadKubeConfig(this.kubeconfig);
+    const { Reflector } = await import('./api-reflector.ts');
+    if (this.stopped) throw new Error('the API source was stopped before the initial list');
+    log.info({ event: 'api-source', server: kc.getCurrentCluster()?.server, hostname: this.hostname }, 'watching the API server');
+    const hooks = {
+      listed: () => this.listed(),
+      changed: (_r: Reflector, type: 'add' | 'update' | 'delete', object: KubeObject) => this.deliver(() => handler.onEvent({ type, object })),
+      error: (err: Error) => this.reportError(err),
+    };
+    const done = new Promise<void>((resolve, reject) => {
+      this.rejectStart = reject;
+      this.resolveStart = resolve;
+    });
+    this.reflectors = resourceSpecs(this.hostname).map((spec) => new Reflector(kc, spec, this.timings, hooks));
+    for (const r of this.reflectors) r.start();
+    await done;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await Promise.all(this.reflectors.map((r) => r.stop()));
+    this.rejectStart?.(new Error('the API source was stopped before the initial list'));
+    this.rejectStart = null;
+  }
+
+  /** Every object known now, all resources. */
+  private all(): KubeObject[] {
+    const out: KubeObject[] = [];
+    for (const r of this.reflectors) for (const o of r.store.values()) out.push(o);
+    return out;
+  }
+
+  /** A resource listed: once all have, the first onList; after that, every list is a relist of everything. */
+  private listed(): void {
+    if (this.stopped || !this.handler) return;
+    if (!this.synced) {
+      if (!this.reflectors.every((r) => r.listed)) return;
+      this.synced = true;
+    }
+    const handler = this.handler;
+    const objects = this.all();
+    this.deliver(() => handler.onList(objects));
+    if (this.resolveStart) {
+      this.resolveStart();
+      this.resolveStart = null;
+      this.rejectStart = null;
+    }
+  }
+
+  /** Calls the handler (after the initial list only); its exceptions are reported, never thrown into the informers. */
+  private deliver(fn: () => void): void {
+    if (this.stopped || !this.synced) return;
+    try {
+      fn();
+    } catch (e) {
+      this.reportError(new Error(`the source handler threw: ${(e as Error).message}`));
+    }
+  }
+
+  private reportError(err: Error): void {
+    if (this.stopped) return;
+    try {
+      this.handler?.onError?.(err);
+    } catch (e) {
+      log.error({ event: 'source-handler-error', err: (e as Error).message }, 'the source error handler threw');
+    }
+  }
+}

@@ -1,0 +1,606 @@
+// A test Kubernetes API server: Services, EndpointSlices and Nodes over the real list/watch protocol, plus
+// controls to break it the ways real API servers break (dropped watches, 410 Gone, 5xx, silent watches,
+// restarts). Plain HTTP; in-memory store with an etcd-like global resourceVersion and a bounded event history.
+//
+// Protocol: GET <collection> returns a *List with metadata.resourceVersion (items without kind/apiVersion,
+// as the real server encodes typed lists); GET <collection>?watch=true&resourceVersion=N streams newline-
+// delimited {"type","object"} events after N (headers flushed at once), or, without N (or N=0), ADDED for
+// every current object first. labelSelector and fieldSelector (metadata.name, metadata.namespace) filter both;
+// an object that starts or stops matching during a watch arrives as ADDED or DELETED. A watch from a
+// resourceVersion older than the compacted history gets 410 Gone (as an HTTP status, or as an ERROR event if
+// tooOldAs is 'event'). allowWatchBookmarks=true watches get BOOKMARK events every bookmarkIntervalMs and
+// on bookmark(); timeoutSeconds ends a watch normally.
+import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { isIPv6 } from 'node:net';
+import type { Socket } from 'node:net';
+import { stringify } from 'yaml';
+import { parseFieldSelector, parseLabelSelector, type Selector, SelectorError } from './selectors.ts';
+
+export type WatchedKind = 'Service' | 'EndpointSlice' | 'Node';
+
+/** A stored object: any JSON object with kind, apiVersion and metadata. */
+export type ApiObject = {
+  kind?: string;
+  apiVersion?: string;
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string; labels?: Record<string, string>; [k: string]: unknown };
+  [k: string]: unknown;
+};
+
+interface Resource {
+  kind: WatchedKind;
+  apiVersion: string;
+  prefix: string;
+  plural: string;
+  namespaced: boolean;
+}
+
+const RESOURCES: Resource[] = [
+  { kind: 'Service', apiVersion: 'v1', prefix: '/api/v1', plural: 'services', namespaced: true },
+  { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', prefix: '/apis/discovery.k8s.io/v1', plural: 'endpointslices', namespaced: true },
+  { kind: 'Node', apiVersion: 'v1', prefix: '/api/v1', plural: 'nodes', namespaced: false },
+];
+const BY_KIND = new Map(RESOURCES.map((r) => [r.kind, r]));
+const FIELDS = ['metadata.name', 'metadata.namespace'];
+
+type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+interface HistoryEntry {
+  rv: number;
+  kind: WatchedKind;
+  type: EventType;
+  object: ApiObject;
+  /** The previous state, for MODIFIED (to turn selector transitions into ADDED/DELETED). */
+  prev?: ApiObject;
+}
+
+interface WatchConn {
+  res: ServerResponse;
+  socket: Socket;
+  resource: Resource;
+  namespace: string | null;
+  labels: Selector;
+  fields: Selector;
+  bookmarks: boolean;
+  silent: boolean;
+  timer: NodeJS.Timeout | null;
+}
+
+export interface RequestRecord {
+  method: string;
+  path: string;
+  query: Record<string, string>;
+  watch: boolean;
+  status: number;
+  authorization: string | undefined;
+}
+
+export interface TestApiServerOptions {
+  /** Address to listen on (default 127.0.0.1). */
+  host?: string;
+  /** Port (default 0: a random free port, kept across restarts). */
+  port?: number;
+  /** Bearer token every request must carry (default 'test-token'); null accepts any request. */
+  token?: string | null;
+  /** Send BOOKMARK events to bookmark-enabled watches this often (default 0: only on bookmark()). */
+  bookmarkIntervalMs?: number;
+  /** Events kept for watches to resume from; older ones are compacted away (default 10,000). */
+  maxHistory?: number;
+  /** How a watch from a compacted resourceVersion is refused (default 'status': HTTP 410). */
+  tooOldAs?: 'status' | 'event';
+  /** Serve the /_test/ control endpoints (for a server run as its own process, see main.ts). */
+  control?: boolean;
+}
+
+function clone<T>(o: T): T {
+  return structuredClone(o);
+}
+
+function statusBody(code: number, reason: string, message: string) {
+  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code };
+}
+
+const REASONS: Record<number, string> = {
+  400: 'BadRequest',
+  401: 'Unauthorized',
+  404: 'NotFound',
+  405: 'MethodNotAllowed',
+  409: 'AlreadyExists',
+  410: 'Expired',
+  429: 'TooManyRequests',
+  500: 'InternalError',
+  503: 'ServiceUnavailable',
+  504: 'Timeout',
+};
+
+export class TestApiServer {
+  readonly host: string;
+  readonly token: string | null;
+  /** How a watch from a compacted resourceVersion is refused; may be changed at any time. */
+  tooOldAs: 'status' | 'event';
+  /** Every request served, in order (controls excluded). */
+  readonly requests: RequestRecord[] = [];
+
+  private port: number;
+  private server: Server | null = null;
+  private readonly sockets = new Set<Socket>();
+  private readonly watches = new Set<WatchConn>();
+  private readonly store = new Map<string, ApiObject>();
+  private history: HistoryEntry[] = [];
+  private rv = 1;
+  private compactedRv = 0;
+  private readonly maxHistory: number;
+  private readonly bookmarkIntervalMs: number;
+  private bookmarkTimer: NodeJS.Timeout | null = null;
+  private failures: { left: number; status: number; only: 'list' | 'watch' | null } | null = null;
+  private delays: { left: number; ms: number; only: 'list' | 'watch' | null } | null = null;
+  private readonly control: boolean;
+
+  constructor(opts: TestApiServerOptions = {}) {
+    this.host = opts.host ?? '127.0.0.1';
+    this.port = opts.port ?? 0;
+    this.token = opts.token === undefined ? 'test-token' : opts.token;
+    this.bookmarkIntervalMs = opts.bookmarkIntervalMs ?? 0;
+    this.maxHistory = opts.maxHistory ?? 10_000;
+    this.tooOldAs = opts.tooOldAs ?? 'status';
+    this.control = opts.control ?? false;
+  }
+
+  // ---- lifecycle ----
+
+  get listening(): boolean {
+    return this.server !== null;
+  }
+
+  get url(): string {
+    if (this.port === 0) throw new Error('the test API server has not been started');
+    return `http://${isIPv6(this.host) ? `[${this.host}]` : this.host}:${this.port}`;
+  }
+
+  /** Starts listening (on the same port as before after a stop()). */
+  async start(): Promise<void> {
+    if (this.server) return;
+    const server = createServer((req, res) => this.handle(req, res));
+    server.on('connection', (s) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, this.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const addr = server.address();
+    if (addr && typeof addr === 'object') this.port = addr.port;
+    this.server = server;
+    if (this.bookmarkIntervalMs > 0) {
+      this.bookmarkTimer = setInterval(() => this.bookmark(), this.bookmarkIntervalMs);
+      this.bookmarkTimer.unref();
+    }
+  }
+
+  /** Stops listening and cuts every connection (watches included). The stored objects stay. */
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = null;
+    if (this.bookmarkTimer) clearInterval(this.bookmarkTimer);
+    this.bookmarkTimer = null;
+    for (const w of this.watches) this.closeWatch(w);
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of this.sockets) s.destroy();
+    server.closeAllConnections();
+    await closed;
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+  }
+
+  /** Writes a kubeconfig that points at this server (insecure-skip-tls-verify, bearer token); returns the path. */
+  async writeKubeconfig(file: string): Promise<string> {
+    const user: Record<string, string> = this.token ? { token: this.token } : {};
+    const config = {
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'test', cluster: { server: this.url, 'insecure-skip-tls-verify': true } }],
+      users: [{ name: 'test', user }],
+      contexts: [{ name: 'test', context: { cluster: 'test', user: 'test' } }],
+      'current-context': 'test',
+    };
+    await writeFile(file, stringify(config));
+    return file;
+  }
+
+  // ---- objects ----
+
+  /** The current global resourceVersion (that of the latest change). */
+  get resourceVersion(): string {
+    return String(this.rv);
+  }
+
+  get(kind: WatchedKind, namespace: string | undefined, name: string): ApiObject | undefined {
+    const o = this.store.get(this.key(kind, namespace, name));
+    return o ? clone(o) : undefined;
+  }
+
+  list(kind?: WatchedKind): ApiObject[] {
+    return [...this.store.values()].filter((o) => !kind || o.kind === kind).map(clone);
+  }
+
+  /** Creates an object (kind Service, EndpointSlice or Node); returns it as stored. Throws if it exists. */
+  create(obj: ApiObject): ApiObject {
+    const { resource, key, ns, name } = this.identify(obj);
+    if (this.store.has(key)) throw new Error(`${resource.kind} ${ns ?? ''}/${name} already exists`);
+    const stored = clone(obj);
+    stored.kind = resource.kind;
+    stored.apiVersion = resource.apiVersion;
+    const rv = ++this.rv;
+    stored.metadata = {
+      ...stored.metadata,
+      ...(ns !== undefined ? { namespace: ns } : {}),
+      uid: typeof stored.metadata?.uid === 'string' ? stored.metadata.uid : randomUUID(),
+      creationTimestamp: new Date().toISOString(),
+      resourceVersion: String(rv),
+    };
+    this.store.set(key, stored);
+    this.record({ rv, kind: resource.kind, type: 'ADDED', object: stored });
+    return clone(stored);
+  }
+
+  /** Replaces an existing object (uid and creationTimestamp kept); returns it as stored. */
+  update(obj: ApiObject): ApiObject {
+    const { resource, key, ns, name } = this.identify(obj);
+    const prev = this.store.get(key);
+    if (!prev) throw new Error(`${resource.kind} ${ns ?? ''}/${name} does not exist`);
+    const stored = clone(obj);
+    stored.kind = resource.kind;
+    stored.apiVersion = resource.apiVersion;
+    const rv = ++this.rv;
+    stored.metadata = {
+      ...stored.metadata,
+      ...(ns !== undefined ? { namespace: ns } : {}),
+      uid: prev.metadata?.uid,
+      creationTimestamp: prev.metadata?.creationTimestamp,
+      resourceVersion: String(rv),
+    };
+    this.store.set(key, stored);
+    this.record({ rv, kind: resource.kind, type: 'MODIFIED', object: stored, prev });
+    return clone(stored);
+  }
+
+  /** Creates or updates. */
+  apply(obj: ApiObject): ApiObject {
+    const { key } = this.identify(obj);
+    return this.store.has(key) ? this.update(obj) : this.create(obj);
+  }
+
+  /** Deletes an object; returns false when there was none. */
+  remove(kind: WatchedKind, namespace: string | undefined, name: string): boolean {
+    const key = this.key(kind, namespace, name);
+    const prev = this.store.get(key);
+    if (!prev) return false;
+    this.store.delete(key);
+    const rv = ++this.rv;
+    const gone = clone(prev);
+    gone.metadata = { ...gone.metadata, resourceVersion: String(rv) };
+    this.record({ rv, kind, type: 'DELETED', object: gone });
+    return true;
+  }
+
+  /** Applies every object of a list (e.g. a scenario's objects). */
+  load(objects: ApiObject[]): void {
+    for (const o of objects) this.apply(o);
+  }
+
+  // ---- fault controls ----
+
+  /** Number of open watches. */
+  get watchCount(): number {
+    return this.watches.size;
+  }
+
+  /** Cuts every open watch connection (as a network failure would); returns how many. */
+  dropWatches(): number {
+    const n = this.watches.size;
+    for (const w of [...this.watches]) {
+      this.closeWatch(w);
+      w.socket.destroy();
+    }
+    return n;
+  }
+
+  /** Sends every open watch an ERROR event with a 410 Expired Status, then ends it; returns how many. */
+  expireWatches(): number {
+    const n = this.watches.size;
+    for (const w of [...this.watches]) {
+      this.write(w, 'ERROR', statusBody(410, 'Expired', `too old resource version (${this.compactedRv})`), true);
+      this.closeWatch(w);
+    }
+    return n;
+  }
+
+  /** Drops the event history: watches from any resourceVersion older than the current one get 410. */
+  compact(): void {
+    this.history = [];
+    this.compactedRv = this.rv;
+  }
+
+  /** Answers the next n requests (of one kind, or any) with an error status (default 500). */
+  failNext(n: number, opts: { status?: number; only?: 'list' | 'watch' } = {}): void {
+    this.failures = n > 0 ? { left: n, status: opts.status ?? 500, only: opts.only ?? null } : null;
+  }
+
+  /** Holds the next n requests (of one kind, or any) for ms before answering them (headers included). */
+  delayNext(n: number, ms: number, opts: { only?: 'list' | 'watch' } = {}): void {
+    this.delays = n > 0 ? { left: n, ms, only: opts.only ?? null } : null;
+  }
+
+  /** Makes every open watch silent: the connection stays open but nothing more is sent on it; returns how many. */
+  silenceWatches(): number {
+    for (const w of this.watches) w.silent = true;
+    return this.watches.size;
+  }
+
+  /** Sends a BOOKMARK (current resourceVersion) to every bookmark-enabled, non-silent watch. */
+  bookmark(): void {
+    for (const w of this.watches) {
+      if (!w.bookmarks) continue;
+      this.write(w, 'BOOKMARK', { kind: w.resource.kind, apiVersion: w.resource.apiVersion, metadata: { resourceVersion: String(this.rv) } });
+    }
+  }
+
+  // ---- internals ----
+
+  private key(kind: string, namespace: string | undefined, name: string): string {
+    const r = BY_KIND.get(kind as WatchedKind);
+    return `${kind}/${r?.namespaced ? (namespace ?? 'default') : ''}/${name}`;
+  }
+
+  private identify(obj: ApiObject): { resource: Resource; key: string; ns: string | undefined; name: string } {
+    const resource = BY_KIND.get(obj.kind as WatchedKind);
+    if (!resource) throw new Error(`the test API server does not store kind ${String(obj.kind)}`);
+    const name = obj.metadata?.name;
+    if (typeof name !== 'string' || name === '') throw new Error(`a ${resource.kind} needs metadata.name`);
+    const ns = resource.namespaced ? (obj.metadata?.namespace ?? 'default') : undefined;
+    return { resource, key: this.key(resource.kind, ns, name), ns, name };
+  }
+
+  private record(e: HistoryEntry): void {
+    this.history.push(e);
+    if (this.history.length > this.maxHistory) {
+      const dropped = this.history.splice(0, this.history.length - this.maxHistory);
+      this.compactedRv = dropped[dropped.length - 1].rv;
+    }
+    for (const w of this.watches) if (w.resource.kind === e.kind) this.deliver(w, e);
+  }
+
+  private matches(w: WatchConn, o: ApiObject | undefined): boolean {
+    if (!o) return false;
+    const md = o.metadata ?? {};
+    if (w.namespace !== null && md.namespace !== w.namespace) return false;
+    if (!w.labels.matches(md.labels ?? {})) return false;
+    return w.fields.matches({ 'metadata.name': md.name, 'metadata.namespace': md.namespace ?? '' });
+  }
+
+  /** Sends one history entry to a watch, as seen through its selectors. */
+  private deliver(w: WatchConn, e: HistoryEntry): void {
+    if (e.type !== 'MODIFIED') {
+      if (this.matches(w, e.object)) this.write(w, e.type, e.object);
+      return;
+    }
+    const now = this.matches(w, e.object);
+    const before = this.matches(w, e.prev);
+    if (now) this.write(w, before ? 'MODIFIED' : 'ADDED', e.object);
+    else if (before) {
+      const gone = clone(e.prev!);
+      gone.metadata = { ...gone.metadata, resourceVersion: String(e.rv) };
+      this.write(w, 'DELETED', gone);
+    }
+  }
+
+  private write(w: WatchConn, type: string, object: unknown, force = false): void {
+    if ((w.silent && !force) || w.res.writableEnded || w.res.destroyed) return;
+    w.res.write(`${JSON.stringify({ type, object })}\n`);
+  }
+
+  private closeWatch(w: WatchConn): void {
+    if (!this.watches.delete(w)) return;
+    if (w.timer) clearTimeout(w.timer);
+    if (!w.res.writableEnded) w.res.end();
+  }
+
+  private send(req: IncomingMessage, res: ServerResponse, status: number, body: unknown, rec: RequestRecord | null): void {
+    if (rec) rec.status = status;
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+    res.end(req.method === 'HEAD' ? undefined : text);
+  }
+
+  private fail(req: IncomingMessage, res: ServerResponse, status: number, message: string, rec: RequestRecord | null): void {
+    this.send(req, res, status, statusBody(status, REASONS[status] ?? 'Unknown', message), rec);
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (this.control && url.pathname.startsWith('/_test/')) {
+      this.handleControl(req, res, url).catch((e: Error) => {
+        if (!res.headersSent) this.fail(req, res, 400, e.message, null);
+      });
+      return;
+    }
+    const query = Object.fromEntries(url.searchParams);
+    const watch = query.watch === 'true' || query.watch === '1';
+    const rec: RequestRecord = { method: req.method ?? 'GET', path: url.pathname, query, watch, status: 0, authorization: req.headers.authorization };
+    this.requests.push(rec);
+    const d = this.delays;
+    if (d && (d.only === null || d.only === (watch ? 'watch' : 'list'))) {
+      if (--d.left <= 0) this.delays = null;
+      const t = setTimeout(() => this.serve(req, res, url, query, watch, rec), d.ms);
+      res.on('close', () => clearTimeout(t));
+      return;
+    }
+    this.serve(req, res, url, query, watch, rec);
+  }
+
+  private serve(req: IncomingMessage, res: ServerResponse, url: URL, query: Record<string, string>, watch: boolean, rec: RequestRecord): void {
+    if (this.token !== null && req.headers.authorization !== `Bearer ${this.token}`) {
+      this.fail(req, res, 401, 'Unauthorized', rec);
+      return;
+    }
+    if (this.failures && (this.failures.only === null || this.failures.only === (watch ? 'watch' : 'list'))) {
+      const status = this.failures.status;
+      if (--this.failures.left <= 0) this.failures = null;
+      this.fail(req, res, status, 'injected failure', rec);
+      return;
+    }
+    if (req.method !== 'GET') {
+      this.fail(req, res, 405, `method ${req.method} not allowed`, rec);
+      return;
+    }
+    const route = this.route(url.pathname);
+    if (!route) {
+      this.fail(req, res, 404, `the server could not find the requested resource (${url.pathname})`, rec);
+      return;
+    }
+
+    let labels: Selector;
+    let fields: Selector;
+    try {
+      labels = parseLabelSelector(query.labelSelector);
+      fields = parseFieldSelector(query.fieldSelector, FIELDS);
+    } catch (e) {
+      if (e instanceof SelectorError) {
+        this.fail(req, res, 400, e.message, rec);
+        return;
+      }
+      throw e;
+    }
+
+    const { resource, namespace, name } = route;
+    if (name !== null) {
+      const o = this.store.get(this.key(resource.kind, namespace ?? undefined, name));
+      if (!o) {
+        this.fail(req, res, 404, `${resource.plural} "${name}" not found`, rec);
+        return;
+      }
+      this.send(req, res, 200, o, rec);
+      return;
+    }
+
+    const conn: WatchConn = {
+      res,
+      socket: req.socket,
+      resource,
+      namespace,
+      labels,
+      fields,
+      bookmarks: query.allowWatchBookmarks === 'true',
+      silent: false,
+      timer: null,
+    };
+    if (!watch) {
+      const items = [...this.store.values()]
+        .filter((o) => o.kind === resource.kind && this.matches(conn, o))
+        .map((o) => {
+          const { kind: _k, apiVersion: _a, ...rest } = o;
+          return rest;
+        });
+      const list = { kind: `${resource.kind}List`, apiVersion: resource.apiVersion, metadata: { resourceVersion: String(this.rv) }, items };
+      this.send(req, res, 200, list, rec);
+    } else this.startWatch(req, res, conn, query, rec);
+  }
+
+  private startWatch(req: IncomingMessage, res: ServerResponse, w: WatchConn, query: Record<string, string>, rec: RequestRecord): void {
+    const rvText = query.resourceVersion ?? '';
+    let from: number | null = null;
+    if (rvText !== '' && rvText !== '0') {
+      from = Number(rvText);
+      if (!Number.isSafeInteger(from) || from < 0) {
+        this.fail(req, res, 400, `invalid resourceVersion ${JSON.stringify(rvText)}`, rec);
+        return;
+      }
+    }
+    const tooOld = from !== null && from < this.compactedRv;
+    if (res.destroyed || w.socket.destroyed) return; // the client gave up (while the request was held)
+    if (tooOld && this.tooOldAs === 'status') {
+      this.fail(req, res, 410, `too old resource version: ${from} (${this.compactedRv})`, rec);
+      return;
+    }
+    rec.status = 200;
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private' });
+    res.flushHeaders();
+    if (tooOld) {
+      res.end(`${JSON.stringify({ type: 'ERROR', object: statusBody(410, 'Expired', `too old resource version: ${from} (${this.compactedRv})`) })}\n`);
+      return;
+    }
+    this.watches.add(w);
+    res.on('close', () => this.closeWatch(w));
+    if (from === null) {
+      const current = [...this.store.values()].filter((o) => o.kind === w.resource.kind && this.matches(w, o));
+      current.sort((a, b) => Number(a.metadata?.resourceVersion) - Number(b.metadata?.resourceVersion));
+      for (const o of current) this.write(w, 'ADDED', o);
+    } else {
+      for (const e of this.history) if (e.rv > from && e.kind === w.resource.kind) this.deliver(w, e);
+    }
+    const timeout = Number(query.timeoutSeconds);
+    if (Number.isFinite(timeout) && timeout > 0) {
+      w.timer = setTimeout(() => this.closeWatch(w), timeout * 1000);
+      w.timer.unref();
+    }
+  }
+
+  private route(path: string): { resource: Resource; namespace: string | null; name: string | null } | null {
+    for (const r of RESOURCES) {
+      if (!path.startsWith(`${r.prefix}/`)) continue;
+      const parts = path
+        .slice(r.prefix.length + 1)
+        .split('/')
+        .filter(Boolean)
+        .map(decodeURIComponent);
+      if (parts[0] === r.plural && parts.length <= 2) return { resource: r, namespace: null, name: parts[1] ?? null };
+      if (r.namespaced && parts[0] === 'namespaces' && parts[2] === r.plural && parts.length >= 3 && parts.length <= 4) {
+        return { resource: r, namespace: parts[1], name: parts[3] ?? null };
+      }
+    }
+    return null;
+  }
+
+  /** /_test/ endpoints (POST, JSON bodies) for a server in another process. */
+  private async handleControl(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8');
+    const body = (text.trim() ? JSON.parse(text) : {}) as Record<string, any>;
+    const ok = (result: unknown) => this.send(req, res, 200, { ok: true, result }, null);
+    if (req.method === 'GET' && url.pathname === '/_test/objects') return ok(this.list());
+    if (req.method !== 'POST') return this.fail(req, res, 405, 'controls take POST', null);
+    switch (url.pathname) {
+      case '/_test/apply': {
+        const items: ApiObject[] = Array.isArray(body.items) ? body.items : [body];
+        return ok(items.map((o) => this.apply(o).metadata?.resourceVersion));
+      }
+      case '/_test/delete':
+        return ok(this.remove(body.kind, body.namespace, body.name));
+      case '/_test/drop-watches':
+        return ok(this.dropWatches());
+      case '/_test/expire-watches':
+        return ok(this.expireWatches());
+      case '/_test/compact':
+        return ok(this.compact());
+      case '/_test/fail-next':
+        return ok(this.failNext(Number(body.n ?? 1), { status: body.status, only: body.only }));
+      case '/_test/delay-next':
+        return ok(this.delayNext(Number(body.n ?? 1), Number(body.ms ?? 1000), { only: body.only }));
+      case '/_test/silence-watches':
+        return ok(this.silenceWatches());
+      case '/_test/bookmark':
+        return ok(this.bookmark());
+      default:
+        return this.fail(req, res, 404, `no control ${url.pathname}`, null);
+    }
+  }
+}
