@@ -8,6 +8,7 @@ import { formatIssue } from '../model/parse.ts';
 import { type ApplyOutcome, ClusterState, buildState } from '../model/store.ts';
 import { createProxier } from '../modes/index.ts';
 import { MODES, type Proxier } from '../modes/types.ts';
+import { ApiSource } from '../watch/api.ts';
 import { FileSource, readObjectsFile } from '../watch/file.ts';
 import type { Source } from '../watch/types.ts';
 import { ConntrackCleaner } from './conntrack.ts';
@@ -22,13 +23,28 @@ function reportOutcome(object: string, r: ApplyOutcome): void {
 
 function makeSource(opts: RunOptions): Source {
   if (opts.from) return new FileSource(opts.from);
-  throw new Error('watching the API server is not built yet (it comes with the daemon); use --from FILE');
+  return new ApiSource({ kubeconfig: opts.kubeconfig, hostname: opts.proxy.hostname });
+}
+
+/** One complete list of the objects, from the file or the API server. */
+async function listOnce(opts: RunOptions): Promise<KubeObject[]> {
+  if (opts.from) return readObjectsFile(opts.from);
+  const source = new ApiSource({ kubeconfig: opts.kubeconfig, hostname: opts.proxy.hostname });
+  let objects: KubeObject[] = [];
+  await source.start({
+    onList: (list) => {
+      objects = list;
+    },
+    onEvent: () => {},
+    onError: (err) => log.warn({ event: 'source-error', err: err.message }, 'API source error; retrying'),
+  });
+  await source.stop();
+  return objects;
 }
 
 /** --dry-run: the complete rules for this node, on stdout; invalid objects reported on stderr. */
 export async function dryRun(opts: RunOptions, out: NodeJS.WritableStream = process.stdout): Promise<number> {
-  if (!opts.from) throw new Error('--dry-run needs --from FILE until the API source is built');
-  const objects = await readObjectsFile(opts.from);
+  const objects = await listOnce(opts);
   const { state, issues } = buildState(objects, opts.proxy);
   for (const i of issues) process.stderr.write(`left out: ${formatIssue(i)}\n`);
   const proxier = createProxier(opts.mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend });

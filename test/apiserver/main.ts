@@ -2,6 +2,7 @@
 //
 //   node test/apiserver/main.ts [--host 127.0.0.1] [--port 0] [--kubeconfig FILE] [--from FILE]
 //                               [--token TOKEN | --no-token] [--bookmark-ms N] [--too-old-as status|event]
+//                               [--initial-rv N]
 //
 // --from loads objects from a YAML/JSON file: a List or stream of objects, or a shared scenario (its
 // `objects`). Prints one JSON line {"event":"listening","url":...,"kubeconfig":...} once it serves, and
@@ -25,6 +26,7 @@ const { values } = parseArgs({
     'no-token': { type: 'boolean', default: false },
     'bookmark-ms': { type: 'string', default: '0' },
     'too-old-as': { type: 'string', default: 'status' },
+    'initial-rv': { type: 'string' },
   },
   strict: true,
 });
@@ -47,6 +49,7 @@ const server = new TestApiServer({
   bookmarkIntervalMs: Number(values['bookmark-ms']),
   tooOldAs,
   control: true,
+  ...(values['initial-rv'] ? { initialResourceVersion: Number(values['initial-rv']) } : {}),
 });
 if (values.from) server.load(await loadObjects(values.from));
 await server.start();

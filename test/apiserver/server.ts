@@ -90,6 +90,11 @@ export interface TestApiServerOptions {
   tooOldAs?: 'status' | 'event';
   /** Serve the /_test/ control endpoints (for a server run as its own process, see main.ts). */
   control?: boolean;
+  /**
+   * The resourceVersion to start from (default 1). A server standing in for a restarted API server whose
+   * storage moved on starts high, with everything before compacted: resumed watches get 410 Gone.
+   */
+  initialResourceVersion?: number;
 }
 
 function clone<T>(o: T): T {
@@ -144,6 +149,10 @@ export class TestApiServer {
     this.maxHistory = opts.maxHistory ?? 10_000;
     this.tooOldAs = opts.tooOldAs ?? 'status';
     this.control = opts.control ?? false;
+    if (opts.initialResourceVersion !== undefined) {
+      this.rv = opts.initialResourceVersion;
+      this.compactedRv = opts.initialResourceVersion;
+    }
   }
 
   // ---- lifecycle ----

@@ -40,9 +40,25 @@ const scenario: Scenario = {
   name: 'daemon-file',
   description: 'daemon behaviour with the file source',
   pods: [
-    { name: 'a1', node: 'node-a', ip: A1, ports: [{ port: 8080, protocol: 'tcp' }, { port: 5353, protocol: 'udp' }] },
+    {
+      name: 'a1',
+      node: 'node-a',
+      ip: A1,
+      ports: [
+        { port: 8080, protocol: 'tcp' },
+        { port: 5353, protocol: 'udp' },
+      ],
+    },
     { name: 'a2', node: 'node-a', ip: '198.19.1.12', ports: [] },
-    { name: 'b1', node: 'node-b', ip: B1, ports: [{ port: 8080, protocol: 'tcp' }, { port: 5353, protocol: 'udp' }] },
+    {
+      name: 'b1',
+      node: 'node-b',
+      ip: B1,
+      ports: [
+        { port: 8080, protocol: 'tcp' },
+        { port: 5353, protocol: 'udp' },
+      ],
+    },
   ],
   objects: [],
   probes: [],
@@ -184,7 +200,9 @@ for (const mode of MODES) {
       expect(value('kubeproxy_sync_proxy_rules_endpoint_changes_total')).toBeGreaterThanOrEqual(5);
       expect(value('kubeproxy_sync_proxy_rules_service_changes_total')).toBeGreaterThanOrEqual(4);
       expect(value('kubeproxy_sync_proxy_rules_last_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000 - 60);
-      expect(value(mode === 'nftables' ? 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total' : 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total')).toBe(0);
+      expect(
+        value(mode === 'nftables' ? 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total' : 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total'),
+      ).toBe(0);
     });
 
     it('restarts with no failed connection while a client keeps connecting', async () => {
