@@ -169,6 +169,8 @@ export class SyncLoop {
           removed: changes.removed.length,
           written: result.servicePortsWritten,
           bytes: result.bytes,
+          // Network programming latency of the slowest change this sync carried (from its trigger time).
+          ...(event.triggerTimes.length > 0 ? { programmingMs: Math.max(0, this.now() - event.triggerTimes.reduce((a, b) => Math.min(a, b))) } : {}),
         },
         result.full ? 'full sync done' : 'partial sync done',
       );

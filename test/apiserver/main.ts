@@ -2,7 +2,7 @@
 //
 //   node test/apiserver/main.ts [--host 127.0.0.1] [--port 0] [--kubeconfig FILE] [--from FILE]
 //                               [--token TOKEN | --no-token] [--bookmark-ms N] [--too-old-as status|event]
-//                               [--initial-rv N]
+//                               [--initial-rv N] [--control-stdin]
 //
 // --from loads objects from a YAML/JSON file: a List or stream of objects, or a shared scenario (its
 // `objects`). Prints one JSON line {"event":"listening","url":...,"kubeconfig":...} once it serves, and
@@ -27,6 +27,7 @@ const { values } = parseArgs({
     'bookmark-ms': { type: 'string', default: '0' },
     'too-old-as': { type: 'string', default: 'status' },
     'initial-rv': { type: 'string' },
+    'control-stdin': { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -55,6 +56,23 @@ if (values.from) server.load(await loadObjects(values.from));
 await server.start();
 if (values.kubeconfig) await server.writeKubeconfig(values.kubeconfig);
 process.stdout.write(`${JSON.stringify({ event: 'listening', url: server.url, kubeconfig: values.kubeconfig ?? null, objects: server.list().length })}\n`);
+
+// --control-stdin: one JSON command per line on stdin, for load generators that change objects faster than an
+// HTTP round trip per change allows: {"op":"apply","object":{...}} or {"op":"delete","kind":..,"namespace":..,"name":..}.
+if (values['control-stdin']) {
+  const { createInterface } = await import('node:readline');
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    if (!line.trim()) return;
+    try {
+      const cmd = JSON.parse(line) as { op: string; object?: ApiObject; kind?: string; namespace?: string; name?: string };
+      if (cmd.op === 'apply' && cmd.object) server.apply(cmd.object);
+      else if (cmd.op === 'delete' && cmd.kind && cmd.name) server.remove(cmd.kind as Parameters<typeof server.remove>[0], cmd.namespace ?? '', cmd.name);
+      else process.stderr.write(`unknown command: ${line}\n`);
+    } catch (e) {
+      process.stderr.write(`bad command (${(e as Error).message}): ${line.slice(0, 200)}\n`);
+    }
+  });
+}
 
 const stop = () => {
   server.stop().then(() => process.exit(0));
