@@ -4,6 +4,8 @@ import { hostname as osHostname } from 'node:os';
 import { setLogLevel } from './log.ts';
 import { MODES, type ModeName } from './modes/types.ts';
 import { formatIssue } from './model/parse.ts';
+import { explain, formatExplanation } from './model/explain.ts';
+import { classifyIP } from './model/ip.ts';
 import { buildState } from './model/store.ts';
 import { stateToJSON, stateToTable } from './model/view.ts';
 import { SourceFileError, readObjectsFile } from './watch/file.ts';
@@ -14,6 +16,7 @@ const USAGE = `kube-proxy-ts: a kube-proxy replacement (iptables, nftables and u
 Usage:
   kube-proxy-ts [flags]                 run the proxy on this node
   kube-proxy-ts state --from FILE [...] print this node's desired state (what every mode programs)
+  kube-proxy-ts explain --from FILE --to IP:PORT [--src IP]   what happens to one connection, and why
   kube-proxy-ts demo [--mode MODE]      run the sandbox demo (network namespaces; needs root)
 
 Flags:
@@ -55,6 +58,57 @@ async function stateCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
+const EXPLAIN_FLAGS = [
+  { name: 'to', type: 'string' as const, arg: 'IP:PORT[/tcp|udp|sctp]', help: 'the destination of the connection (required)' },
+  { name: 'src', type: 'string' as const, arg: 'IP|node', help: "the source address, or 'node' for a process on the node (default node)" },
+  { name: 'dst-local', type: 'boolean' as const, help: 'the destination is an address of this node (NodePorts); guessed when not given' },
+  { name: 'masquerade-all', type: 'boolean' as const, help: 'as the proxy flag' },
+  { name: 'nodeport-addresses', type: 'string' as const, arg: 'CIDR[,CIDR]', help: 'as the proxy flag' },
+  { name: 'output', aliases: ['o'], type: 'string' as const, arg: 'text|json', help: 'output format (default text)' },
+];
+
+const EXPLAIN_USAGE = `Usage: kube-proxy-ts explain --from FILE --to IP:PORT[/PROTO] [--src IP|node] [--hostname-override NODE] [--cluster-cidr CIDR]
+
+Explains what this node's proxy does with one new connection: which service port and frontend it hits, which
+traffic policy applies, whether it is rejected, dropped or DNATed, to which endpoints with what chance, and
+whether it is masqueraded. The same decisions every mode programs.
+
+Flags:
+${flagsHelp([...STATE_FLAGS.filter((f) => f.name !== 'output' && f.name !== 'help'), ...EXPLAIN_FLAGS])}
+`;
+
+async function explainCommand(argv: string[]): Promise<number> {
+  const f = parseFlags(argv, [...STATE_FLAGS.filter((x) => x.name !== 'output'), ...EXPLAIN_FLAGS]);
+  if (f.help) {
+    process.stdout.write(EXPLAIN_USAGE);
+    return 0;
+  }
+  if (typeof f.from !== 'string') throw new UsageError('explain needs --from FILE');
+  const to = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})(?:\/(tcp|udp|sctp))?$/i.exec(String(f.to ?? ''));
+  if (!to) throw new UsageError('explain needs --to IP:PORT[/tcp|udp|sctp]');
+  const src = (f.src as string | undefined) ?? 'node';
+  if (src !== 'node' && !classifyIP(src)) throw new UsageError(`--src: ${JSON.stringify(src)} is not an IP address or 'node'`);
+  const objects = await readObjectsFile(f.from);
+  const config = {
+    hostname: (f['hostname-override'] as string | undefined) || osHostname(),
+    clusterCIDRs: parseCIDRList((f['cluster-cidr'] as string | undefined) ?? '', '--cluster-cidr'),
+    masqueradeAll: f['masquerade-all'] === true,
+    nodePortAddresses: parseCIDRList((f['nodeport-addresses'] as string | undefined) ?? '', '--nodeport-addresses'),
+  };
+  const { state, issues } = buildState(objects, config);
+  for (const i of issues) process.stderr.write(`left out: ${formatIssue(i)}\n`);
+  const q = {
+    dst: to[1]!,
+    port: Number(to[2]),
+    protocol: (to[3] ?? 'tcp').toUpperCase() as 'TCP' | 'UDP' | 'SCTP',
+    src,
+    ...(f['dst-local'] === true ? { dstIsLocal: true } : {}),
+  };
+  const e = explain(q, state);
+  process.stdout.write(f.output === 'json' ? `${JSON.stringify(e, null, 2)}\n` : formatExplanation(q, e));
+  return 0;
+}
+
 const DEMO_FLAGS = [
   { name: 'mode', aliases: ['proxy-mode'], type: 'string' as const, arg: 'MODE', help: 'iptables (default), nftables or userspace' },
   { name: 'scenario', type: 'string' as const, arg: 'FILE', help: 'a scenario file (default: examples/demo.yaml)' },
@@ -79,6 +133,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (argv[0] === 'state') return await stateCommand(argv.slice(1));
     if (argv[0] === 'demo') return await demoCommand(argv.slice(1));
+    if (argv[0] === 'explain') return await explainCommand(argv.slice(1));
     const opts = await resolveRunOptions(argv);
     if (opts === 'help') {
       process.stdout.write(USAGE);
