@@ -1,0 +1,347 @@
+// The nftables layout: one table per family, a fixed set of chains and sets, and rules that depend
+// only on the configuration, the distinct endpoint counts and the distinct affinity timeouts of the
+// cluster, never on the number of services. docs/nftables-layout.md explains every piece.
+//
+// Everything a service port contributes is a set or map element (see elements.ts). nft 1.0.6's JSON
+// input shapes the design:
+//  - a named map's data is one named type (no `ipv4_addr . inet_service` data), so DNAT takes the
+//    address and the port from two maps with the same key;
+//  - `numgen` has type integer, which no named set type matches, so the random index cannot be part of
+//    a named map's key directly: it is written into a scratch register, `meta priority` (skb->priority),
+//    and the key uses that. Values we write there have majors 0x7e56/0x7e57 and are reset to 0 in nat
+//    postrouting; forwarding resets skb->priority anyway. See SCRATCH_* below;
+//  - JSON has no map statement (`update @map { k : v }`), so ClientIP affinity is kept in timeout sets,
+//    one per bit of the chosen slot;
+//  - constants cannot appear in a concatenation on the left of a lookup, hence one set per bit and the
+//    scratch register holding N for the per-count lookups.
+import type { IPFamily } from '../../model/types.ts';
+
+export const TABLE = 'kube-proxy-ts';
+
+/** The masquerade bit in meta mark, as kube-proxy (and this project's iptables mode) uses it. */
+export const MASQ_BIT = 0x4000;
+
+/** Slot values (endpoint positions) in the scratch register: 0x7e57_0000 + slot. */
+export const SLOT_BASE = 0x7e570000;
+/** Set in a slot value that indexes the local endpoint set of a frontend that has two sets (Local policy). */
+export const LOCAL_BIT = 0x8000;
+/** Endpoint counts in the scratch register, for the per-count lookups: 0x7e56_0000 + N. */
+export const COUNT_BASE = 0x7e560000;
+/** "No endpoint chosen": never a slot value. */
+export const SENTINEL = 0x7e56ffff;
+/** Matches every value we put in the scratch register (majors 0x7e56 and 0x7e57). */
+export const SCRATCH_MASK = 0xfffe0000;
+export const SCRATCH_MATCH = 0x7e560000;
+/** Endpoints per set: slot numbers use the low 15 bits. */
+export const MAX_ENDPOINTS = 0x7fff;
+/** Bits of a slot value stored in the affinity sets (15 slot bits and LOCAL_BIT). */
+export const AFFINITY_BITS = 16;
+/** Maximum elements of each affinity set (clients x frontends with affinity); beyond it affinity is not recorded. */
+export const AFFINITY_SET_SIZE = 131072;
+
+/** kube-proxy's priorities: nat at dstnat/srcnat, filter at dstnat - 10 (before DNAT in output). */
+export const PRIO_DSTNAT = -100;
+export const PRIO_SRCNAT = 100;
+export const PRIO_FILTER = -110;
+
+export interface Family {
+  name: IPFamily;
+  /** Table family and the payload protocol of addresses. */
+  nft: 'ip' | 'ip6';
+  addrType: 'ipv4_addr' | 'ipv6_addr';
+  loopback: { addr: string; len: number };
+  rejectType: 'icmp' | 'icmpv6';
+}
+
+export const FAMILIES: Record<IPFamily, Family> = {
+  IPv4: { name: 'IPv4', nft: 'ip', addrType: 'ipv4_addr', loopback: { addr: '127.0.0.0', len: 8 }, rejectType: 'icmp' },
+  IPv6: { name: 'IPv6', nft: 'ip6', addrType: 'ipv6_addr', loopback: { addr: '::1', len: 128 }, rejectType: 'icmpv6' },
+};
+
+/** The two kinds of frontend keys: `svc` = daddr . l4proto . dport (ClusterIPs, externalIPs, LB IPs); `np` = l4proto . dport (NodePorts). */
+export type KeyKind = 'svc' | 'np';
+export const KEY_KINDS: readonly KeyKind[] = ['svc', 'np'];
+
+/** Per-count rule groups: a key kind and which endpoint set (the frontend's primary set, or the local set of a Local policy). */
+export type CountGroup = 'svc' | 'svc-local' | 'np' | 'np-local';
+export const COUNT_GROUPS: readonly CountGroup[] = ['svc', 'svc-local', 'np', 'np-local'];
+
+/** What element keys and values are made of (elements.ts encodes them as space-separated strings). */
+export type Field = 'addr' | 'proto' | 'port' | 'num' | 'cidr';
+export type ValueKind = 'verdict' | 'addr' | 'port' | 'num';
+
+export interface SetSchema {
+  name: string;
+  key: Field[];
+  value?: ValueKind;
+  /** interval / timeout */
+  flags?: ('interval' | 'timeout')[];
+  size?: number;
+}
+
+const KEY_FIELDS: Record<KeyKind, Field[]> = { svc: ['addr', 'proto', 'port'], np: ['proto', 'port'] };
+
+export function affinityBitSet(kind: KeyKind, bit: number): string {
+  return `${kind}-aff-b${bit}`;
+}
+
+/** Every set and map of the table, with the shape of its elements. Fixed: depends on nothing. */
+export function setSchemas(): SetSchema[] {
+  const s: SetSchema[] = [
+    { name: 'cluster-cidrs', key: ['cidr'], flags: ['interval'] },
+    { name: 'nodeport-addresses', key: ['cidr'], flags: ['interval'] },
+    { name: 'service-ips', key: KEY_FIELDS.svc, value: 'verdict' },
+    { name: 'service-nodeports', key: KEY_FIELDS.np, value: 'verdict' },
+    { name: 'no-endpoint-services', key: KEY_FIELDS.svc, value: 'verdict' },
+    { name: 'no-endpoint-nodeports', key: KEY_FIELDS.np, value: 'verdict' },
+    { name: 'firewall-allow', key: [...KEY_FIELDS.svc, 'cidr'], flags: ['interval'] },
+    { name: 'hairpin', key: ['addr', 'addr'] },
+  ];
+  for (const kind of KEY_KINDS) {
+    const k = KEY_FIELDS[kind];
+    s.push(
+      { name: `${kind}-counts`, key: [...k, 'num'] },
+      { name: `${kind}-local-counts`, key: [...k, 'num'] },
+      { name: `${kind}-slots`, key: [...k, 'num'], value: 'num' },
+      { name: `${kind}-addr`, key: [...k, 'num'], value: 'addr' },
+      { name: `${kind}-port`, key: k, value: 'port' },
+      { name: `${kind}-slot-port`, key: [...k, 'num'], value: 'port' },
+      { name: `${kind}-affinity`, key: k, value: 'verdict' },
+      { name: `${kind}-affinity-store`, key: k, value: 'verdict' },
+      { name: `${kind}-aff-present`, key: ['addr', ...k], flags: ['timeout'], size: AFFINITY_SET_SIZE },
+    );
+    for (let b = 0; b < AFFINITY_BITS; b++) s.push({ name: affinityBitSet(kind, b), key: ['addr', ...k], flags: ['timeout'], size: AFFINITY_SET_SIZE });
+  }
+  return s;
+}
+
+/** nft type names of a schema's key fields. */
+export function fieldType(f: Field, fam: Family): string {
+  switch (f) {
+    case 'addr':
+    case 'cidr':
+      return fam.addrType;
+    case 'proto':
+      return 'inet_proto';
+    case 'port':
+      return 'inet_service';
+    case 'num':
+      return 'classid';
+  }
+}
+
+export function valueType(v: ValueKind, fam: Family): string {
+  switch (v) {
+    case 'verdict':
+      return 'verdict';
+    case 'addr':
+      return fam.addrType;
+    case 'port':
+      return 'inet_service';
+    case 'num':
+      return 'classid';
+  }
+}
+
+// ---- structure: chains and rules ----
+
+export interface LayoutConfig {
+  family: Family;
+  clusterCIDRs: readonly string[];
+  masqueradeAll: boolean;
+  nodePortAddresses: readonly string[];
+}
+
+/** The cluster-dependent inputs of the rules: distinct endpoint counts and affinity timeouts. */
+export interface Needs {
+  counts: Record<CountGroup, number[]>;
+  timeouts: Record<KeyKind, number[]>;
+}
+
+export function emptyNeeds(): Needs {
+  return { counts: { svc: [], 'svc-local': [], np: [], 'np-local': [] }, timeouts: { svc: [], np: [] } };
+}
+
+export interface BaseHook {
+  type: 'nat' | 'filter';
+  hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+  prio: number;
+}
+
+export interface ChainSpec {
+  name: string;
+  base?: BaseHook;
+  /** Rule expressions (the `expr` arrays of nft JSON). */
+  rules: unknown[][];
+}
+
+// Expression builders (nft JSON).
+type X = unknown;
+const payload = (protocol: string, field: string): X => ({ payload: { protocol, field } });
+const meta = (key: string): X => ({ meta: { key } });
+const concat = (parts: X[]): X => (parts.length === 1 ? parts[0] : { concat: parts });
+const match = (left: X, right: X, op = '=='): X => ({ match: { op, left, right } });
+const setPriority = (value: X): X => ({ mangle: { key: meta('priority'), value } });
+const setMark = (value: X): X => ({ mangle: { key: meta('mark'), value } });
+const jump = (target: string): X => ({ jump: { target } });
+const goto = (target: string): X => ({ goto: { target } });
+const RETURN: X = { return: null };
+const DROP: X = { drop: null };
+const ctState = (state: string): X => match({ ct: { key: 'state' } }, state, 'in');
+const fibLocal = (which: 'saddr' | 'daddr'): X => match({ fib: { result: 'type', flags: [which] } }, 'local');
+const L4PROTOS: X = match(meta('l4proto'), { set: ['tcp', 'udp', 'sctp'] });
+
+function keyParts(kind: KeyKind, fam: Family): X[] {
+  const l4 = [meta('l4proto'), payload('th', 'dport')];
+  return kind === 'svc' ? [payload(fam.nft, 'daddr'), ...l4] : l4;
+}
+
+const sorted = (xs: Iterable<number>) => [...new Set(xs)].sort((a, b) => a - b);
+
+/**
+ * The DNAT of a chosen slot: the address from a map keyed by frontend . slot; the port from a map keyed by
+ * the frontend when all its endpoints use one port (the usual case: one element instead of one per
+ * endpoint), else keyed by frontend . slot.
+ */
+function dnatRules(kind: KeyKind, fam: Family): X[][] {
+  const frontend = concat(keyParts(kind, fam));
+  const key = concat([...keyParts(kind, fam), meta('priority')]);
+  const addr = { map: { key, data: `@${kind}-addr` } };
+  return [
+    [L4PROTOS, { dnat: { family: fam.nft, addr, port: { map: { key: frontend, data: `@${kind}-port` } } } }],
+    [L4PROTOS, { dnat: { family: fam.nft, addr, port: { map: { key, data: `@${kind}-slot-port` } } } }],
+  ];
+}
+
+/** Chains of one key kind: endpoint choice, DNAT and ClientIP affinity. */
+function selectionChains(kind: KeyKind, fam: Family, needs: Needs): ChainSpec[] {
+  const key = keyParts(kind, fam);
+  const chains: ChainSpec[] = [];
+  const select = (name: string, group: CountGroup, counts: string, offset: number): ChainSpec => ({
+    name,
+    rules: [
+      [setPriority(SENTINEL)],
+      [{ vmap: { key: concat(key), data: `@${kind}-affinity` } }],
+      // One rule per distinct endpoint count N: "does this frontend have N endpoints?", then a random
+      // position below N and on to the DNAT. A rule that does not match leaves only its N in the
+      // scratch register, which the next rule overwrites.
+      ...sorted(needs.counts[group]).map((n) => [
+        setPriority(COUNT_BASE + n),
+        match(concat([...key, meta('priority')]), `@${counts}`),
+        setPriority({ numgen: { mode: 'random', mod: n, offset } }),
+        goto(`${kind}-dnat`),
+      ]),
+      // No endpoint set: an external Local policy without local endpoints, for sources other than pods and the node.
+      [DROP],
+    ],
+  });
+  chains.push(select(`${kind}-select`, kind, `${kind}-counts`, SLOT_BASE));
+  chains.push(select(`${kind}-select-local`, `${kind}-local` as CountGroup, `${kind}-local-counts`, SLOT_BASE + LOCAL_BIT));
+  chains.push({
+    name: `${kind}-dnat`,
+    rules: [
+      // Frontends with affinity have sparse, stable slots: random position -> slot.
+      [setPriority({ map: { key: concat([...key, meta('priority')]), data: `@${kind}-slots` } })],
+      [{ vmap: { key: concat(key), data: `@${kind}-affinity-store` } }],
+      ...dnatRules(kind, fam),
+      // A frontend we handle never leaves without DNAT.
+      [DROP],
+    ],
+  });
+  const client = payload(fam.nft, 'saddr');
+  const affKey = concat([client, ...key]);
+  for (const t of sorted(needs.timeouts[kind])) {
+    const probe: X[][] = [];
+    for (let b = 0; b < AFFINITY_BITS; b++) {
+      probe.push([match(affKey, `@${affinityBitSet(kind, b)}`), setPriority({ '|': [meta('priority'), 1 << b] })]);
+    }
+    chains.push({
+      name: `${kind}-affinity-${t}`,
+      rules: [
+        [match(affKey, `@${kind}-aff-present`, '!='), RETURN],
+        [setPriority(SLOT_BASE)],
+        ...probe,
+        // Refresh the remembered choice, then use it if the slot still holds an endpoint.
+        [jump(`${kind}-affinity-store-${t}`)],
+        ...dnatRules(kind, fam),
+        [setPriority(SENTINEL)],
+      ],
+    });
+    const store: X[][] = [];
+    for (let b = 0; b < AFFINITY_BITS; b++) {
+      const bit = { '&': [meta('priority'), 1 << b] };
+      const set = `@${affinityBitSet(kind, b)}`;
+      store.push([match(bit, 0, '!='), { set: { op: 'update', elem: { elem: { val: affKey, timeout: t } }, set } }]);
+      store.push([match(bit, 0, '=='), { set: { op: 'delete', elem: affKey, set } }]);
+    }
+    store.push([{ set: { op: 'update', elem: { elem: { val: affKey, timeout: t } }, set: `@${kind}-aff-present` } }]);
+    chains.push({ name: `${kind}-affinity-store-${t}`, rules: store });
+  }
+  return chains;
+}
+
+/** Every chain with its rules. */
+export function chainSpecs(cfg: LayoutConfig, needs: Needs): ChainSpec[] {
+  const fam = cfg.family;
+  const svcKey = concat(keyParts('svc', fam));
+  const npKey = concat(keyParts('np', fam));
+  const saddr = payload(fam.nft, 'saddr');
+  const daddr = payload(fam.nft, 'daddr');
+  const hasCIDRs = cfg.clusterCIDRs.length > 0;
+  // NodePorts: local destination addresses, optionally only within --nodeport-addresses; never loopback.
+  const nodePortDest: X[] =
+    cfg.nodePortAddresses.length > 0
+      ? [fibLocal('daddr'), match(daddr, '@nodeport-addresses')]
+      : [fibLocal('daddr'), match(daddr, { prefix: fam.loopback }, '!=')];
+  const markMasq: X[] = [jump('mark-for-masquerade')];
+  // A Local policy: pods and the node itself use every endpoint (the node masqueraded), others the local ones.
+  const localPolicy = (select: string, selectLocal: string): X[][] => [
+    ...(hasCIDRs ? [[match(saddr, '@cluster-cidrs'), goto(select)]] : []),
+    [fibLocal('saddr'), ...markMasq],
+    [fibLocal('saddr'), goto(select)],
+    [goto(selectLocal)],
+  ];
+  const clusterIPMasq: X[][] = cfg.masqueradeAll ? [markMasq] : hasCIDRs ? [[match(saddr, '@cluster-cidrs', '!='), ...markMasq]] : [];
+  const firewall: X[] = [match(concat([...keyParts('svc', fam), saddr]), '@firewall-allow', '!='), DROP];
+  const noEndpoints: X[] = [ctState('new'), { vmap: { key: svcKey, data: '@no-endpoint-services' } }];
+  return [
+    {
+      name: 'filter-input',
+      base: { type: 'filter', hook: 'input', prio: PRIO_FILTER },
+      rules: [noEndpoints, [ctState('new'), ...nodePortDest, { vmap: { key: npKey, data: '@no-endpoint-nodeports' } }]],
+    },
+    { name: 'filter-forward', base: { type: 'filter', hook: 'forward', prio: PRIO_FILTER }, rules: [[ctState('invalid'), DROP], noEndpoints] },
+    { name: 'filter-output', base: { type: 'filter', hook: 'output', prio: PRIO_FILTER }, rules: [noEndpoints] },
+    { name: 'nat-prerouting', base: { type: 'nat', hook: 'prerouting', prio: PRIO_DSTNAT }, rules: [[jump('services')]] },
+    { name: 'nat-output', base: { type: 'nat', hook: 'output', prio: PRIO_DSTNAT }, rules: [[jump('services')]] },
+    { name: 'nat-postrouting', base: { type: 'nat', hook: 'postrouting', prio: PRIO_SRCNAT }, rules: [[jump('masquerading')]] },
+    { name: 'reject-chain', rules: [[{ reject: { type: fam.rejectType, expr: 'port-unreachable' } }]] },
+    {
+      name: 'services',
+      rules: [[{ vmap: { key: svcKey, data: '@service-ips' } }], [...nodePortDest, { vmap: { key: npKey, data: '@service-nodeports' } }]],
+    },
+    { name: 'mark-for-masquerade', rules: [[setMark({ '|': [meta('mark'), MASQ_BIT] })]] },
+    {
+      name: 'masquerading',
+      rules: [
+        // Reset the scratch register (locally generated packets keep skb->priority to the qdisc).
+        [match({ '&': [meta('priority'), SCRATCH_MASK] }, SCRATCH_MATCH), setPriority(0)],
+        // Hairpin: an endpoint reaching itself through a service.
+        [match({ ct: { key: 'status' } }, 'dnat', 'in'), match(concat([saddr, daddr]), '@hairpin'), setMark({ '|': [meta('mark'), MASQ_BIT] })],
+        [match({ '&': [meta('mark'), MASQ_BIT] }, 0), RETURN],
+        [setMark({ '^': [meta('mark'), MASQ_BIT] })],
+        [{ masquerade: { flags: ['fully-random'] } }],
+      ],
+    },
+    { name: 'cluster-ip', rules: [...clusterIPMasq, [goto('svc-select')]] },
+    { name: 'external', rules: [markMasq, [goto('svc-select')]] },
+    { name: 'external-local', rules: localPolicy('svc-select', 'svc-select-local') },
+    { name: 'firewall', rules: [firewall, [goto('external')]] },
+    { name: 'firewall-local', rules: [firewall, [goto('external-local')]] },
+    { name: 'firewall-only', rules: [firewall] },
+    { name: 'nodeport', rules: [markMasq, [goto('np-select')]] },
+    { name: 'nodeport-local', rules: localPolicy('np-select', 'np-select-local') },
+    ...selectionChains('svc', fam, needs),
+    ...selectionChains('np', fam, needs),
+  ];
+}

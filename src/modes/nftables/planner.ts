@@ -1,0 +1,352 @@
+// Turns desired states into nft JSON batches and keeps the record of what is installed.
+//
+// full(): the whole table, replaced atomically (add table, delete table, add table, then everything).
+// update(): for the service ports that changed, the element differences, plus the few chains whose
+// rules changed (a new distinct endpoint count or affinity timeout appears or disappears): those are
+// flushed and refilled, new ones created, unused ones deleted, all in one batch.
+//
+// The planner updates its record while planning. If applying the batch fails, the caller must throw
+// the planner away (the kernel still holds the previous table) and start over with full().
+import type { DesiredState, IPFamily, ProxyConfig } from '../../model/types.ts';
+import {
+  configElems,
+  type ElemList,
+  type Frontend,
+  familyCIDRs,
+  frontendId,
+  frontendsOf,
+  isPseudoSet,
+  renderPort,
+  SHARED_SETS,
+  sharedKeyJSON,
+} from './elements.ts';
+import { Batch, elemJSON } from './json.ts';
+import {
+  type ChainSpec,
+  COUNT_GROUPS,
+  chainSpecs,
+  emptyNeeds,
+  FAMILIES,
+  type Family,
+  KEY_KINDS,
+  type LayoutConfig,
+  type Needs,
+  type SetSchema,
+  setSchemas,
+} from './layout.ts';
+import { SlotAllocator } from './slots.ts';
+import { RefCounts } from './store.ts';
+
+export interface PlannerOptions {
+  family: IPFamily;
+  config: ProxyConfig;
+  /** Clock for holding freed affinity slots (tests). */
+  now?: () => number;
+}
+
+export interface Plan {
+  /** The nft JSON batch, or null when the kernel already matches. */
+  json: string | null;
+  full: boolean;
+  /** Service ports whose elements were (re)written. */
+  written: number;
+  elementsAdded: number;
+  elementsDeleted: number;
+  /** Chains created, refilled or deleted. */
+  chainsWritten: number;
+  /** Values left out per service port (see RenderedPort.problems). */
+  problems: { key: string; problems: string[] }[];
+}
+
+interface PortRecord {
+  elems: ElemList;
+  shared: ElemList;
+  frontends: string[];
+  slotSets: string[];
+}
+
+/** Element texts per set, in the order they were added. */
+class PerSet {
+  readonly map = new Map<string, string[]>();
+  push(set: string, text: string): void {
+    const a = this.map.get(set);
+    if (a) a.push(text);
+    else this.map.set(set, [text]);
+  }
+  get count(): number {
+    let n = 0;
+    for (const a of this.map.values()) n += a.length;
+    return n;
+  }
+}
+
+const SHARED = new Set(SHARED_SETS);
+const isShared = (set: string) => SHARED.has(set) || isPseudoSet(set);
+
+function sameElems(a: ElemList, b: ElemList): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Receives the old and new elements of one re-rendered service port. */
+type DiffSink = (old: Pick<PortRecord, 'elems' | 'shared'>, next: Pick<PortRecord, 'elems' | 'shared'>) => void;
+
+const NONE: Pick<PortRecord, 'elems' | 'shared'> = { elems: [], shared: [] };
+
+export class Planner {
+  readonly family: Family;
+  readonly layout: LayoutConfig;
+  readonly schemas: ReadonlyMap<string, SetSchema>;
+  /** Problems with the configuration itself (unparsable CIDRs). */
+  readonly configProblems: string[] = [];
+  /** Shared and pseudo elements; every other element is in exactly one port record. */
+  private readonly refs = new RefCounts();
+  private readonly ports = new Map<string, PortRecord>();
+  /** frontend id -> service ports claiming it, sorted; the first owns it. */
+  private readonly claims = new Map<string, string[]>();
+  private readonly slots: SlotAllocator;
+  /** Installed chains: name -> spec and its rules as text (null before full()). */
+  private chains: Map<string, { spec: ChainSpec; text: string }> | null = null;
+
+  constructor(opts: PlannerOptions) {
+    this.family = FAMILIES[opts.family];
+    this.layout = {
+      family: this.family,
+      clusterCIDRs: familyCIDRs(opts.config.clusterCIDRs, this.family, this.configProblems),
+      masqueradeAll: opts.config.masqueradeAll,
+      nodePortAddresses: familyCIDRs(opts.config.nodePortAddresses, this.family, this.configProblems),
+    };
+    this.schemas = new Map(setSchemas().map((s) => [s.name, s]));
+    this.slots = new SlotAllocator(opts.now);
+  }
+
+  /** Whether full() has run (the record describes an installed table). */
+  get installed(): boolean {
+    return this.chains !== null;
+  }
+
+  /** The batch that replaces the table with one for `state`. Only valid on a fresh planner. */
+  full(state: DesiredState): Plan {
+    if (this.chains !== null) throw new Error('full() on a planner that already has a record');
+    this.checkFamily(state);
+    this.refs.begin(false);
+    const config = configElems(this.layout.clusterCIDRs, this.layout.nodePortAddresses);
+    for (let i = 0; i < config.length; i += 3) this.refs.add(config[i]!, config[i + 1]!);
+    const out = new PerSet();
+    const { written, problems } = this.reconcile(state, state.servicePorts.keys(), (_old, next) => {
+      const e = next.elems;
+      for (let i = 0; i < e.length; i += 3) out.push(e[i]!, elemJSON(e[i + 1]!, e[i + 2]!));
+      const sh = next.shared;
+      for (let i = 0; i < sh.length; i += 3) this.refs.add(sh[i]!, sh[i + 1]!);
+    });
+    for (const set of SHARED_SETS) for (const k of this.refs.keys(set)) out.push(set, sharedKeyJSON(set, k));
+    const chains = chainSpecs(this.layout, this.needs());
+    const b = new Batch(this.family, this.schemas);
+    // add + delete + add: replaces the table whether or not it exists, in one transaction.
+    b.table('add');
+    b.table('delete');
+    b.table('add');
+    for (const c of chains) b.chain('add', c);
+    for (const s of this.schemas.values()) b.set(s);
+    for (const s of this.schemas.keys()) {
+      const list = out.map.get(s);
+      if (list) b.elements('add', s, list);
+    }
+    for (const c of chains) for (const r of c.rules) b.rule(c.name, r);
+    this.chains = new Map(chains.map((c) => [c.name, { spec: c, text: JSON.stringify(c.rules) }]));
+    return { json: b.text(), full: true, written, elementsAdded: out.count, elementsDeleted: 0, chainsWritten: chains.length, problems };
+  }
+
+  /** The batch for the service ports `keys` (added, changed or removed) of `state`. */
+  update(state: DesiredState, keys: Iterable<string>): Plan {
+    if (this.chains === null) throw new Error('update() before full()');
+    this.checkFamily(state);
+    this.refs.begin(true);
+    const dels = new PerSet();
+    const adds = new PerSet();
+    const { written, problems } = this.reconcile(state, keys, (old, next) => this.diff(old, next, dels, adds));
+    for (const c of this.refs.changes()) {
+      if (isPseudoSet(c.set)) continue;
+      for (const k of c.deletes) dels.push(c.set, sharedKeyJSON(c.set, k));
+      for (const k of c.adds) adds.push(c.set, sharedKeyJSON(c.set, k));
+    }
+    const chains = chainSpecs(this.layout, this.needs());
+    const wanted = new Map(chains.map((c) => [c.name, { spec: c, text: JSON.stringify(c.rules) }]));
+    const created = chains.filter((c) => !this.chains!.has(c.name));
+    const refilled = chains.filter((c) => this.chains!.has(c.name) && this.chains!.get(c.name)!.text !== wanted.get(c.name)!.text);
+    const removed = [...this.chains.values()].filter((c) => !wanted.has(c.spec.name)).map((c) => c.spec);
+    this.chains = wanted;
+
+    const b = new Batch(this.family, this.schemas);
+    // New chains first (new vmap elements may jump to them); deletions before additions (a key that
+    // moves from one service port to another, or changes its value, is deleted and added again).
+    for (const c of created) b.chain('add', c);
+    for (const [set, list] of dels.map) b.elements('delete', set, list);
+    for (const [set, list] of adds.map) b.elements('add', set, list);
+    for (const c of refilled) {
+      b.chain('flush', c);
+      for (const r of c.rules) b.rule(c.name, r);
+    }
+    for (const c of created) for (const r of c.rules) b.rule(c.name, r);
+    for (const c of removed) b.chain('flush', c);
+    for (const c of removed) b.chain('delete', c);
+    const chainsWritten = created.length + refilled.length + removed.length;
+    return {
+      json: b.size === 0 ? null : b.text(),
+      full: false,
+      written,
+      elementsAdded: adds.count,
+      elementsDeleted: dels.count,
+      chainsWritten,
+      problems,
+    };
+  }
+
+  /** Element differences of one service port: its own elements directly, shared ones through the reference counts. */
+  private diff(oldRec: Pick<PortRecord, 'elems' | 'shared'>, nextRec: Pick<PortRecord, 'elems' | 'shared'>, dels: PerSet, adds: PerSet): void {
+    for (let i = 0; i < oldRec.shared.length; i += 3) this.refs.remove(oldRec.shared[i]!, oldRec.shared[i + 1]!);
+    for (let i = 0; i < nextRec.shared.length; i += 3) this.refs.add(nextRec.shared[i]!, nextRec.shared[i + 1]!);
+    const old = oldRec.elems;
+    const next = nextRec.elems;
+    const before = new Map<string, string | null>();
+    for (let i = 0; i < old.length; i += 3) before.set(`${old[i]}\u0000${old[i + 1]}`, old[i + 2]!);
+    for (let i = 0; i < next.length; i += 3) {
+      const set = next[i]!;
+      const key = next[i + 1]!;
+      const value = next[i + 2]!;
+      const id = `${set}\u0000${key}`;
+      if (before.has(id)) {
+        const was = before.get(id)!;
+        before.delete(id);
+        if (was === value) continue;
+        dels.push(set, key);
+      }
+      adds.push(set, elemJSON(key, value));
+    }
+    for (const id of before.keys()) {
+      const nul = id.indexOf('\u0000');
+      dels.push(id.slice(0, nul), id.slice(nul + 1));
+    }
+  }
+
+  /** The installed chains and their rule counts (to check the kernel against). */
+  expectedChains(): Map<string, number> {
+    return new Map([...(this.chains ?? new Map()).values()].map((c) => [c.spec.name, c.spec.rules.length]));
+  }
+
+  /** Installed elements of a set as [key, value] JSON texts (tests, diagnostics). */
+  elements(set: string): [string, string | null][] {
+    if (isPseudoSet(set)) return this.refs.keys(set).map((k) => [k, null]);
+    if (isShared(set)) return this.refs.keys(set).map((k) => [sharedKeyJSON(set, k), null]);
+    const out: [string, string | null][] = [];
+    for (const r of this.ports.values()) for (let i = 0; i < r.elems.length; i += 3) if (r.elems[i] === set) out.push([r.elems[i + 1]!, r.elems[i + 2]!]);
+    return out;
+  }
+
+  elementCount(set: string): number {
+    return isShared(set) ? this.refs.count(set) : this.elements(set).length;
+  }
+
+  /** Service ports in the record. */
+  portKeys(): IterableIterator<string> {
+    return this.ports.keys();
+  }
+
+  private checkFamily(state: DesiredState): void {
+    if (state.family !== this.family.name) throw new Error(`planner for ${this.family.name} given a ${state.family} state`);
+  }
+
+  private needs(): Needs {
+    const n = emptyNeeds();
+    for (const g of COUNT_GROUPS) n.counts[g] = this.refs.keys(`#count:${g}`).map(Number);
+    for (const k of KEY_KINDS) n.timeouts[k] = this.refs.keys(`#timeout:${k}`).map(Number);
+    return n;
+  }
+
+  /**
+   * Updates frontend claims for `keys`, re-renders those service ports and the ones whose frontends
+   * changed owner, and hands every changed element list to `sink`. Returns how many were rewritten.
+   */
+  private reconcile(state: DesiredState, keys: Iterable<string>, sink: DiffSink): { written: number; problems: Plan['problems'] } {
+    const render = new Set<string>();
+    const fronts = new Map<string, { list: Frontend[]; problems: string[] }>();
+    for (const k of keys) {
+      render.add(k);
+      const sp = state.servicePorts.get(k);
+      const rec = this.ports.get(k);
+      const before = rec?.frontends ?? [];
+      const problems: string[] = [];
+      const list = sp ? frontendsOf(sp, this.family, problems) : [];
+      if (sp) fronts.set(k, { list, problems });
+      const after = list.map(frontendId);
+      if (before.length === after.length && before.every((id, i) => id === after[i])) continue;
+      const afterSet = new Set(after);
+      const beforeSet = new Set(before);
+      for (const id of before) if (!afterSet.has(id)) this.unclaim(id, k, render);
+      for (const id of after) if (!beforeSet.has(id)) this.claim(id, k, render);
+      if (rec) rec.frontends = after;
+      else if (sp) this.ports.set(k, { elems: [], shared: [], frontends: after, slotSets: [] });
+    }
+    const ctx = {
+      family: this.family,
+      owns: (spKey: string, f: Frontend) => {
+        const c = this.claims.get(frontendId(f));
+        return c === undefined || c[0] === spKey;
+      },
+      slots: (setId: string, ids: readonly string[], holdMs: number) => this.slots.assign(setId, ids, holdMs),
+    };
+    let written = 0;
+    const problems: Plan['problems'] = [];
+    for (const k of render) {
+      const sp = state.servicePorts.get(k);
+      const old = this.ports.get(k);
+      if (!sp) {
+        if (old) {
+          sink(old, NONE);
+          for (const s of old.slotSets) this.slots.release(s);
+          this.ports.delete(k);
+          if (old.elems.length > 0 || old.shared.length > 0) written++;
+        }
+        continue;
+      }
+      const f = fronts.get(k);
+      const r = renderPort(sp, ctx, f?.list);
+      const all = [...(f?.problems ?? []), ...r.problems];
+      if (all.length > 0) problems.push({ key: k, problems: all });
+      const rec = old ?? { elems: [], shared: [], frontends: r.frontends.map(frontendId), slotSets: [] };
+      for (const s of rec.slotSets) if (!r.slotSets.includes(s)) this.slots.release(s);
+      if (!sameElems(rec.elems, r.elems) || !sameElems(rec.shared, r.shared)) {
+        sink(rec, r);
+        written++;
+      }
+      rec.elems = r.elems;
+      rec.shared = r.shared;
+      rec.slotSets = r.slotSets;
+      this.ports.set(k, rec);
+    }
+    return { written, problems };
+  }
+
+  private claim(id: string, k: string, render: Set<string>): void {
+    const list = this.claims.get(id);
+    if (!list) {
+      this.claims.set(id, [k]);
+      return;
+    }
+    const owner = list[0];
+    list.push(k);
+    list.sort();
+    if (list[0] !== owner && owner !== undefined) render.add(owner);
+  }
+
+  private unclaim(id: string, k: string, render: Set<string>): void {
+    const list = this.claims.get(id);
+    if (!list) return;
+    const owner = list[0];
+    const i = list.indexOf(k);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.claims.delete(id);
+    else if (list[0] !== owner) render.add(list[0]!);
+  }
+}

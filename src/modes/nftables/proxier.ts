@@ -1,0 +1,173 @@
+// The nftables proxier: one table (`ip kube-proxy-ts`; `ip6 kube-proxy-ts` for IPv6 states) applied
+// with nft JSON batches.
+//
+// - First sync, and any sync after a failure or a family change: the table is replaced atomically
+//   (add, delete, re-add and fill it in one batch). This also clears the affinity sets.
+// - Later syncs with a change set: one batch with only the element differences of the changed service
+//   ports, plus the few chains whose rules change when a new distinct endpoint count or affinity
+//   timeout appears or the last of one goes. Its size depends on what changed, not on the cluster.
+// - Periodic syncs (changes = null) after a successful sync: the kernel's table is checked and every
+//   service port is compared with the record; only the differences are sent. The check lists the
+//   table's chains (`nft -j list chains`, milliseconds); every `verifyRulesEvery`-th periodic sync it also
+//   counts their rules, which makes nft 1.0.6 fetch every element too (about a second at 10,000
+//   services). The table is replaced only if the check finds it changed behind our back, so periodic
+//   resyncs keep ClientIP affinity. Element-level drift is not detected (it would mean listing every
+//   element each time); a failing batch, e.g. because an element we delete was removed by someone else,
+//   leads to a full replacement.
+// - On any failure: nothing changed in the kernel (a batch is atomic), the record is dropped, the error
+//   is thrown and counted, and the next sync replaces the table.
+import { performance } from 'node:perf_hooks';
+import { log } from '../../log.ts';
+import type { ChangeSet, DesiredState, IPFamily } from '../../model/types.ts';
+import type { ModeOptions, Proxier, SyncResult } from '../types.ts';
+import { FAMILIES, TABLE } from './layout.ts';
+import { Nft, type NftOptions } from './nft.ts';
+import { type Plan, Planner } from './planner.ts';
+
+/** The table kube-proxy's own nftables mode uses (removed by cleanup, as its leftovers). */
+const KUBE_PROXY_TABLE = 'kube-proxy';
+
+export interface NftablesModeOptions extends ModeOptions {
+  /** Run nft inside this network namespace (tests, benchmarks). */
+  netns?: string;
+  /** The nft binary (tests force failures with a failing one). */
+  nftBinary?: string;
+  /** Kill an nft run after this long (default 10 min). */
+  nftTimeoutMs?: number;
+  /** Called with every batch before it is applied (tests, debugging). */
+  onBatch?: (json: string, full: boolean) => void;
+  /** Clock for affinity slot holding (tests). */
+  now?: () => number;
+  /** Count the rules of every chain on every n-th periodic sync (default 10; 1: always). */
+  verifyRulesEvery?: number;
+}
+
+export interface NftablesStats {
+  syncs: number;
+  fullSyncs: number;
+  failures: number;
+  lastError: string | null;
+}
+
+export class NftablesProxier implements Proxier {
+  readonly mode = 'nftables' as const;
+  private readonly opts: NftablesModeOptions;
+  private readonly nft: Nft;
+  /** The record of the installed table; null: the next sync replaces the table. */
+  private planner: Planner | null = null;
+  private periodicSyncs = 0;
+  readonly stats: NftablesStats = { syncs: 0, fullSyncs: 0, failures: 0, lastError: null };
+
+  constructor(opts: NftablesModeOptions) {
+    this.opts = opts;
+    const nftOpts: NftOptions = {};
+    if (opts.netns) nftOpts.netns = opts.netns;
+    if (opts.nftBinary) nftOpts.binary = opts.nftBinary;
+    if (opts.nftTimeoutMs) nftOpts.timeoutMs = opts.nftTimeoutMs;
+    this.nft = new Nft(nftOpts);
+  }
+
+  private newPlanner(family: IPFamily): Planner {
+    const p = new Planner({ family, config: this.opts.config, ...(this.opts.now ? { now: this.opts.now } : {}) });
+    if (p.configProblems.length > 0) log.warn({ event: 'nftables-config', problems: p.configProblems }, 'configuration values left out');
+    return p;
+  }
+
+  async sync(state: DesiredState, changes: ChangeSet | null): Promise<SyncResult> {
+    const started = performance.now();
+    let planner = this.planner;
+    if (planner && planner.family.name !== state.family) planner = null;
+    let plan: Plan;
+    try {
+      if (planner && changes === null) {
+        const deep = ++this.periodicSyncs % Math.max(1, this.opts.verifyRulesEvery ?? 10) === 0;
+        if (!(await this.tableMatches(planner, deep))) {
+          log.warn({ event: 'nftables-drift', table: `${FAMILIES[state.family].nft} ${TABLE}` }, 'the table differs from what was installed; replacing it');
+          planner = null;
+        }
+      }
+      if (!planner) {
+        planner = this.newPlanner(state.family);
+        plan = planner.full(state);
+      } else {
+        const keys =
+          changes === null ? new Set([...state.servicePorts.keys(), ...planner.portKeys()]) : [...changes.added, ...changes.updated, ...changes.removed];
+        plan = planner.update(state, keys);
+      }
+      // The planner's record now describes the new table: drop it until the kernel has it.
+      this.planner = null;
+      for (const p of plan.problems) log.warn({ event: 'nftables-invalid', servicePort: p.key, problems: p.problems }, 'values left out of the rules');
+      if (plan.json !== null) {
+        this.opts.onBatch?.(plan.json, plan.full);
+        await this.nft.apply(plan.json);
+      }
+      this.planner = planner;
+    } catch (e) {
+      this.planner = null;
+      this.stats.failures++;
+      this.stats.lastError = e instanceof Error ? e.message : String(e);
+      throw e;
+    }
+    this.stats.syncs++;
+    const full = plan.full || changes === null;
+    if (plan.full) this.stats.fullSyncs++;
+    const durationMs = performance.now() - started;
+    log.debug(
+      {
+        event: 'nftables-sync',
+        replaced: plan.full,
+        bytes: plan.json?.length ?? 0,
+        added: plan.elementsAdded,
+        deleted: plan.elementsDeleted,
+        chains: plan.chainsWritten,
+        durationMs,
+      },
+      'nftables batch applied',
+    );
+    return { full, durationMs, bytes: plan.json?.length ?? 0, servicePortsWritten: plan.written };
+  }
+
+  /** Whether the kernel's table has the chains (and, `deep`, the rule counts) we installed. */
+  private async tableMatches(planner: Planner, deep: boolean): Promise<boolean> {
+    const fam = planner.family.nft;
+    const listing = await this.nft.listJSON(deep ? ['-t', 'list', 'table', fam, TABLE] : ['list', 'chains', fam]);
+    if (!listing) return false;
+    const have = new Map<string, number>();
+    for (const o of listing.nftables) {
+      const chain = o.chain as { name?: string; table?: string } | undefined;
+      if (chain?.name && chain.table === TABLE) have.set(chain.name, have.get(chain.name) ?? 0);
+      const rule = o.rule as { chain?: string } | undefined;
+      if (rule?.chain) have.set(rule.chain, (have.get(rule.chain) ?? 0) + 1);
+    }
+    const want = planner.expectedChains();
+    if (have.size !== want.size) return false;
+    for (const [name, n] of want) if (!have.has(name) || (deep && have.get(name) !== n)) return false;
+    return true;
+  }
+
+  dryRun(state: DesiredState): string {
+    const plan = this.newPlanner(state.family).full(state);
+    for (const p of plan.problems) log.warn({ event: 'nftables-invalid', servicePort: p.key, problems: p.problems }, 'values left out of the rules');
+    return plan.json ?? '';
+  }
+
+  /**
+   * Deletes our tables and kube-proxy's own nftables tables (`kube-proxy`), both families, in one
+   * batch; a missing table is not an error (each is added before it is deleted).
+   */
+  async cleanup(): Promise<void> {
+    const cmds: string[] = [];
+    for (const name of [TABLE, KUBE_PROXY_TABLE]) {
+      for (const fam of Object.values(FAMILIES)) {
+        const t = JSON.stringify({ family: fam.nft, name });
+        cmds.push(`{"add":{"table":${t}}}`, `{"delete":{"table":${t}}}`);
+      }
+    }
+    await this.nft.apply(`{"nftables":[${cmds.join(',')}]}\n`);
+    this.planner = null;
+  }
+
+  async close(): Promise<void> {
+    await this.nft.close();
+  }
+}

@@ -1,0 +1,216 @@
+// Full and incremental batches of the nftables planner: what a change sends, and that it does not
+// depend on the size of the cluster.
+import { describe, expect, it } from 'vitest';
+import { Planner } from '../../src/modes/nftables/planner.ts';
+import { SlotAllocator } from '../../src/modes/nftables/slots.ts';
+import { MAX_ENDPOINTS, SLOT_BASE } from '../../src/modes/nftables/layout.ts';
+import type { ServicePort } from '../../src/model/types.ts';
+import { commands, config, desiredState, endpoint, servicePort } from './nftables-fixtures.ts';
+
+const planner = (now?: () => number) => new Planner({ family: 'IPv4', config: config(), ...(now ? { now } : {}) });
+
+function svc(i: number, eps = 2, extra: Partial<Parameters<typeof servicePort>[0]> = {}): ServicePort {
+  return servicePort({
+    name: `svc-${i}`,
+    clusterIPs: [`198.18.${64 + (i >> 8)}.${i & 255}`],
+    endpoints: Array.from({ length: eps }, (_, j) =>
+      endpoint(`198.19.${(i >> 4) & 255}.${((i & 15) << 4) + j + 1}`, 8080, { node: j === 0 ? 'node-a' : 'node-b' }),
+    ),
+    ...extra,
+  });
+}
+
+/** [verb, kind, name-or-chain, element count] per command, for compact assertions. */
+const summary = (json: string | null) =>
+  json === null
+    ? []
+    : commands(json).map(([verb, kind, body]) => [verb, kind, (body.name ?? body.chain) as string, Array.isArray(body.elem) ? body.elem.length : undefined]);
+
+describe('full()', () => {
+  it('replaces the table in one batch: add, delete, add, then chains, sets, elements and rules', () => {
+    const p = planner();
+    const plan = p.full(desiredState([svc(1)]));
+    const cmds = commands(plan.json!);
+    expect(cmds.slice(0, 3).map(([v, k]) => `${v} ${k}`)).toEqual(['add table', 'delete table', 'add table']);
+    expect(cmds.filter(([v, k]) => v === 'add' && k === 'chain').map(([, , b]) => b.name)).toContain('nat-prerouting');
+    expect(cmds.filter(([v, k]) => v === 'add' && (k === 'set' || k === 'map'))).toHaveLength(p.schemas.size);
+    expect(plan.full).toBe(true);
+    expect(plan.written).toBe(1);
+    expect(p.elementCount('svc-addr')).toBe(2);
+    expect(p.elementCount('cluster-cidrs')).toBe(1);
+    expect(() => p.full(desiredState([svc(1)]))).toThrow(/already has a record/);
+  });
+
+  it('refuses a state of the other family', () => {
+    expect(() => planner().full(desiredState([], {}, 'IPv6'))).toThrow(/IPv4/);
+    expect(() => planner().update(desiredState([]), [])).toThrow(/before full/);
+  });
+});
+
+describe('update()', () => {
+  it('sends nothing when nothing changed', () => {
+    const p = planner();
+    const s = desiredState([svc(1), svc(2)]);
+    p.full(s);
+    const plan = p.update(s, ['shop/svc-1:http', 'shop/svc-2:http']);
+    expect(plan.json).toBeNull();
+    expect(plan.written).toBe(0);
+  });
+
+  it('one endpoint replaced: one address deleted, one added, nothing else', () => {
+    const p = planner();
+    p.full(desiredState([svc(1), svc(2)]));
+    const changed = svc(1);
+    changed.clusterEndpoints = [changed.clusterEndpoints[0]!, endpoint('198.19.9.9', 8080, { node: 'node-b' })];
+    const plan = p.update(desiredState([changed, svc(2)]), [changed.key]);
+    expect(summary(plan.json)).toEqual([
+      ['delete', 'element', 'svc-addr', 1],
+      ['add', 'element', 'svc-addr', 1],
+    ]);
+    const add = commands(plan.json!)[1]![2] as { elem: unknown[] };
+    expect(add.elem).toEqual([[{ concat: ['198.18.64.1', 'tcp', 80, SLOT_BASE + 1] }, '198.19.9.9']]);
+    expect(plan.written).toBe(1);
+  });
+
+  it('sends a batch whose size does not depend on the size of the cluster', () => {
+    const sizes = [50, 3000].map((n) => {
+      const ports = Array.from({ length: n }, (_, i) => svc(i, 10));
+      const p = planner();
+      p.full(desiredState(ports));
+      const changed = svc(7, 10);
+      changed.clusterEndpoints = changed.clusterEndpoints.slice(1);
+      ports[7] = changed;
+      return p.update(desiredState(ports), [changed.key]).json!.length;
+    });
+    expect(sizes[0]).toBeGreaterThan(0);
+    expect(sizes[1]).toBe(sizes[0]);
+  });
+
+  it('a new distinct endpoint count refills the choice chain; the last one of a count removes its rule', () => {
+    const p = planner();
+    p.full(desiredState([svc(1, 2), svc(2, 2)]));
+    const plan = p.update(desiredState([svc(1, 2), svc(2, 3)]), ['shop/svc-2:http']);
+    const s = summary(plan.json);
+    expect(s).toContainEqual(['flush', 'chain', 'svc-select', undefined]);
+    expect(s.filter(([v, k]) => v === 'flush' && k === 'chain')).toHaveLength(1);
+    expect(commands(plan.json!).filter(([v, k, b]) => v === 'add' && k === 'rule' && JSON.stringify(b).includes('numgen'))).toHaveLength(2);
+    const back = p.update(desiredState([svc(1, 2), svc(2, 2)]), ['shop/svc-2:http']);
+    expect(commands(back.json!).filter(([v, k, b]) => v === 'add' && k === 'rule' && JSON.stringify(b).includes('numgen'))).toHaveLength(1);
+  });
+
+  it('removing a service port deletes its elements; a shared hairpin pair stays while another port uses it', () => {
+    const p = planner();
+    const a = svc(1);
+    const b = servicePort({ name: 'other', clusterIPs: ['198.18.100.99'], endpoints: [endpoint(a.clusterEndpoints[0]!.ip, 9090)] });
+    p.full(desiredState([a, b]));
+    expect(p.elementCount('hairpin')).toBe(1);
+    const plan = p.update(desiredState([b]), [a.key]);
+    const s = summary(plan.json);
+    expect(s).toContainEqual(['delete', 'element', 'svc-addr', 2]);
+    expect(s).toContainEqual(['delete', 'element', 'service-ips', 1]);
+    expect(s.some(([, , name]) => name === 'hairpin')).toBe(false);
+    const last = p.update(desiredState([]), [b.key]);
+    expect(summary(last.json)).toContainEqual(['delete', 'element', 'hairpin', 1]);
+    expect(p.elementCount('hairpin')).toBe(0);
+  });
+
+  it('two service ports claiming one frontend: the first key owns it, the other takes over when it goes', () => {
+    const p = planner();
+    const a = servicePort({ name: 'a', clusterIPs: ['198.18.100.1'], externalIPs: ['198.18.200.5'], endpoints: [endpoint('198.19.1.1')] });
+    const b = servicePort({ name: 'b', clusterIPs: ['198.18.100.2'], externalIPs: ['198.18.200.5'], endpoints: [endpoint('198.19.1.2')] });
+    p.full(desiredState([b, a]));
+    const owner = () =>
+      p
+        .elements('svc-addr')
+        .filter(([k]) => k.includes('198.18.200.5'))
+        .map(([, v]) => v);
+    expect(owner()).toEqual(['"198.19.1.1"']);
+    const plan = p.update(desiredState([b]), [a.key]);
+    expect(owner()).toEqual(['"198.19.1.2"']);
+    // The external frontend's elements move from a to b: deleted and added again in one batch.
+    const cmds = summary(plan.json);
+    expect(cmds.findIndex(([v]) => v === 'add')).toBeGreaterThan(cmds.findIndex(([v]) => v === 'delete'));
+    expect(
+      p
+        .elements('service-ips')
+        .map(([k]) => JSON.parse(k).concat[0])
+        .sort(),
+    ).toEqual(['198.18.100.2', '198.18.200.5']);
+  });
+
+  it('affinity timeout chains come with the first service port of that timeout and go with the last', () => {
+    const p = planner();
+    p.full(desiredState([svc(1)]));
+    const on = p.update(desiredState([svc(1, 2, { affinityTimeoutSeconds: 300 })]), ['shop/svc-1:http']);
+    const s = summary(on.json);
+    expect(s.slice(0, 2)).toEqual([
+      ['add', 'chain', 'svc-affinity-300', undefined],
+      ['add', 'chain', 'svc-affinity-store-300', undefined],
+    ]);
+    expect(s).toContainEqual(['add', 'element', 'svc-affinity', 1]);
+    const off = p.update(desiredState([svc(1)]), ['shop/svc-1:http']);
+    const o = summary(off.json);
+    const delVmap = o.findIndex(([v, , n]) => v === 'delete' && n === 'svc-affinity');
+    const delChain = o.findIndex(([v, k, n]) => v === 'delete' && k === 'chain' && n === 'svc-affinity-300');
+    expect(delVmap).toBeGreaterThanOrEqual(0);
+    expect(delChain).toBeGreaterThan(delVmap);
+    expect(o).toContainEqual(['flush', 'chain', 'svc-affinity-store-300', undefined]);
+    expect(o).toContainEqual(['delete', 'chain', 'svc-affinity-store-300', undefined]);
+  });
+
+  it('affinity: surviving endpoints keep their slots; a freed slot is not reused within the timeout', () => {
+    let now = 0;
+    const p = planner(() => now);
+    const eps = [endpoint('198.19.1.1'), endpoint('198.19.1.2'), endpoint('198.19.1.3')];
+    const sp = (list: typeof eps) => servicePort({ name: 'web', clusterIPs: ['198.18.100.10'], affinityTimeoutSeconds: 10, endpoints: list });
+    p.full(desiredState([sp(eps)]));
+    const slotOf = () => new Map(p.elements('svc-addr').map(([k, v]) => [JSON.parse(v!), JSON.parse(k).concat[3] - SLOT_BASE]));
+    expect([...slotOf()]).toEqual([
+      ['198.19.1.1', 0],
+      ['198.19.1.2', 1],
+      ['198.19.1.3', 2],
+    ]);
+    now = 1000;
+    p.update(desiredState([sp([eps[0]!, eps[2]!, endpoint('198.19.1.4')])]), ['shop/web:http']);
+    expect(slotOf().get('198.19.1.1')).toBe(0);
+    expect(slotOf().get('198.19.1.3')).toBe(2);
+    expect(slotOf().get('198.19.1.4')).toBe(3);
+    now = 12_000;
+    p.update(desiredState([sp([eps[0]!, eps[2]!, endpoint('198.19.1.4'), endpoint('198.19.1.5')])]), ['shop/web:http']);
+    expect(slotOf().get('198.19.1.5')).toBe(1);
+  });
+});
+
+describe('SlotAllocator', () => {
+  it('gives dense slots to a new set and keeps them while endpoints stay', () => {
+    const s = new SlotAllocator(() => 0);
+    expect(s.assign('x', ['a', 'b', 'c'], 1000)).toEqual([0, 1, 2]);
+    expect(s.assign('x', ['c', 'a'], 1000)).toEqual([2, 0]);
+    expect(s.assign('x', ['a', 'c', 'd'], 1000)).toEqual([0, 2, 3]);
+    s.release('x');
+    expect(s.assign('x', ['d'], 1000)).toEqual([0]);
+    expect(s.size).toBe(1);
+  });
+
+  it('reuses the slot held longest when every slot is used or held', () => {
+    let now = 0;
+    const s = new SlotAllocator(() => now);
+    const ids = Array.from({ length: MAX_ENDPOINTS }, (_, i) => `e${i}`);
+    s.assign('x', ids, 60_000);
+    now = 1;
+    s.assign('x', ids.slice(1), 60_000); // frees slot 0
+    now = 2;
+    s.assign('x', ids.slice(2), 60_000); // frees slot 1
+    expect(s.assign('x', [...ids.slice(2), 'new'], 60_000).at(-1)).toBe(0);
+  });
+});
+
+describe('problems', () => {
+  it('reports values left out, per service port', () => {
+    const p = planner();
+    const bad = servicePort({ name: 'bad', clusterIPs: ['198.18.100.1'], externalIPs: ['not-an-ip'], endpoints: [endpoint('198.19.1.1'), endpoint('fd00::1')] });
+    const plan = p.full(desiredState([bad]));
+    expect(plan.problems).toEqual([{ key: 'shop/bad:http', problems: ['external address "not-an-ip"', 'endpoint "[fd00::1]:8080"'] }]);
+    expect(p.elementCount('svc-addr')).toBe(1);
+  });
+});
