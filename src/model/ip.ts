@@ -39,7 +39,7 @@ function canonicalIPv6(s: string): string {
   const words = groups.map((g) => Number.parseInt(g, 16).toString(16));
   let best = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (words[i] !== '0') {
       i++;
       continue;

@@ -125,7 +125,7 @@ export async function startProxy(
       await nextSync(opts.syncTimeoutMs ?? 20_000);
     } catch (e) {
       await stop(2000);
-      throw new Error(`the proxy did not sync: ${(e as Error).message}\ncommand: ${argv.join(' ')}\n${tail(output(), 8000)}`);
+      throw new Error(`the proxy did not sync: ${(e as Error).message}\ncommand: ${argv.join(' ')}\n${tail(output(), 8000)}`, { cause: e });
     }
   }
   return proc;

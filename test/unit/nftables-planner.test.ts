@@ -208,7 +208,12 @@ describe('SlotAllocator', () => {
 describe('problems', () => {
   it('reports values left out, per service port', () => {
     const p = planner();
-    const bad = servicePort({ name: 'bad', clusterIPs: ['198.18.100.1'], externalIPs: ['not-an-ip'], endpoints: [endpoint('198.19.1.1'), endpoint('fd00::1')] });
+    const bad = servicePort({
+      name: 'bad',
+      clusterIPs: ['198.18.100.1'],
+      externalIPs: ['not-an-ip'],
+      endpoints: [endpoint('198.19.1.1'), endpoint('fd00::1')],
+    });
     const plan = p.full(desiredState([bad]));
     expect(plan.problems).toEqual([{ key: 'shop/bad:http', problems: ['external address "not-an-ip"', 'endpoint "[fd00::1]:8080"'] }]);
     expect(p.elementCount('svc-addr')).toBe(1);
