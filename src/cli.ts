@@ -18,6 +18,7 @@ Usage:
   kube-proxy-ts state --from FILE [...] print this node's desired state (what every mode programs)
   kube-proxy-ts explain --from FILE --to IP:PORT [--src IP]   what happens to one connection, and why
   kube-proxy-ts demo [--mode MODE]      run the sandbox demo (network namespaces; needs root)
+  kube-proxy-ts compare [--modes M,M]   the same traffic through each mode, side by side (needs root)
 
 Flags:
 ${flagsHelp(RUN_FLAGS)}
@@ -109,6 +110,41 @@ async function explainCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
+const COMPARE_FLAGS = [
+  { name: 'modes', type: 'string' as const, arg: 'MODE[,MODE]', help: 'the modes to compare (default iptables,nftables,userspace)' },
+  { name: 'rounds', type: 'string' as const, arg: 'N', help: 'rounds per figure, the median is reported (default 5)' },
+  { name: 'seconds', type: 'string' as const, arg: 'S', help: 'seconds per throughput and connection-rate round (default 2)' },
+  { name: 'quick', type: 'boolean' as const, help: 'fewer, shorter rounds and a 200-service sync (for a first look)' },
+  { name: 'no-docs', type: 'boolean' as const, help: 'do not write the figures into docs/benchmarks.md' },
+  { name: 'help', aliases: ['h'], type: 'boolean' as const, help: 'show this help' },
+];
+
+async function compareCommand(argv: string[]): Promise<number> {
+  const f = parseFlags(argv, COMPARE_FLAGS);
+  if (f.help) {
+    process.stdout.write(
+      `Usage: kube-proxy-ts compare [--modes M,M] [--quick]\n\nRuns the same traffic through each mode in turn, in a sandbox network (network namespaces; root needed), and\nprints bulk throughput of one TCP stream, short connections per second, p50/p99 connection latency and the\nsync time of a 2,000-service cluster. The figures also go into docs/benchmarks.md.\n\nFlags:\n${flagsHelp(COMPARE_FLAGS)}\n`,
+    );
+    return 0;
+  }
+  if (process.getuid?.() !== 0) throw new Error('compare builds network namespaces and needs root');
+  const modes = typeof f.modes === 'string' ? f.modes.split(',') : [...MODES];
+  for (const m of modes) if (!MODES.includes(m as ModeName)) throw new UsageError(`--modes: ${JSON.stringify(m)} is not one of ${MODES.join(', ')}`);
+  const num = (k: string) => (typeof f[k] === 'string' ? Number(f[k]) : undefined);
+  const { runCompare } = await import('./compare/index.ts');
+  const quick = f.quick === true;
+  const r = await runCompare({
+    modes: modes as ModeName[],
+    ...(quick ? { rounds: 2, seconds: 1, syncServices: 200 } : {}),
+    ...(num('rounds') ? { rounds: num('rounds') } : {}),
+    ...(num('seconds') ? { seconds: num('seconds') } : {}),
+    ...(f['no-docs'] === true || quick ? { docsFile: null } : {}),
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(`${r.table}\n`);
+  return 0;
+}
+
 const DEMO_FLAGS = [
   { name: 'mode', aliases: ['proxy-mode'], type: 'string' as const, arg: 'MODE', help: 'iptables (default), nftables or userspace' },
   { name: 'scenario', type: 'string' as const, arg: 'FILE', help: 'a scenario file (default: examples/demo.yaml)' },
@@ -134,6 +170,7 @@ export async function main(argv: string[]): Promise<number> {
     if (argv[0] === 'state') return await stateCommand(argv.slice(1));
     if (argv[0] === 'demo') return await demoCommand(argv.slice(1));
     if (argv[0] === 'explain') return await explainCommand(argv.slice(1));
+    if (argv[0] === 'compare') return await compareCommand(argv.slice(1));
     const opts = await resolveRunOptions(argv);
     if (opts === 'help') {
       process.stdout.write(USAGE);

@@ -1,0 +1,335 @@
+// The userspace mode's kernel rules, rendered as iptables-restore input. Pure.
+//
+// nat (where traffic is sent to our listeners):
+//   PREROUTING -> KUBE-PORTALS-CONTAINER  traffic from pods and from outside: REDIRECT to the listener
+//                                         (the kernel rewrites the destination to the incoming
+//                                         interface's address and the listener's port)
+//   OUTPUT     -> KUBE-PORTALS-HOST       the node's own traffic: REDIRECT to the loopback address
+// filter (what is not redirected):
+//   INPUT, FORWARD, OUTPUT -> KUBE-PORTALS-DENY   REJECT for service ports without endpoints, DROP for
+//                                                 Local policies without local endpoints and for
+//                                                 sources outside loadBalancerSourceRanges
+//   INPUT -> KUBE-PORTALS-GUARD   refuses connections made to a listener port directly, so listeners
+//                                 are reachable only through the frontends that redirect to them
+// A frontend that is redirected never meets its deny rule: REDIRECT has rewritten the destination
+// by the time filter looks at the packet. NodePorts come last in the portal chains, as in kube-proxy.
+import { classifyIP, parseCIDR } from '../../model/ip.ts';
+import type { IPFamily, ProxyConfig, ServicePort } from '../../model/types.ts';
+import { externalEndpoints, hasEndpoints, internalEndpoints } from '../../model/types.ts';
+import type { ListenerClass } from './balancer.ts';
+import { listenerClasses } from './balancer.ts';
+import { intersectCidrs } from './sources.ts';
+
+export const CHAINS = {
+  container: 'KUBE-PORTALS-CONTAINER',
+  host: 'KUBE-PORTALS-HOST',
+  deny: 'KUBE-PORTALS-DENY',
+  guard: 'KUBE-PORTALS-GUARD',
+} as const;
+
+export type Table = 'filter' | 'nat';
+
+/** Our chains per table, in restore order. */
+export const TABLE_CHAINS: Readonly<Record<Table, readonly string[]>> = {
+  filter: [CHAINS.deny, CHAINS.guard],
+  nat: [CHAINS.container, CHAINS.host],
+};
+
+/** A jump from a built-in chain to one of ours, installed once (checked with -C, inserted with -I). */
+export interface Jump {
+  table: Table;
+  chain: string;
+  /** The rule's arguments after the chain name, as argv. */
+  rule: readonly string[];
+}
+
+const NEW = ['-m', 'conntrack', '--ctstate', 'NEW'];
+const tag = (what: string): string[] => ['-m', 'comment', '--comment', `kube-proxy-ts userspace ${what}`];
+
+export const JUMPS: readonly Jump[] = [
+  { table: 'filter', chain: 'INPUT', rule: [...NEW, ...tag('listener guard'), '-j', CHAINS.guard] },
+  { table: 'filter', chain: 'INPUT', rule: [...NEW, ...tag('service denials'), '-j', CHAINS.deny] },
+  { table: 'filter', chain: 'FORWARD', rule: [...NEW, ...tag('service denials'), '-j', CHAINS.deny] },
+  { table: 'filter', chain: 'OUTPUT', rule: [...NEW, ...tag('service denials'), '-j', CHAINS.deny] },
+  { table: 'nat', chain: 'PREROUTING', rule: [...tag('portals'), '-j', CHAINS.container] },
+  { table: 'nat', chain: 'OUTPUT', rule: [...tag('portals'), '-j', CHAINS.host] },
+];
+
+/** Where a listener receives redirected traffic. */
+export interface PortalTarget {
+  /** PREROUTING target (the wildcard socket). */
+  port: number;
+  /** OUTPUT target (TCP: the same port; UDP: the loopback socket's port). */
+  hostPort: number;
+}
+
+export interface RenderContext {
+  family: IPFamily;
+  config: ProxyConfig;
+  /** The listener of a service port's class, or null when it has none (its frontends are then refused). */
+  target(sp: ServicePort, cls: ListenerClass): PortalTarget | null;
+}
+
+export interface RenderInput extends RenderContext {
+  servicePorts: Iterable<ServicePort>;
+  /** Ports of the wildcard sockets of every listener, for the guard chain. */
+  listenerPorts: ListenerPorts;
+}
+
+export interface ListenerPorts {
+  tcp: readonly number[];
+  udp: readonly number[];
+}
+
+/** One service port's rules, by where they go. */
+export interface ServicePortRules {
+  container: string[];
+  host: string[];
+  /** NodePort rules go last in each portal chain. */
+  nodePortContainer: string[];
+  nodePortHost: string[];
+  deny: string[];
+  /** [listener port, nat line] of every UDP redirect. */
+  udp: [number, string][];
+}
+
+export interface RenderedRules {
+  /** "-A CHAIN ..." lines per table, in order. */
+  filter: string[];
+  nat: string[];
+  /** For each UDP listener port (wildcard or loopback socket): the nat lines redirecting to it. */
+  udpRedirects: Map<number, string[]>;
+}
+
+/** Quotes an argument for iptables-restore when it needs it (only comments have spaces). */
+function quote(arg: string): string {
+  return /^[A-Za-z0-9_.:/,!=+-]+$/.test(arg) ? arg : `"${arg}"`;
+}
+
+/** An iptables-restore rule line. */
+export function ruleLine(op: '-A' | '-I', chain: string, args: readonly string[], position?: number): string {
+  return [op, chain, ...(position === undefined ? [] : [String(position)]), ...args.map(quote)].join(' ');
+}
+
+/** Comment text: the service port key, restricted to characters that need no escaping. */
+function commentText(text: string): string {
+  return text.replace(/[^A-Za-z0-9 ._:/-]/g, '_').slice(0, 240);
+}
+
+function checkPort(port: number, what: string): string {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid ${what} ${port}`);
+  return String(port);
+}
+
+/** "ip/32" (or /128) for an address of the family; throws on anything else. */
+function hostCidr(ip: string, family: IPFamily): string {
+  const a = classifyIP(ip);
+  if (a?.family !== family) throw new Error(`invalid ${family} address ${JSON.stringify(ip)}`);
+  return `${a.ip}/${family === 'IPv4' ? 32 : 128}`;
+}
+
+function checkCidr(cidr: string, family: IPFamily): string {
+  const c = parseCIDR(cidr);
+  if (c?.family !== family) throw new Error(`invalid ${family} CIDR ${JSON.stringify(cidr)}`);
+  return c.cidr;
+}
+
+interface Frontend {
+  kind: 'internal' | 'external';
+  /** Destination match: address (or local-address type) and port. */
+  match: string[];
+  /** loadBalancerSourceRanges, for LB IPs. */
+  sourceRanges: string[];
+  nodePort: boolean;
+  comment: string;
+}
+
+function frontendsOf(sp: ServicePort, config: ProxyConfig, family: IPFamily, proto: string): Frontend[] {
+  const svc = commentText(sp.key);
+  const portMatch = (port: number, what: string) => ['-p', proto, '-m', proto, '--dport', checkPort(port, what)];
+  const out: Frontend[] = [];
+  const add = (kind: Frontend['kind'], ip: string, what: string, ranges: string[] = []): void => {
+    out.push({
+      kind,
+      match: ['-d', hostCidr(ip, family), ...portMatch(sp.port, 'service port')],
+      sourceRanges: ranges,
+      nodePort: false,
+      comment: `${svc} ${what}`,
+    });
+  };
+  for (const ip of sp.clusterIPs) add('internal', ip, 'cluster IP');
+  for (const ip of sp.externalIPs) add('external', ip, 'external IP');
+  const ranges = sp.loadBalancerSourceRanges.map((c) => checkCidr(c, family));
+  for (const ip of sp.loadBalancerIPs) add('external', ip, 'load balancer IP', ranges);
+  if (sp.nodePort !== null) {
+    const local = ['-m', 'addrtype', '--dst-type', 'LOCAL'];
+    const dsts = config.nodePortAddresses.length > 0 ? config.nodePortAddresses.map((c) => ['-d', checkCidr(c, family)]) : [[]];
+    for (const d of dsts) {
+      out.push({
+        kind: 'external',
+        match: [...d, ...local, ...portMatch(sp.nodePort, 'node port')],
+        sourceRanges: [],
+        nodePort: true,
+        comment: `${svc} node port`,
+      });
+    }
+  }
+  return out;
+}
+
+/** Renders one service port's rules. */
+export function renderServicePort(sp: ServicePort, ctx: RenderContext): ServicePortRules {
+  const { family, config } = ctx;
+  const out: ServicePortRules = { container: [], host: [], nodePortContainer: [], nodePortHost: [], deny: [], udp: [] };
+  const proto = sp.protocol.toLowerCase();
+  const redirect = (chain: 'container' | 'host', f: Frontend, source: string | null, port: number): void => {
+    const args = [
+      ...(source ? ['-s', source] : []),
+      ...f.match,
+      '-m',
+      'comment',
+      '--comment',
+      f.comment,
+      '-j',
+      'REDIRECT',
+      '--to-ports',
+      checkPort(port, 'listener port'),
+    ];
+    const line = ruleLine('-A', chain === 'container' ? CHAINS.container : CHAINS.host, args);
+    if (chain === 'container') (f.nodePort ? out.nodePortContainer : out.container).push(line);
+    else (f.nodePort ? out.nodePortHost : out.host).push(line);
+    if (proto === 'udp') out.udp.push([port, line]);
+  };
+  const refuse = (f: Frontend, verdict: 'REJECT' | 'DROP', why: string): void => {
+    out.deny.push(ruleLine('-A', CHAINS.deny, [...f.match, '-m', 'comment', '--comment', `${f.comment} ${why}`, '-j', verdict]));
+  };
+
+  const frontends = frontendsOf(sp, config, family, proto);
+  if (!hasEndpoints(sp)) {
+    for (const f of frontends) refuse(f, 'REJECT', 'has no endpoints');
+    return out;
+  }
+  const clusterCIDRs = config.clusterCIDRs.filter((c) => parseCIDR(c)?.family === family);
+  const split = listenerClasses(sp)[0] !== 'all';
+  const internalTarget = ctx.target(sp, split ? 'internal' : 'all');
+  const externalTarget = split ? ctx.target(sp, 'external') : internalTarget;
+  const noInternal = internalEndpoints(sp).length === 0;
+  // Local external policy without local endpoints: only pod and node-local clients, which use
+  // the cluster set, are served; everyone else's traffic is dropped.
+  const noExternal = externalEndpoints(sp).length === 0;
+  for (const f of frontends) {
+    const target = f.kind === 'internal' ? internalTarget : externalTarget;
+    if (!target) {
+      refuse(f, 'REJECT', `cannot be proxied (${sp.protocol})`);
+      continue;
+    }
+    if (f.kind === 'internal') {
+      if (noInternal) {
+        refuse(f, 'DROP', 'has no local endpoints');
+        continue;
+      }
+      redirect('container', f, null, target.port);
+      redirect('host', f, null, target.hostPort);
+      continue;
+    }
+    const sources: (string | null)[] = f.sourceRanges.length > 0 ? f.sourceRanges : [null];
+    for (const src of noExternal ? intersectCidrs(sources, clusterCIDRs) : sources) redirect('container', f, src, target.port);
+    for (const src of sources) redirect('host', f, src, target.hostPort);
+    if (noExternal) refuse(f, 'DROP', 'has no local endpoints');
+    else if (f.sourceRanges.length > 0) refuse(f, 'DROP', 'source not in loadBalancerSourceRanges');
+  }
+  return out;
+}
+
+/** Whether two renderings of a service port are the same. */
+export function sameRules(a: ServicePortRules, b: ServicePortRules): boolean {
+  const same = (x: readonly string[], y: readonly string[]) => x.length === y.length && x.every((l, i) => l === y[i]);
+  return (
+    same(a.container, b.container) &&
+    same(a.host, b.host) &&
+    same(a.nodePortContainer, b.nodePortContainer) &&
+    same(a.nodePortHost, b.nodePortHost) &&
+    same(a.deny, b.deny)
+  );
+}
+
+/** The guard chain: refuses connections to listener ports that did not come through a redirect. */
+export function renderGuard(ports: ListenerPorts): string[] {
+  const guard: string[] = [];
+  if (ports.tcp.length + ports.udp.length === 0) return guard;
+  guard.push(ruleLine('-A', CHAINS.guard, ['-m', 'conntrack', '--ctstate', 'DNAT', '-m', 'comment', '--comment', 'redirected to a listener', '-j', 'RETURN']));
+  for (const [proto, list, reject] of [
+    ['tcp', ports.tcp, ['--reject-with', 'tcp-reset']],
+    ['udp', ports.udp, []],
+  ] as const) {
+    const sorted = [...list].sort((a, b) => a - b).map((p) => checkPort(p, 'listener port'));
+    // multiport takes at most 15 ports per rule.
+    for (let i = 0; i < sorted.length; i += 15) {
+      const dports = sorted.slice(i, i + 15).join(',');
+      guard.push(
+        ruleLine('-A', CHAINS.guard, [
+          '-p',
+          proto,
+          '-m',
+          'multiport',
+          '--dports',
+          dports,
+          '-m',
+          'comment',
+          '--comment',
+          'direct connection to a listener',
+          '-j',
+          'REJECT',
+          ...reject,
+        ]),
+      );
+    }
+  }
+  return guard;
+}
+
+/** Puts service ports' rules (in key order) and the guard together into the two tables. */
+export function assembleRules(perServicePort: Iterable<ServicePortRules>, guard: readonly string[]): RenderedRules {
+  const container: string[] = [];
+  const host: string[] = [];
+  const npContainer: string[] = [];
+  const npHost: string[] = [];
+  const deny: string[] = [];
+  const udpRedirects = new Map<number, string[]>();
+  for (const r of perServicePort) {
+    container.push(...r.container);
+    host.push(...r.host);
+    npContainer.push(...r.nodePortContainer);
+    npHost.push(...r.nodePortHost);
+    deny.push(...r.deny);
+    for (const [port, line] of r.udp) {
+      const lines = udpRedirects.get(port);
+      if (lines) lines.push(line);
+      else udpRedirects.set(port, [line]);
+    }
+  }
+  return { filter: [...deny, ...guard], nat: [...container, ...npContainer, ...host, ...npHost], udpRedirects };
+}
+
+/** Renders the rules of every service port, in the order given (callers sort by key). */
+export function renderRules(input: RenderInput): RenderedRules {
+  return assembleRules(
+    [...input.servicePorts].map((sp) => renderServicePort(sp, input)),
+    renderGuard(input.listenerPorts),
+  );
+}
+
+/**
+ * iptables-restore input for one table under --noflush: declaring our chains flushes them (and
+ * creates them when missing), the built-in chains and everyone else's rules are left alone.
+ * `extra` lines (the jumps, for --dry-run) come after the rules.
+ */
+export function tableText(table: Table, lines: readonly string[], extra: readonly string[] = []): string {
+  const chains = TABLE_CHAINS[table].map((c) => `:${c} - [0:0]`);
+  return [`*${table}`, ...chains, ...lines, ...extra, 'COMMIT', ''].join('\n');
+}
+
+/** The jumps as restore lines inserted at the head of the built-in chains (for a fresh node). */
+export function jumpLines(table: Table): string[] {
+  return JUMPS.filter((j) => j.table === table).map((j) => ruleLine('-I', j.chain, j.rule, 1));
+}
