@@ -2,17 +2,34 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-export default tseslint.config(
-  { ignores: ['node_modules/**', 'coverage/**'] },
-  js.configs.recommended,
-  ...tseslint.configs.recommended,
-  {
-    languageOptions: { globals: { process: 'readonly', console: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', Buffer: 'readonly', URL: 'readonly', performance: 'readonly', fetch: 'readonly', structuredClone: 'readonly', global: 'readonly', NodeJS: 'readonly', AbortController: 'readonly', AbortSignal: 'readonly', TextDecoder: 'readonly', TextEncoder: 'readonly', queueMicrotask: 'readonly', setImmediate: 'readonly' } },
-    rules: {
-      '@typescript-eslint/no-explicit-any': 'off',
-      '@typescript-eslint/no-non-null-assertion': 'off',
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
-      'no-control-regex': 'off',
+export default tseslint.config({ ignores: ['node_modules/**', 'coverage/**'] }, js.configs.recommended, ...tseslint.configs.recommended, {
+  languageOptions: {
+    globals: {
+      process: 'readonly',
+      console: 'readonly',
+      setTimeout: 'readonly',
+      clearTimeout: 'readonly',
+      setInterval: 'readonly',
+      clearInterval: 'readonly',
+      Buffer: 'readonly',
+      URL: 'readonly',
+      performance: 'readonly',
+      fetch: 'readonly',
+      structuredClone: 'readonly',
+      global: 'readonly',
+      NodeJS: 'readonly',
+      AbortController: 'readonly',
+      AbortSignal: 'readonly',
+      TextDecoder: 'readonly',
+      TextEncoder: 'readonly',
+      queueMicrotask: 'readonly',
+      setImmediate: 'readonly',
     },
   },
-);
+  rules: {
+    '@typescript-eslint/no-explicit-any': 'off',
+    '@typescript-eslint/no-non-null-assertion': 'off',
+    '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+    'no-control-regex': 'off',
+  },
+});
