@@ -15,10 +15,11 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../src/exec.ts';
-import type { DesiredState, Endpoint, ServicePort } from '../src/model/types.ts';
+import type { ServicePort } from '../src/model/types.ts';
 import { createProxier } from '../src/modes/iptables/index.ts';
 import type { Backend } from '../src/modes/iptables/restore.ts';
 import { deleteNetns, newNetns } from './netns.ts';
+import { endpointAt, servicePortCluster, stateOf } from './synthetic.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DOC = path.join(ROOT, 'docs', 'benchmarks.md');
@@ -48,63 +49,6 @@ interface ChildResult {
   date: string;
 }
 
-// ---- synthetic cluster --------------------------------------------------------------------------
-
-function endpointAt(k: number, local: boolean): Endpoint {
-  // 198.19.0.0/16 holds 65,534 hosts; past that the port differs, so every endpoint is distinct.
-  const j = (k % 65000) + 1;
-  const ip = `198.19.${j >> 8}.${j & 255}`;
-  const port = 8080 + Math.floor(k / 65000);
-  return { ip, port, id: `${ip}:${port}`, nodeName: local ? 'node-a' : 'node-b', isLocal: local, ready: true, serving: true, terminating: false };
-}
-
-function servicePortAt(i: number, eps: Endpoint[]): ServicePort {
-  const clusterIP = `198.18.${100 + Math.floor(i / 250)}.${(i % 250) + 1}`;
-  const nodePort = i % 10 === 0 ? 30000 + (i % 2700) : null;
-  return {
-    key: `bench/svc${i}:http`,
-    service: `bench/svc${i}`,
-    namespace: 'bench',
-    name: `svc${i}`,
-    portName: 'http',
-    protocol: 'TCP',
-    family: 'IPv4',
-    port: 80,
-    clusterIPs: [clusterIP],
-    nodePort,
-    externalIPs: [],
-    loadBalancerIPs: [],
-    loadBalancerSourceRanges: [],
-    affinityTimeoutSeconds: null,
-    externalTrafficPolicy: 'Cluster',
-    internalTrafficPolicy: 'Cluster',
-    healthCheckNodePort: null,
-    hasExternal: nodePort !== null,
-    clusterEndpoints: eps,
-    localEndpoints: eps.filter((e) => e.isLocal),
-    allEndpoints: eps,
-  };
-}
-
-function cluster(services: number, perService: number): Map<string, ServicePort> {
-  const ports = new Map<string, ServicePort>();
-  for (let i = 0; i < services; i++) {
-    const eps = Array.from({ length: perService }, (_, e) => endpointAt(i * perService + e, e % 2 === 0));
-    const sp = servicePortAt(i, eps);
-    ports.set(sp.key, sp);
-  }
-  return ports;
-}
-
-function stateOf(servicePorts: Map<string, ServicePort>): DesiredState {
-  return {
-    family: 'IPv4',
-    config: { hostname: 'node-a', clusterCIDRs: ['198.19.0.0/16'], masqueradeAll: false, nodePortAddresses: [] },
-    node: null,
-    servicePorts,
-  };
-}
-
 // ---- one configuration, in a child process -------------------------------------------------------
 
 const mb = (bytes: number) => Math.round(bytes / 1048576);
@@ -113,7 +57,7 @@ const median = (xs: number[]): number | null => (xs.length === 0 ? null : ([...x
 
 async function child(services: number, perService: number, backend: Backend): Promise<ChildResult> {
   const notes: string[] = [];
-  const servicePorts = cluster(services, perService);
+  const servicePorts = servicePortCluster(services, perService);
   let state = stateOf(servicePorts);
   const result: ChildResult = {
     services,

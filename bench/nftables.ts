@@ -19,69 +19,18 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { run, runOk } from '../src/exec.ts';
 import { setLogLevel } from '../src/log.ts';
-import type { DesiredState, Endpoint, ServicePort } from '../src/model/types.ts';
+import type { DesiredState, Endpoint } from '../src/model/types.ts';
 import { createProxier as createIptablesProxier } from '../src/modes/iptables/index.ts';
 import { Nft, NftablesProxier, Planner } from '../src/modes/nftables/index.ts';
 import type { IptablesBackend, Proxier } from '../src/modes/types.ts';
 import { startPodServers } from '../src/sandbox/podserver.ts';
 import { newPrefix, sweepStale, Topology } from '../src/sandbox/topology.ts';
 import { fmtMs, writeSection } from './docs.ts';
+import { endpointAt, servicePortAt, servicePortCluster, stateOf } from './synthetic.ts';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const CHANGES = 21;
 const CONFIG = { hostname: 'node-a', clusterCIDRs: ['198.19.0.0/16'], masqueradeAll: false, nodePortAddresses: [] };
-
-// ---- synthetic cluster --------------------------------------------------------------------------
-
-function endpointAt(k: number, local: boolean): Endpoint {
-  // 198.19.0.0/16 holds 65,534 hosts; past that the port differs, so every endpoint is distinct.
-  const j = (k % 65000) + 1;
-  const ip = `198.19.${j >> 8}.${j & 255}`;
-  const port = 8080 + Math.floor(k / 65000);
-  return { ip, port, id: `${ip}:${port}`, nodeName: local ? 'node-a' : 'node-b', isLocal: local, ready: true, serving: true, terminating: false };
-}
-
-function servicePortAt(i: number, eps: Endpoint[], firstIP = 100, namespace = 'bench'): ServicePort {
-  const clusterIP = `198.18.${firstIP + Math.floor(i / 250)}.${(i % 250) + 1}`;
-  const nodePort = i % 10 === 0 ? 30000 + (i % 2700) : null;
-  return {
-    key: `${namespace}/svc${i}:http`,
-    service: `${namespace}/svc${i}`,
-    namespace,
-    name: `svc${i}`,
-    portName: 'http',
-    protocol: 'TCP',
-    family: 'IPv4',
-    port: 80,
-    clusterIPs: [clusterIP],
-    nodePort,
-    externalIPs: [],
-    loadBalancerIPs: [],
-    loadBalancerSourceRanges: [],
-    affinityTimeoutSeconds: null,
-    externalTrafficPolicy: 'Cluster',
-    internalTrafficPolicy: 'Cluster',
-    healthCheckNodePort: null,
-    hasExternal: nodePort !== null,
-    clusterEndpoints: eps,
-    localEndpoints: eps.filter((e) => e.isLocal),
-    allEndpoints: eps,
-  };
-}
-
-function cluster(services: number, perService: number, firstIP = 100): Map<string, ServicePort> {
-  const m = new Map<string, ServicePort>();
-  for (let i = 0; i < services; i++) {
-    const eps = Array.from({ length: perService }, (_, j) => endpointAt(i * perService + j, j % 2 === 0));
-    const sp = servicePortAt(i, eps, firstIP);
-    m.set(sp.key, sp);
-  }
-  return m;
-}
-
-function stateOf(servicePorts: ReadonlyMap<string, ServicePort>): DesiredState {
-  return { family: 'IPv4', config: CONFIG, node: null, servicePorts };
-}
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -135,7 +84,7 @@ interface ChildResult {
 }
 
 async function child(services: number, perService: number): Promise<ChildResult> {
-  const servicePorts = cluster(services, perService);
+  const servicePorts = servicePortCluster(services, perService);
   let state = stateOf(servicePorts);
   globalThis.gc?.();
   const result: ChildResult = {
@@ -274,7 +223,7 @@ const PROBE_IP = '198.18.99.10';
 
 /** The measured service (last in key order, behind every other service in kube-proxy's iptables order) and `others` more. */
 function dataPlaneState(others: number, perService: number): DesiredState {
-  const m = cluster(others, perService, 128);
+  const m = servicePortCluster(others, perService, 128);
   const a1: Endpoint = {
     ip: '198.19.1.11',
     port: 8080,

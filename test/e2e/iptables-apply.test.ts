@@ -5,7 +5,7 @@ import { run } from '../../src/exec.ts';
 import type { ChangeSet, DesiredState, ServicePort } from '../../src/model/types.ts';
 import { createProxier, detectBackend, RestoreError } from '../../src/modes/iptables/index.ts';
 import type { Backend } from '../../src/modes/iptables/restore.ts';
-import { desiredState, endpoint, type PortSpec, servicePort } from '../unit/iptables-fixtures.ts';
+import { desiredState, endpoint, type PortSpec, servicePort } from '../unit/model-fixtures.ts';
 import { createNetns, deleteAllNetns, iptablesOptions, recorder, referenceSnapshot, restore, save, snapshot, tablesOf } from './iptables-helpers.ts';
 
 afterEach(deleteAllNetns);

@@ -7,7 +7,7 @@ import type { IptablesModeOptions } from '../../src/modes/iptables/proxier.ts';
 import type { Backend } from '../../src/modes/iptables/restore.ts';
 import type { IptablesBackend } from '../../src/modes/types.ts';
 import { newPrefix } from '../../src/sandbox/topology.ts';
-import { config } from '../unit/iptables-fixtures.ts';
+import { config } from '../unit/model-fixtures.ts';
 
 const live = new Set<string>();
 

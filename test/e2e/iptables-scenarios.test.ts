@@ -10,7 +10,7 @@ import type { Backend } from '../../src/modes/iptables/restore.ts';
 import { listScenarioFiles, loadScenario, type Scenario } from '../../src/sandbox/scenario.ts';
 import { ADDRESSES, sweepStale, type Topology } from '../../src/sandbox/topology.ts';
 import { formatRun, type ProxyUnderTest, runScenario, scenarioBudgetMs } from '../harness/run.ts';
-import { config } from '../unit/iptables-fixtures.ts';
+import { config } from '../unit/model-fixtures.ts';
 
 if (process.getuid?.() !== 0) throw new Error('the e2e tests need root (network namespaces, iptables): run them as root');
 

@@ -11,7 +11,7 @@ import {
   InvalidValueError,
 } from '../../src/modes/iptables/format.ts';
 import { endpointChain, hash16, isOwnedChain, serviceChains, servicePortName } from '../../src/modes/iptables/names.ts';
-import { servicePort } from './iptables-fixtures.ts';
+import { servicePort } from './model-fixtures.ts';
 
 describe('chain names', () => {
   it('are the ones kube-proxy uses for the same service ports and endpoints', () => {

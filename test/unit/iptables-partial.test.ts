@@ -4,7 +4,7 @@ import type { ServicePort } from '../../src/model/types.ts';
 import { createProxier } from '../../src/modes/iptables/index.ts';
 import { natPatch, type PortChange, toInstalled } from '../../src/modes/iptables/proxier.ts';
 import { renderContext, renderServicePort } from '../../src/modes/iptables/render.ts';
-import { config, desiredState, endpoint, servicePort } from './iptables-fixtures.ts';
+import { config, desiredState, endpoint, servicePort } from './model-fixtures.ts';
 
 const ctx = renderContext(desiredState([]));
 const render = (sp: ServicePort) => renderServicePort(sp, ctx);

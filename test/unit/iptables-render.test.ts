@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import type { ServicePort } from '../../src/model/types.ts';
 import { createProxier } from '../../src/modes/iptables/index.ts';
 import { renderContext, renderServicePort, TextBuffer } from '../../src/modes/iptables/render.ts';
-import { config, desiredState, endpoint, servicePort } from './iptables-fixtures.ts';
+import { config, desiredState, endpoint, servicePort } from './model-fixtures.ts';
 
 const GOLDEN = path.resolve(import.meta.dirname, '..', 'golden', 'iptables');
 const proxier = createProxier({ config: config(), iptablesBackend: 'nft' });

@@ -1,4 +1,5 @@
-// Hand-built model objects for the iptables mode's tests (the model builder is written elsewhere).
+// Hand-built model objects for the modes' tests: endpoints and service ports with the model's endpoint
+// selection, a config and a desired state. (The model itself builds them from Kubernetes objects.)
 import type { DesiredState, Endpoint, IPFamily, ProxyConfig, ServicePort } from '../../src/model/types.ts';
 
 export const NODE = 'node-a';
@@ -10,7 +11,7 @@ export interface EndpointSpec {
   terminating?: boolean;
 }
 
-export function endpoint(ip: string, port: number, spec: EndpointSpec = {}): Endpoint {
+export function endpoint(ip: string, port = 8080, spec: EndpointSpec = {}): Endpoint {
   const nodeName = spec.node ?? NODE;
   const ready = spec.ready ?? true;
   return {
@@ -26,14 +27,14 @@ export function endpoint(ip: string, port: number, spec: EndpointSpec = {}): End
 }
 
 export interface PortSpec extends Partial<Omit<ServicePort, 'clusterEndpoints' | 'localEndpoints' | 'allEndpoints'>> {
-  namespace: string;
   name: string;
+  namespace?: string;
   endpoints?: Endpoint[];
 }
 
 /** A ServicePort with the model's endpoint selection: ready ones, else serving-and-terminating ones. */
 export function servicePort(spec: PortSpec): ServicePort {
-  const { endpoints = [], ...rest } = spec;
+  const { endpoints = [], namespace = 'shop', ...rest } = spec;
   const select = (eps: Endpoint[]) => {
     const ready = eps.filter((e) => e.ready);
     return (ready.length > 0 ? ready : eps.filter((e) => e.serving && e.terminating)).sort((a, b) => (a.id < b.id ? -1 : 1));
@@ -43,8 +44,9 @@ export function servicePort(spec: PortSpec): ServicePort {
   const externalIPs = rest.externalIPs ?? [];
   const loadBalancerIPs = rest.loadBalancerIPs ?? [];
   return {
-    key: `${spec.namespace}/${spec.name}:${portName}`,
-    service: `${spec.namespace}/${spec.name}`,
+    key: `${namespace}/${spec.name}:${portName}`,
+    service: `${namespace}/${spec.name}`,
+    namespace,
     portName,
     protocol: 'TCP',
     family: 'IPv4',
@@ -73,3 +75,5 @@ export function config(c: Partial<ProxyConfig> = {}): ProxyConfig {
 export function desiredState(ports: ServicePort[], c: Partial<ProxyConfig> = {}, family: IPFamily = 'IPv4'): DesiredState {
   return { family, config: config(c), node: null, servicePorts: new Map(ports.map((p) => [p.key, p])) };
 }
+
+/** Renders one service port alone (it owns all its frontends; fresh slots). */
