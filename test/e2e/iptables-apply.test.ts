@@ -86,6 +86,30 @@ describe.each(['nft', 'legacy'] as const)('iptables mode on the %s backend', (ba
     expect(await jumpCounts(ns, backend)).toEqual(Array(12).fill(1));
   });
 
+  it('a periodic sync of an untouched table only checks it; one that lost a rule is rewritten', async () => {
+    const ns = await createNetns();
+    const rec = recorder();
+    const proxier = createProxier(iptablesOptions(ns, backend, { onRestore: rec.onRestore }));
+    const state = desiredState([...cluster(5), svc(6, 0)]);
+    await proxier.sync(state, null);
+    const installed = await snapshot(ns, backend);
+    rec.inputs.length = 0;
+    const r = await proxier.sync(state, null);
+    expect(r).toMatchObject({ full: true, bytes: 0 });
+    expect(rec.inputs).toEqual([]);
+    // A rule of one service's chain disappears behind the proxier's back: the next periodic sync repairs it.
+    await deleteSavedRule(ns, backend, 'nat', (l) => /^-A KUBE-SVC-\S+ .*--probability 0.333/.test(l) && l.includes('bench/svc3:http'));
+    expect(await snapshot(ns, backend)).not.toBe(installed);
+    const repaired = await proxier.sync(state, null);
+    expect(repaired.full).toBe(true);
+    expect(repaired.bytes).toBeGreaterThan(0);
+    expect(await snapshot(ns, backend)).toBe(installed);
+    // So does a REJECT rule of the filter table.
+    await deleteSavedRule(ns, backend, 'filter', (l) => l.includes('-j REJECT') && l.includes('bench/svc6:http') && l.includes('KUBE-SERVICES'));
+    expect((await proxier.sync(state, null)).bytes).toBeGreaterThan(0);
+    expect(await snapshot(ns, backend)).toBe(installed);
+  });
+
   it('a partial sync rewrites only the changed service ports and ends where a full sync would', async () => {
     const ns = await createNetns();
     const rec = recorder();

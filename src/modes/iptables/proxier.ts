@@ -61,7 +61,7 @@ import {
   writeServicePortRules,
 } from './render.ts';
 import { type Backend, Iptables, type IptablesBinaries, RestoreError } from './restore.ts';
-import { parseSave, planTable, removalLines, type TablePlan } from './save.ts';
+import { countRules, parseSave, planTable, removalLines, type TablePlan } from './save.ts';
 
 export interface IptablesModeOptions extends ModeOptions {
   /** Run every iptables command inside this network namespace (tests, benchmarks). */
@@ -283,9 +283,12 @@ export class IptablesProxier implements Proxier {
       const changed = changes ? [...new Set([...changes.added, ...changes.updated, ...changes.removed])] : null;
       const maxPartial = Math.max(50, (this.opts.partialSyncMaxFraction ?? 0.5) * state.servicePorts.size);
       const full = changed === null || this.needsFull || ctxKey !== this.contextKey || changed.length > maxPartial;
+      // A periodic full sync of rules we installed ourselves, with nothing changed since: check first, and
+      // rewrite only if the kernel no longer holds what we wrote (on nf_tables a full rewrite costs seconds).
+      const verify = changed === null && !this.needsFull && ctxKey === this.contextKey;
       try {
         const ipt = await this.tool(state.family);
-        const { bytes, written } = full ? await this.fullSync(ipt, state, ctx) : await this.partialSync(ipt, state, ctx, changed as string[]);
+        const { bytes, written } = full ? await this.fullSync(ipt, state, ctx, verify) : await this.partialSync(ipt, state, ctx, changed as string[]);
         this.needsFull = false;
         this.contextKey = ctxKey;
         const result: SyncResult = { full, durationMs: performance.now() - started, bytes, servicePortsWritten: written };
@@ -350,7 +353,7 @@ export class IptablesProxier implements Proxier {
     await this.queue.catch(() => undefined);
   }
 
-  private async fullSync(ipt: Iptables, state: DesiredState, ctx: RenderContext): Promise<{ bytes: number; written: number }> {
+  private async fullSync(ipt: Iptables, state: DesiredState, ctx: RenderContext, verify = false): Promise<{ bytes: number; written: number }> {
     // What is installed now (both tables in one read), read while the rules are rendered.
     const saving = ipt.save();
     saving.catch(() => undefined); // awaited below; not an unhandled rejection if rendering throws first
@@ -359,7 +362,12 @@ export class IptablesProxier implements Proxier {
 
     // Chains of ours that exist but are not wanted (a previous run's, kube-proxy's), and jump repairs.
     const chains = allChains(ctx, next);
-    const { natPlan, filterPlan } = planRepairs(await saving, chains, natFixedChains(ctx));
+    const saveText = await saving;
+    const { natPlan, filterPlan } = planRepairs(saveText, chains, natFixedChains(ctx));
+    if (verify && this.holdsWhatWeWrote(saveText, nat, chains, natPlan, filterPlan, filterText(filterRules(this.installed, next, false)))) {
+      this.installed = next;
+      return { bytes: 0, written: 0 };
+    }
     // Stale chains are declared (flushed) with the others, and deleted after the jump repairs.
     for (const line of [...natPlan.jumpEdits, ...removalLines(natPlan.remove).remove]) nat.line(line);
     nat.line('COMMIT');
@@ -392,6 +400,31 @@ export class IptablesProxier implements Proxier {
       next,
     );
     return { bytes, written: next.size };
+  }
+
+  /**
+   * Whether the kernel still holds exactly the chains we wrote, with as many rules each as we wrote, no
+   * stale chain of ours and every jump in place. Rule texts are not compared (iptables-save normalises
+   * them); a rule changed in place without changing the count goes unnoticed until the next write.
+   */
+  private holdsWhatWeWrote(
+    saveText: string,
+    nat: TextBuffer,
+    natChains: readonly string[],
+    natPlan: TablePlan,
+    filterPlan: TablePlan,
+    filterWant: string,
+  ): boolean {
+    if (natPlan.remove.length + natPlan.jumpEdits.length + filterPlan.remove.length + filterPlan.jumpEdits.length > 0) return false;
+    if (this.filterBody !== filterWant) return false;
+    const same = (table: string, want: { declared: Set<string>; rules: Map<string, number> }, chains: Iterable<string>): boolean => {
+      const have = countRules(saveText, table);
+      for (const ch of chains) if (!have.declared.has(ch) || (have.rules.get(ch) ?? 0) !== (want.rules.get(ch) ?? 0)) return false;
+      return true;
+    };
+    const natWant = countRules(`*nat\n${nat.toBuffer().toString('latin1')}\nCOMMIT\n`, 'nat');
+    const filterWantCounts = countRules(filterWant, 'filter');
+    return same('nat', natWant, natChains) && same('filter', filterWantCounts, filterWantCounts.declared);
   }
 
   private async partialSync(ipt: Iptables, state: DesiredState, ctx: RenderContext, keys: string[]): Promise<{ bytes: number; written: number }> {

@@ -54,6 +54,23 @@ export function parseSave(text: string, table: string): SavedTable {
   return out;
 }
 
+/** How many rules each chain of `table` has, and which chains it declares (rules of undeclared chains count too). */
+export function countRules(text: string, table: string): { declared: Set<string>; rules: Map<string, number> } {
+  const declared = new Set<string>();
+  const rules = new Map<string, number>();
+  forEachLine(text, table, (line) => {
+    if (line.startsWith(':')) {
+      const end = line.indexOf(' ');
+      declared.add(end < 0 ? line.slice(1) : line.slice(1, end));
+    } else if (line.startsWith('-A ')) {
+      const end = line.indexOf(' ', 3);
+      const chain = end < 0 ? line.slice(3) : line.slice(3, end);
+      rules.set(chain, (rules.get(chain) ?? 0) + 1);
+    }
+  });
+  return { declared, rules };
+}
+
 /** The targets of the rules of `chains` (a second, rare pass). */
 export function chainTargets(text: string, table: string, chains: ReadonlySet<string>): Map<string, Set<string>> {
   const out = new Map<string, Set<string>>();
