@@ -221,7 +221,7 @@ function report(results: ChildResult[], quick: boolean): string {
     '- render: building the complete restore text (both tables); floor: bare `iptables-restore --noflush` of that text;',
     '  live full sync: `proxier.sync(state, null)` into an empty namespace (save reads, render, filter, nat, jumps);',
     `  endpoint change: one service's endpoint replaced -> \`sync(state, {updated: [key]})\` returned, median of ${CHANGES};`,
-    '  resync: a periodic full sync of the populated table; memory: resident set of the process holding the cluster.',
+    '  resync: a periodic sync(state, null) of the populated, untouched table (it reads iptables-save and checks chains, rule counts and jumps; it writes only what the kernel lost); memory: resident set of the process holding the cluster.',
     '- Every iptables command runs through `ip netns exec` (a few ms each), for the floor as for the proxier.',
     '- On nf_tables, any transaction that adds jumps makes the kernel re-validate the whole jump graph of the table:',
     '  that, not the 2 KB patch, is most of an endpoint change (about 55 ms at 2,000 x 10, 275 ms at 10,000 x 10).',
