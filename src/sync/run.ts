@@ -29,7 +29,7 @@ function makeSource(opts: RunOptions): Source {
 /** One complete list of the objects, from the file or the API server. */
 async function listOnce(opts: RunOptions): Promise<KubeObject[]> {
   if (opts.from) return readObjectsFile(opts.from);
-  const source = new ApiSource({ kubeconfig: opts.kubeconfig, hostname: opts.proxy.hostname });
+  const source = makeSource(opts);
   let objects: KubeObject[] = [];
   await source.start({
     onList: (list) => {
@@ -77,8 +77,7 @@ export async function runProxy(opts: RunOptions): Promise<number> {
   const cluster = new ClusterState(opts.proxy);
   const metrics = new ProxyMetrics();
   const conntrack = new ConntrackCleaner();
-  let health: ProxierHealth | null = null;
-  let serviceHealth: ServiceHealthServers | null = null;
+  // The loop's callbacks run only after start(), when the health objects below exist.
   const loop = new SyncLoop({
     proxier,
     cluster,
@@ -86,7 +85,7 @@ export async function runProxy(opts: RunOptions): Promise<number> {
     syncPeriodMs: opts.syncPeriodMs,
     async onSynced(e) {
       metrics.recordSync(e, e.state);
-      await serviceHealth?.sync(e.state);
+      await serviceHealth.sync(e.state);
       const before = conntrack.failures;
       await conntrack.afterSync(e.state, e.changes);
       if (conntrack.failures > before) metrics.conntrackCleanupFailures.inc(conntrack.failures - before);
@@ -95,8 +94,9 @@ export async function runProxy(opts: RunOptions): Promise<number> {
       metrics.recordFailure(opts.mode);
     },
   });
-  health = new ProxierHealth(loop, 2 * opts.syncPeriodMs);
-  serviceHealth = new ServiceHealthServers(health);
+  // kube-proxy's health timeout: twice the sync period.
+  const health = new ProxierHealth(loop, 2 * opts.syncPeriodMs);
+  const serviceHealth = new ServiceHealthServers(health);
   const servers: Server[] = [];
   // The health server answers from the start: unhealthy only once the first sync is overdue.
   if (opts.healthz && opts.healthz.port !== 0) servers.push(await serveHealth(health, opts.healthz.host, opts.healthz.port));
@@ -105,7 +105,7 @@ export async function runProxy(opts: RunOptions): Promise<number> {
   const source = makeSource(opts);
   const changed = () => {
     metrics.lastQueued.set(Date.now() / 1000);
-    if (health) health.nodeDeleting = cluster.current.node?.deleting ?? false;
+    health.nodeDeleting = cluster.current.node?.deleting ?? false;
     loop.request();
   };
   await source.start({
