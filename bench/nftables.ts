@@ -9,7 +9,7 @@
 //   3. one EndpointSlice change (an endpoint replaced) -> batch applied, 21 times: incremental syncs;
 //   4. a periodic resync (changes = null) of the populated table: kernel check plus comparison.
 // Data plane (skipped with --no-dataplane), side by side with the iptables mode in one run: the
-// scenario topology (src/sandbox), a pod on node-a connecting to a ClusterIP served by another pod on
+// scenario topology (src/lab/sandbox), a pod on node-a connecting to a ClusterIP served by another pod on
 // node-a, with 10 services installed and with 10,000 (x 10 endpoints), rounds alternating; the time
 // from connect() to the connection being established, measured inside the client pod.
 // The figures replace the `nftables` section of docs/benchmarks.md.
@@ -23,8 +23,8 @@ import type { DesiredState, Endpoint } from '../src/model/types.ts';
 import { createProxier as createIptablesProxier } from '../src/modes/iptables/index.ts';
 import { Nft, NftablesProxier, Planner } from '../src/modes/nftables/index.ts';
 import type { IptablesBackend, Proxier } from '../src/modes/types.ts';
-import { startPodServers } from '../src/sandbox/podserver.ts';
-import { newPrefix, sweepStale, Topology } from '../src/sandbox/topology.ts';
+import { startPodServers } from '../src/lab/sandbox/podserver.ts';
+import { newPrefix, sweepStale, Topology } from '../src/lab/sandbox/topology.ts';
 import { fmtMs, writeSection } from './docs.ts';
 import { endpointAt, servicePortAt, servicePortCluster, stateOf } from './synthetic.ts';
 
@@ -359,7 +359,7 @@ function report(results: ChildResult[], plane: PlaneRow[] | null, opts: { quick:
       '',
       '### Data plane: connection setup',
       '',
-      `The scenario topology (src/sandbox): pod a2 on node-a connects to a ClusterIP (TCP) served by pod a1 on node-a; time from`,
+      `The scenario topology (src/lab/sandbox): pod a2 on node-a connects to a ClusterIP (TCP) served by pod a1 on node-a; time from`,
       `connect() to established, measured in the pod (Node.js, so it includes the event loop), ${num(opts.connects)} connections per round after`,
       `50 warm-up ones, rounds 10 / 10,000 / 10 / 10,000 services (x 10 endpoints), each installed by a full sync into an empty table.`,
       `The measured service sorts last in the iptables mode's KUBE-SERVICES chain (its worst case; kube-proxy's order is arbitrary).`,

@@ -9,7 +9,7 @@ import { classifyIP } from './model/ip.ts';
 import { buildState } from './model/store.ts';
 import { stateToJSON, stateToTable } from './model/view.ts';
 import { SourceFileError, readObjectsFile } from './watch/file.ts';
-import { cleanupAll, dryRun, runProxy } from './sync/run.ts';
+import { cleanupAll, dryRun, runProxy } from './daemon/run.ts';
 
 const USAGE = `kube-proxy-ts: a kube-proxy replacement (iptables, nftables and userspace modes).
 
@@ -131,7 +131,7 @@ async function compareCommand(argv: string[]): Promise<number> {
   const modes = typeof f.modes === 'string' ? f.modes.split(',') : [...MODES];
   for (const m of modes) if (!MODES.includes(m as ModeName)) throw new UsageError(`--modes: ${JSON.stringify(m)} is not one of ${MODES.join(', ')}`);
   const num = (k: string) => (typeof f[k] === 'string' ? Number(f[k]) : undefined);
-  const { runCompare } = await import('./compare/index.ts');
+  const { runCompare } = await import('./lab/compare/index.ts');
   const quick = f.quick === true;
   const r = await runCompare({
     modes: modes as ModeName[],
@@ -161,7 +161,7 @@ async function demoCommand(argv: string[]): Promise<number> {
   }
   const mode = (f.mode as string | undefined) ?? 'iptables';
   if (!MODES.includes(mode as ModeName)) throw new UsageError(`--mode: ${JSON.stringify(mode)} is not one of ${MODES.join(', ')}`);
-  const { runDemo, DEMO_SCENARIO } = await import('./demo.ts');
+  const { runDemo, DEMO_SCENARIO } = await import('./lab/demo.ts');
   return runDemo(mode as ModeName, (f.scenario as string | undefined) ?? DEMO_SCENARIO);
 }
 

@@ -4,9 +4,9 @@
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ModeName } from '../../src/modes/types.ts';
-import { listScenarioFiles, loadScenario } from '../../src/sandbox/scenario.ts';
-import type { ExpectKey, Scenario } from '../../src/sandbox/scenario.ts';
-import { sweepStale } from '../../src/sandbox/topology.ts';
+import { listScenarioFiles, loadScenario } from '../../src/lab/sandbox/scenario.ts';
+import type { ExpectKey, Scenario } from '../../src/lab/sandbox/scenario.ts';
+import { sweepStale } from '../../src/lab/sandbox/topology.ts';
 import { dryRunProxy, formatProbeOutcome, formatRun, liveProxy, runScenario, scenarioBudgetMs } from '../harness/run.ts';
 import type { ProxyUnderTest, ScenarioRun } from '../harness/run.ts';
 

@@ -7,11 +7,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { ModeName } from '../../src/modes/types.ts';
-import { startPodServers } from '../../src/sandbox/podserver.ts';
-import { runProbe } from '../../src/sandbox/probe.ts';
-import { BIN, type ProxyProcess, startProxy } from '../../src/sandbox/proxy.ts';
-import { REPO_ROOT, type Scenario, parseProbeTarget } from '../../src/sandbox/scenario.ts';
-import { ADDRESSES, Topology } from '../../src/sandbox/topology.ts';
+import { startPodServers } from '../../src/lab/sandbox/podserver.ts';
+import { runProbe } from '../../src/lab/sandbox/probe.ts';
+import { BIN, type ProxyProcess, startProxy } from '../../src/lab/sandbox/proxy.ts';
+import { REPO_ROOT, type Scenario, parseProbeTarget } from '../../src/lab/sandbox/scenario.ts';
+import { ADDRESSES, Topology } from '../../src/lab/sandbox/topology.ts';
 
 if (process.getuid?.() !== 0) throw new Error('the e2e tests need root (network namespaces, iptables, nft): run them as root');
 

@@ -8,11 +8,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { ModeName } from '../../src/modes/types.ts';
-import { startPodServers } from '../../src/sandbox/podserver.ts';
-import { type ProbeTry, runProbe } from '../../src/sandbox/probe.ts';
-import { type ProxyProcess, proxyCommand, startProxy } from '../../src/sandbox/proxy.ts';
-import { parseProbeTarget, type Scenario } from '../../src/sandbox/scenario.ts';
-import { Topology } from '../../src/sandbox/topology.ts';
+import { startPodServers } from '../../src/lab/sandbox/podserver.ts';
+import { type ProbeTry, runProbe } from '../../src/lab/sandbox/probe.ts';
+import { type ProxyProcess, proxyCommand, startProxy } from '../../src/lab/sandbox/proxy.ts';
+import { parseProbeTarget, type Scenario } from '../../src/lab/sandbox/scenario.ts';
+import { Topology } from '../../src/lab/sandbox/topology.ts';
 
 if (process.getuid?.() !== 0) throw new Error('the e2e tests need root (network namespaces, iptables, nft): run them as root');
 

@@ -1,8 +1,8 @@
 // README's first command: the sandbox demo works in every mode and leaves nothing behind.
 import { describe, expect, it } from 'vitest';
 import { run } from '../../src/exec.ts';
-import { BIN } from '../../src/sandbox/proxy.ts';
-import { listNamespaces } from '../../src/sandbox/topology.ts';
+import { BIN } from '../../src/lab/sandbox/proxy.ts';
+import { listNamespaces } from '../../src/lab/sandbox/topology.ts';
 
 if (process.getuid?.() !== 0) throw new Error('the e2e tests need root (network namespaces, iptables, nft): run them as root');
 

@@ -15,9 +15,9 @@ import {
   SHARED_SCENARIOS_DIR,
   validateScenario,
   writeObjectsFile,
-} from '../../src/sandbox/scenario.ts';
-import type { Scenario } from '../../src/sandbox/scenario.ts';
-import { listNamespaces, sweepStale, Topology } from '../../src/sandbox/topology.ts';
+} from '../../src/lab/sandbox/scenario.ts';
+import type { Scenario } from '../../src/lab/sandbox/scenario.ts';
+import { listNamespaces, sweepStale, Topology } from '../../src/lab/sandbox/topology.ts';
 import { formatRun, noProxy, runScenario } from '../harness/run.ts';
 import type { ScenarioRun } from '../harness/run.ts';
 

@@ -6,7 +6,7 @@ import { createProxier } from '../../src/modes/iptables/index.ts';
 import type { IptablesModeOptions } from '../../src/modes/iptables/proxier.ts';
 import type { Backend } from '../../src/modes/iptables/restore.ts';
 import type { IptablesBackend } from '../../src/modes/types.ts';
-import { newPrefix } from '../../src/sandbox/topology.ts';
+import { newPrefix } from '../../src/lab/sandbox/topology.ts';
 import { config } from '../unit/model-fixtures.ts';
 
 const live = new Set<string>();

@@ -7,8 +7,8 @@ import { buildState } from '../../src/model/store.ts';
 import type { DesiredState } from '../../src/model/types.ts';
 import { createProxier } from '../../src/modes/iptables/index.ts';
 import type { Backend } from '../../src/modes/iptables/restore.ts';
-import { listScenarioFiles, loadScenario, type Scenario } from '../../src/sandbox/scenario.ts';
-import { ADDRESSES, sweepStale, type Topology } from '../../src/sandbox/topology.ts';
+import { listScenarioFiles, loadScenario, type Scenario } from '../../src/lab/sandbox/scenario.ts';
+import { ADDRESSES, sweepStale, type Topology } from '../../src/lab/sandbox/topology.ts';
 import { formatRun, type ProxyUnderTest, runScenario, scenarioBudgetMs } from '../harness/run.ts';
 import { config } from '../unit/model-fixtures.ts';
 

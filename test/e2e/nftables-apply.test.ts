@@ -8,7 +8,7 @@ import { run, runOk } from '../../src/exec.ts';
 import { NftError, NftablesProxier } from '../../src/modes/nftables/index.ts';
 import type { NftablesModeOptions } from '../../src/modes/nftables/index.ts';
 import type { ChangeSet, DesiredState, ServicePort } from '../../src/model/types.ts';
-import { newPrefix } from '../../src/sandbox/topology.ts';
+import { newPrefix } from '../../src/lab/sandbox/topology.ts';
 import { config, desiredState, endpoint, servicePort } from '../unit/nftables-fixtures.ts';
 
 if (process.getuid?.() !== 0) throw new Error('the e2e tests need root (network namespaces, nft): run them as root');

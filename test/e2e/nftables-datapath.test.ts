@@ -10,11 +10,11 @@ import type { EndpointSlice, Service } from '../../src/model/k8s.ts';
 import { ClusterState } from '../../src/model/store.ts';
 import type { ProxyConfig } from '../../src/model/types.ts';
 import { NftablesProxier } from '../../src/modes/nftables/index.ts';
-import { judge } from '../../src/sandbox/judge.ts';
-import { startPodServers } from '../../src/sandbox/podserver.ts';
-import { runProbe } from '../../src/sandbox/probe.ts';
-import type { Expectation, ProbeSource } from '../../src/sandbox/scenario.ts';
-import { sweepStale, Topology } from '../../src/sandbox/topology.ts';
+import { judge } from '../../src/lab/sandbox/judge.ts';
+import { startPodServers } from '../../src/lab/sandbox/podserver.ts';
+import { runProbe } from '../../src/lab/sandbox/probe.ts';
+import type { Expectation, ProbeSource } from '../../src/lab/sandbox/scenario.ts';
+import { sweepStale, Topology } from '../../src/lab/sandbox/topology.ts';
 
 if (process.getuid?.() !== 0) throw new Error('the e2e tests need root (network namespaces, nft): run them as root');
 

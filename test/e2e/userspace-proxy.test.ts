@@ -4,12 +4,12 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runTraffic, startTrafficServer } from '../../src/compare/traffic.ts';
-import type { EchoResult, LatencyResult, UdpResult } from '../../src/compare/traffic.ts';
-import { runProbe } from '../../src/sandbox/probe.ts';
-import { type ProxyProcess, proxyCommand, startProxy } from '../../src/sandbox/proxy.ts';
-import type { PodSpec } from '../../src/sandbox/scenario.ts';
-import { Topology, sweepStale } from '../../src/sandbox/topology.ts';
+import { runTraffic, startTrafficServer } from '../../src/lab/compare/traffic.ts';
+import type { EchoResult, LatencyResult, UdpResult } from '../../src/lab/compare/traffic.ts';
+import { runProbe } from '../../src/lab/sandbox/probe.ts';
+import { type ProxyProcess, proxyCommand, startProxy } from '../../src/lab/sandbox/proxy.ts';
+import type { PodSpec } from '../../src/lab/sandbox/scenario.ts';
+import { Topology, sweepStale } from '../../src/lab/sandbox/topology.ts';
 
 if (process.getuid?.() !== 0) throw new Error('the e2e tests need root (network namespaces, iptables): run them as root');
 

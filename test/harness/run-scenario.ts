@@ -9,8 +9,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { MODES } from '../../src/modes/types.ts';
 import type { ModeName } from '../../src/modes/types.ts';
-import { listScenarioFiles } from '../../src/sandbox/scenario.ts';
-import { sweepStale } from '../../src/sandbox/topology.ts';
+import { listScenarioFiles } from '../../src/lab/sandbox/scenario.ts';
+import { sweepStale } from '../../src/lab/sandbox/topology.ts';
 import { dryRunProxy, formatRun, liveProxy, runScenario } from './run.ts';
 
 const { values, positionals } = parseArgs({

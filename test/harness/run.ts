@@ -4,18 +4,18 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ModeName } from '../../src/modes/types.ts';
-import { startPodServers } from '../../src/sandbox/podserver.ts';
-import type { PodServerHandle } from '../../src/sandbox/podserver.ts';
-import { runProbe } from '../../src/sandbox/probe.ts';
-import type { ProbeResult } from '../../src/sandbox/probe.ts';
-import { formatProbeTarget, loadScenario, writeObjectsFile } from '../../src/sandbox/scenario.ts';
-import type { ExpectKey, ProbeSpec, Scenario } from '../../src/sandbox/scenario.ts';
-import { Topology } from '../../src/sandbox/topology.ts';
-import { type ProxyProcess, proxyCommand, startProxy, tail } from '../../src/sandbox/proxy.ts';
+import { startPodServers } from '../../src/lab/sandbox/podserver.ts';
+import type { PodServerHandle } from '../../src/lab/sandbox/podserver.ts';
+import { runProbe } from '../../src/lab/sandbox/probe.ts';
+import type { ProbeResult } from '../../src/lab/sandbox/probe.ts';
+import { formatProbeTarget, loadScenario, writeObjectsFile } from '../../src/lab/sandbox/scenario.ts';
+import type { ExpectKey, ProbeSpec, Scenario } from '../../src/lab/sandbox/scenario.ts';
+import { Topology } from '../../src/lab/sandbox/topology.ts';
+import { type ProxyProcess, proxyCommand, startProxy, tail } from '../../src/lab/sandbox/proxy.ts';
 
-export { BIN, proxyCommand, tail } from '../../src/sandbox/proxy.ts';
-import { judge } from '../../src/sandbox/judge.ts';
-import type { Verdict } from '../../src/sandbox/judge.ts';
+export { BIN, proxyCommand, tail } from '../../src/lab/sandbox/proxy.ts';
+import { judge } from '../../src/lab/sandbox/judge.ts';
+import type { Verdict } from '../../src/lab/sandbox/judge.ts';
 
 export type Teardown = () => Promise<void>;
 

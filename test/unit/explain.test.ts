@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { explain } from '../../src/model/explain.ts';
 import { buildState } from '../../src/model/store.ts';
-import { listScenarioFiles, loadScenario } from '../../src/sandbox/scenario.ts';
+import { listScenarioFiles, loadScenario } from '../../src/lab/sandbox/scenario.ts';
 
 const CLIENT = '198.18.0.100';
 const NODE_A = '198.18.0.1';

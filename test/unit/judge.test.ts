@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { ProbeTry } from '../../src/sandbox/probe.ts';
-import { judge } from '../../src/sandbox/judge.ts';
+import type { ProbeTry } from '../../src/lab/sandbox/probe.ts';
+import { judge } from '../../src/lab/sandbox/judge.ts';
 
 const ans = (pod: string, sourceIP = '198.19.1.12'): ProbeTry => ({ answer: { pod, sourceIP } });
 const times = (n: number, t: ProbeTry): ProbeTry[] => Array.from({ length: n }, () => t);

@@ -3,10 +3,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { syntheticCluster } from '../../src/compare/cluster.ts';
-import { goalsOf, median, renderTable, syncDurations, writeSection } from '../../src/compare/index.ts';
-import type { ModeFigures } from '../../src/compare/index.ts';
-import { percentile } from '../../src/compare/traffic.ts';
+import { syntheticCluster } from '../../src/lab/compare/cluster.ts';
+import { goalsOf, median, renderTable, syncDurations, writeSection } from '../../src/lab/compare/index.ts';
+import type { ModeFigures } from '../../src/lab/compare/index.ts';
+import { percentile } from '../../src/lab/compare/traffic.ts';
 
 const figures = (bulkUs: number | null, rateUs: number | null): ModeFigures[] => [
   {

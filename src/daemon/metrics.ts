@@ -4,7 +4,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { log } from '../log.ts';
 import type { DesiredState } from '../model/types.ts';
 import type { ModeName } from '../modes/types.ts';
-import type { SyncEvent } from './loop.ts';
+import type { SyncEvent } from '../sync/loop.ts';
 
 /** kube-proxy: metrics.ExponentialBuckets(0.001, 2, 15) */
 const SYNC_BUCKETS = Array.from({ length: 15 }, (_, i) => 0.001 * 2 ** i);

@@ -2,7 +2,7 @@
 // Shared by the demo, the mode comparison and the tests.
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import type { ModeName } from '../modes/types.ts';
+import type { ModeName } from '../../modes/types.ts';
 import { REPO_ROOT } from './scenario.ts';
 import { ADDRESSES, type Host, type Topology } from './topology.ts';
 

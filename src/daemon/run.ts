@@ -13,7 +13,7 @@ import { FileSource, readObjectsFile } from '../watch/file.ts';
 import type { Source } from '../watch/types.ts';
 import { ConntrackCleaner } from './conntrack.ts';
 import { ProxierHealth, ServiceHealthServers, serveHealth } from './health.ts';
-import { SyncLoop } from './loop.ts';
+import { SyncLoop } from '../sync/loop.ts';
 import { ProxyMetrics, serveMetrics } from './metrics.ts';
 
 function reportOutcome(object: string, r: ApplyOutcome): void {

@@ -4,9 +4,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { buildState } from './model/store.ts';
-import { stateToTable } from './model/view.ts';
-import type { ModeName } from './modes/types.ts';
+import { buildState } from '../model/store.ts';
+import { stateToTable } from '../model/view.ts';
+import type { ModeName } from '../modes/types.ts';
 import { judge } from './sandbox/judge.ts';
 import { startPodServers } from './sandbox/podserver.ts';
 import { runProbe } from './sandbox/probe.ts';

@@ -11,9 +11,9 @@
 // Veth pairs are created directly inside their namespaces: nothing ever appears in the root namespace.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { run, runOk } from '../exec.ts';
-import type { RunOptions, RunResult } from '../exec.ts';
-import { log } from '../log.ts';
+import { run, runOk } from '../../exec.ts';
+import type { RunOptions, RunResult } from '../../exec.ts';
+import { log } from '../../log.ts';
 import { NODE_POD_SUBNETS } from './scenario.ts';
 import type { NodeHost, PodSpec } from './scenario.ts';
 

@@ -9,8 +9,8 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
-import { log } from '../log.ts';
-import { MODES, type ModeName } from '../modes/types.ts';
+import { log } from '../../log.ts';
+import { MODES, type ModeName } from '../../modes/types.ts';
 import { type ProxyProcess, proxyCommand, startProxy } from '../sandbox/proxy.ts';
 import { REPO_ROOT } from '../sandbox/scenario.ts';
 import type { PodSpec } from '../sandbox/scenario.ts';
@@ -364,7 +364,7 @@ function renderSection(
     `The same traffic through each mode in turn, in one run: a client pod on node-a to a ClusterIP whose endpoint`,
     `is a pod on node-b (the scenario topology, one copy per mode), the proxy on node-a started as a user starts`,
     `it. ${o.rounds} rounds, each measurement alternating the modes in rotating order; medians shown. Traffic tools:`,
-    `\`src/compare/traffic.ts\` (Node; the same client and server for every mode). Sync: the proxy's own log of its`,
+    `\`src/lab/compare/traffic.ts\` (Node; the same client and server for every mode). Sync: the proxy's own log of its`,
     `first full sync of a synthetic cluster.`,
     `${o.started.toISOString().slice(0, 10)}, ${machine}, load average ${o.load.toFixed(2)} before and ${o.loadAfter.toFixed(2)} after.`,
     '',
