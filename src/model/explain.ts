@@ -1,8 +1,8 @@
 // "Why does this packet go there?": what the desired state does with one new connection, as every mode
 // programs it. Pure: the same decisions the renderers encode, in words.
-import { ipv4InCIDR } from './ip.ts';
+import { cidrContains, inAnyCIDR } from './addr.ts';
+import { describeTopology } from './endpoints.ts';
 import type { DesiredState, Endpoint, ServicePort } from './types.ts';
-import { hasEndpoints } from './types.ts';
 
 export type SourceKind = 'pod' | 'node' | 'external';
 
@@ -32,7 +32,7 @@ export interface Explanation {
 
 function classify(src: string | 'node', state: DesiredState): SourceKind {
   if (src === 'node') return 'node';
-  if (state.config.clusterCIDRs.some((c) => ipv4InCIDR(src, c))) return 'pod';
+  if (inAnyCIDR(state.config.clusterCIDRs, src)) return 'pod';
   return 'external';
 }
 
@@ -50,7 +50,7 @@ function findFrontend(q: PacketQuery, state: DesiredState): { sp: ServicePort; f
   );
   const local = q.dstIsLocal ?? !isFrontendIP;
   if (!local) return null;
-  if (state.config.nodePortAddresses.length > 0 && q.dst !== 'node' && !state.config.nodePortAddresses.some((c) => ipv4InCIDR(q.dst, c))) return null;
+  if (state.config.nodePortAddresses.length > 0 && q.dst !== 'node' && !inAnyCIDR(state.config.nodePortAddresses, q.dst)) return null;
   for (const sp of state.servicePorts.values()) if (sp.protocol === q.protocol && sp.nodePort === q.port) return { sp, frontend: 'nodePort' };
   return null;
 }
@@ -77,25 +77,28 @@ export function explain(q: PacketQuery, state: DesiredState): Explanation {
   out.affinitySeconds = sp.affinityTimeoutSeconds;
   const what = { clusterIP: 'the ClusterIP', externalIP: 'an externalIP', loadBalancerIP: 'a load-balancer IP', nodePort: 'the NodePort' }[frontend];
   steps.push(`destination: ${what} of ${sp.key} (${sp.protocol} port ${frontend === 'nodePort' ? sp.nodePort : sp.port})`);
-  if (!hasEndpoints(sp)) {
+  if (!sp.hasAnyEndpoints) {
     out.verdict = 'reject';
     steps.push('the service port has no usable endpoint (none ready, none serving-and-terminating): REJECT, so the client is refused at once');
     return out;
   }
   const external = frontend !== 'clusterIP';
   if (external && frontend === 'loadBalancerIP' && sp.loadBalancerSourceRanges.length > 0) {
-    const allowed = q.src !== 'node' && sp.loadBalancerSourceRanges.some((c) => ipv4InCIDR(q.src as string, c));
+    const allowed = q.src !== 'node' && sp.loadBalancerSourceRanges.some((c) => cidrContains(c, q.src as string));
     steps.push(`loadBalancerSourceRanges ${sp.loadBalancerSourceRanges.join(',')}: the source is ${allowed ? 'allowed' : 'not allowed: DROP'}`);
     if (!allowed) {
       out.verdict = 'drop';
       return out;
     }
   }
+  // Which endpoints: the model decided (ServicePort.internalEndpoints / externalEndpoints / clusterEndpoints);
+  // this only says which of its lists this connection meets, and why.
   let eps: readonly Endpoint[];
   let masq: boolean;
+  const topology = describeTopology(sp.topologyMode, { name: state.config.hostname, zone: state.node?.zone ?? '' });
   if (!external) {
-    if (sp.internalTrafficPolicy === 'Local') {
-      eps = sp.localEndpoints;
+    eps = sp.internalEndpoints;
+    if (sp.internalPolicyLocal) {
       steps.push(`internalTrafficPolicy Local: only this node's endpoints (${eps.length})`);
       if (eps.length === 0) {
         out.verdict = 'drop';
@@ -103,15 +106,15 @@ export function explain(q: PacketQuery, state: DesiredState): Explanation {
         return out;
       }
     } else {
-      eps = sp.clusterEndpoints;
       steps.push(`internalTrafficPolicy Cluster: every endpoint of the cluster (${eps.length})`);
+      if (topology) steps.push(topology);
     }
     masq = state.config.masqueradeAll || (state.config.clusterCIDRs.length > 0 && kind !== 'pod');
     if (state.config.masqueradeAll) steps.push('--masquerade-all: masqueraded');
     else if (masq) steps.push('the source is not a pod address: masqueraded, so replies come back through this node');
     else steps.push('the source is a pod: its address is kept');
-  } else if (sp.externalTrafficPolicy === 'Local' && kind === 'external') {
-    eps = sp.localEndpoints;
+  } else if (sp.externalPolicyLocal && kind === 'external') {
+    eps = sp.externalEndpoints;
     masq = false;
     steps.push(`externalTrafficPolicy Local and an outside source: only this node's endpoints (${eps.length}), the client address is kept`);
     if (eps.length === 0) {
@@ -120,11 +123,13 @@ export function explain(q: PacketQuery, state: DesiredState): Explanation {
       return out;
     }
   } else {
+    // A Local external policy does not apply to pods and the node itself: they use the cluster endpoints (the short circuit).
     eps = sp.clusterEndpoints;
-    masq = sp.externalTrafficPolicy === 'Cluster' || kind === 'node';
-    if (sp.externalTrafficPolicy === 'Local')
+    masq = !sp.externalPolicyLocal || kind === 'node';
+    if (sp.externalPolicyLocal)
       steps.push(`externalTrafficPolicy Local, but the source is ${kind === 'pod' ? 'a pod' : 'this node'}: every endpoint of the cluster (${eps.length})`);
     else steps.push(`externalTrafficPolicy Cluster: every endpoint of the cluster (${eps.length})`);
+    if (topology) steps.push(topology);
     steps.push(masq ? 'masqueraded: the endpoint may be on another node, and replies must come back through this one' : 'the source address is kept');
   }
   out.verdict = 'dnat';

@@ -37,6 +37,7 @@ export interface Service {
     internalTrafficPolicy?: string;
     healthCheckNodePort?: number;
     externalName?: string;
+    trafficDistribution?: string;
   };
   status?: {
     loadBalancer?: { ingress?: { ip?: string; hostname?: string; ipMode?: string }[] };
@@ -56,7 +57,10 @@ export interface EndpointSlice {
         nodeName?: string;
         zone?: string;
         hostname?: string;
+        hints?: { forZones?: { name?: string }[]; forNodes?: { name?: string }[] };
         deprecatedTopology?: Record<string, string>;
+        /** discovery.k8s.io/v1beta1 only: kubernetes.io/hostname and topology.kubernetes.io/zone live here. */
+        topology?: Record<string, string>;
       }[]
     | null;
 }
@@ -74,4 +78,6 @@ export type KubeObject = Service | EndpointSlice | Node;
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
 export const HEADLESS_LABEL = 'service.kubernetes.io/headless';
+export const HOSTNAME_LABEL = 'kubernetes.io/hostname';
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';

@@ -1,7 +1,17 @@
 // Validation of untrusted Kubernetes objects into the proxy's own, checked shapes.
 // An object with any invalid field is reported (object, field, reason) and left out as a whole.
-import { classifyIP, isValidPort, parseCIDR } from './ip.ts';
-import { type EndpointSlice, HEADLESS_LABEL, type Node, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, type Service, TRIGGER_TIME_ANNOTATION } from './k8s.ts';
+import { isValidPort, parseCIDR, parseIP } from './addr.ts';
+import {
+  type EndpointSlice,
+  HEADLESS_LABEL,
+  HOSTNAME_LABEL,
+  type Node,
+  SERVICE_NAME_LABEL,
+  SERVICE_PROXY_NAME_LABEL,
+  type Service,
+  TRIGGER_TIME_ANNOTATION,
+  ZONE_LABEL,
+} from './k8s.ts';
 import type { IPFamily, NodeInfo, Protocol, TrafficPolicy, ValidationIssue } from './types.ts';
 
 export const DEFAULT_AFFINITY_TIMEOUT = 10800;
@@ -31,15 +41,17 @@ export interface ParsedService {
   externalTrafficPolicy: TrafficPolicy;
   internalTrafficPolicy: TrafficPolicy;
   healthCheckNodePort: number | null;
-  hasExternal: boolean;
 }
 
 export interface ParsedEndpoint {
   ip: string;
   nodeName: string | null;
+  zone: string | null;
   ready: boolean;
   serving: boolean;
   terminating: boolean;
+  zoneHints: string[];
+  nodeHints: string[];
 }
 
 export interface ParsedSlice {
@@ -105,7 +117,7 @@ function addIPs(c: Collector, field: string, list: unknown, out: Record<IPFamily
     return;
   }
   list.forEach((s, i) => {
-    const ip = classifyIP(s);
+    const ip = parseIP(s);
     if (!ip) c.add(`${field}[${i}]`, `${JSON.stringify(s)} is not a valid IP address`);
     else if (!out[ip.family].includes(ip.ip)) out[ip.family].push(ip.ip);
   });
@@ -135,7 +147,7 @@ export function parseService(svc: Service): ParseResult<ParsedService> {
   const clusterIPs = byFamily();
   if (Array.isArray(spec.clusterIPs) && spec.clusterIPs.length > 0) addIPs(c, 'spec.clusterIPs', rawClusterIPs, clusterIPs);
   else {
-    const ip = classifyIP(spec.clusterIP);
+    const ip = parseIP(spec.clusterIP);
     if (!ip) c.add('spec.clusterIP', `${JSON.stringify(spec.clusterIP)} is not a valid IP address`);
     else clusterIPs[ip.family].push(ip.ip);
   }
@@ -200,7 +212,6 @@ export function parseService(svc: Service): ParseResult<ParsedService> {
     c.add(field, `${JSON.stringify(v)} is not Cluster or Local`);
     return 'Cluster';
   };
-  const hasExternal = type === 'NodePort' || type === 'LoadBalancer' || externalIPs.IPv4.length + externalIPs.IPv6.length > 0;
   const etp = policy('spec.externalTrafficPolicy', spec.externalTrafficPolicy);
   const itp = policy('spec.internalTrafficPolicy', spec.internalTrafficPolicy);
   let healthCheckNodePort: number | null = null;
@@ -222,11 +233,10 @@ export function parseService(svc: Service): ParseResult<ParsedService> {
       loadBalancerIPs,
       loadBalancerSourceRanges,
       affinityTimeoutSeconds,
-      // kube-proxy applies the external policy only to services reachable from outside.
-      externalTrafficPolicy: hasExternal ? etp : 'Cluster',
+      // Whether the external policy applies is decided per family (model/endpoints.ts: externallyAccessible).
+      externalTrafficPolicy: etp,
       internalTrafficPolicy: itp,
       healthCheckNodePort,
-      hasExternal,
     },
   };
 }
@@ -272,7 +282,7 @@ export function parseEndpointSlice(slice: EndpointSlice): ParseResult<ParsedSlic
       c.add(`endpoints[${i}].addresses`, 'is empty');
       return;
     }
-    const ip = classifyIP(addr);
+    const ip = parseIP(addr);
     if (!ip) {
       c.add(`endpoints[${i}].addresses[0]`, `${JSON.stringify(addr)} is not a valid IP address`);
       return;
@@ -281,14 +291,29 @@ export function parseEndpointSlice(slice: EndpointSlice): ParseResult<ParsedSlic
       c.add(`endpoints[${i}].addresses[0]`, `${addr} is not an ${family} address`);
       return;
     }
-    const ready = cond(e.conditions?.ready, true);
-    const nodeName = e.nodeName ?? e.deprecatedTopology?.['kubernetes.io/hostname'] ?? null;
+    // discovery.k8s.io/v1beta1 keeps the node and zone in a topology map; v1 (converted by the API server) in
+    // nodeName and zone, with what else v1beta1 had in deprecatedTopology. Read both, as upstream's conversion maps them.
+    const topology = e.topology ?? e.deprecatedTopology;
+    const nodeName = e.nodeName ?? topology?.[HOSTNAME_LABEL] ?? null;
+    const zone = e.zone ?? e.topology?.[ZONE_LABEL] ?? null;
+    const hintNames = (field: string, list: unknown): string[] => {
+      if (list === undefined || list === null) return [];
+      if (!Array.isArray(list)) {
+        c.add(`endpoints[${i}].hints.${field}`, 'is not a list');
+        return [];
+      }
+      return list.map((h: { name?: unknown } | null) => h?.name).filter((n): n is string => typeof n === 'string' && n !== '');
+    };
+    // Conditions as upstream reads them: ready and serving absent mean true, terminating absent means false.
     endpoints.push({
       ip: ip.ip,
       nodeName: typeof nodeName === 'string' && nodeName !== '' ? nodeName : null,
-      ready,
-      serving: cond(e.conditions?.serving, ready),
+      zone: typeof zone === 'string' && zone !== '' ? zone : null,
+      ready: cond(e.conditions?.ready, true),
+      serving: cond(e.conditions?.serving, true),
       terminating: cond(e.conditions?.terminating, false),
+      zoneHints: hintNames('forZones', e.hints?.forZones),
+      nodeHints: hintNames('forNodes', e.hints?.forNodes),
     });
   });
 
@@ -306,22 +331,26 @@ export function parseNode(node: Node): ParseResult<NodeInfo> {
   const c = new Collector(describe('Node', node.metadata));
   const { name } = checkMeta(c, node.metadata, false);
   const addresses: string[] = [];
-  for (const [i, a] of (node.status?.addresses ?? []).entries()) {
+  const rawAddresses: unknown = node.status?.addresses ?? [];
+  if (!Array.isArray(rawAddresses)) c.add('status.addresses', 'is not a list');
+  for (const [i, a] of (Array.isArray(rawAddresses) ? (rawAddresses as { type?: string; address?: string }[]) : []).entries()) {
     if (a?.type !== 'InternalIP' && a?.type !== 'ExternalIP') continue;
-    const ip = classifyIP(a.address);
+    const ip = parseIP(a.address);
     if (!ip) c.add(`status.addresses[${i}].address`, `${JSON.stringify(a.address)} is not a valid IP address`);
     else addresses.push(ip.ip);
   }
   const podCIDRs: string[] = [];
-  const rawCIDRs = node.spec?.podCIDRs ?? (node.spec?.podCIDR ? [node.spec.podCIDR] : []);
-  rawCIDRs.forEach((r, i) => {
+  const rawCIDRs: unknown = node.spec?.podCIDRs ?? (node.spec?.podCIDR ? [node.spec.podCIDR] : []);
+  if (!Array.isArray(rawCIDRs)) c.add('spec.podCIDRs', 'is not a list');
+  (Array.isArray(rawCIDRs) ? (rawCIDRs as unknown[]) : []).forEach((r, i) => {
     const cidr = parseCIDR(r);
     if (!cidr) c.add(`spec.podCIDRs[${i}]`, `${JSON.stringify(r)} is not a valid CIDR`);
     else podCIDRs.push(cidr.cidr);
   });
   if (c.issues.length > 0) return { ok: false, issues: c.issues };
-  const labels = node.metadata?.labels && typeof node.metadata.labels === 'object' ? { ...node.metadata.labels } : {};
-  return { ok: true, value: { name, labels, addresses, podCIDRs, deleting: Boolean(node.metadata?.deletionTimestamp) } };
+  const labels: Record<string, string> = node.metadata?.labels && typeof node.metadata.labels === 'object' ? { ...node.metadata.labels } : {};
+  const zone = typeof labels[ZONE_LABEL] === 'string' ? labels[ZONE_LABEL] : '';
+  return { ok: true, value: { name, labels, zone, addresses, podCIDRs, deleting: Boolean(node.metadata?.deletionTimestamp) } };
 }
 
 export function formatIssue(i: ValidationIssue): string {

@@ -1,9 +1,10 @@
 // The incremental desired-state builder: holds the parsed objects, recomputes only the service ports of
 // services touched since the last commit, and reports what changed. Pure: no I/O, no clock.
-import { endpointId } from './ip.ts';
+import { hostPort } from './addr.ts';
+import { categorizeEndpoints, type NodeTopology } from './endpoints.ts';
 import { type ParsedService, type ParsedSlice, type ParseResult, parseEndpointSlice, parseNode, parseService } from './parse.ts';
 import type { EndpointSlice, KubeObject, Node, Service } from './k8s.ts';
-import type { ChangeSet, DesiredState, Endpoint, IPFamily, ProxyConfig, ServicePort, ValidationIssue } from './types.ts';
+import type { ChangeSet, DesiredState, Endpoint, IPFamily, NodeInfo, ProxyConfig, ServicePort, ValidationIssue } from './types.ts';
 
 export interface Commit {
   state: DesiredState;
@@ -30,17 +31,25 @@ export class ClusterState {
   private readonly dirtySlices = new Set<string>();
   private readonly dirtyServices = new Set<string>();
   private triggerTimes: number[] = [];
-  private readonly state: DesiredState;
+  private node: NodeInfo | null = null;
+  private nodeChanged = false;
+  /** The snapshot of the last commit: replaced by the next commit that changes anything, never mutated. */
+  private state: DesiredState;
 
   constructor(config: ProxyConfig, family: IPFamily = 'IPv4') {
     this.config = config;
     this.family = family;
-    this.state = { family, config, node: null, servicePorts: this.ports };
+    this.state = { family, config, node: null, servicePorts: new Map() };
   }
 
-  /** The current desired state (as of the last commit). The map is live; ServicePort objects are replaced, never mutated. */
+  /** The desired state as of the last commit (a snapshot). */
   get current(): DesiredState {
     return this.state;
+  }
+
+  /** This node as the last applied Node object describes it (before the next commit). */
+  get currentNode(): NodeInfo | null {
+    return this.node;
   }
 
   upsertService(svc: Service): ApplyOutcome {
@@ -83,13 +92,20 @@ export class ClusterState {
 
   setNode(node: Node | null): ApplyOutcome {
     if (node === null) {
-      this.state.node = null;
+      this.applyNode(null);
       return { kind: 'applied' };
     }
     const r = parseNode(node);
     if (r.ok !== true) return outcome(r);
-    this.state.node = r.value;
+    this.applyNode(r.value);
     return { kind: 'applied' };
+  }
+
+  private applyNode(next: NodeInfo | null): void {
+    // The zone decides topology: when it changes, every service port's endpoints are decided anew.
+    if ((next?.zone ?? '') !== (this.node?.zone ?? '')) for (const k of this.services.keys()) this.dirty.add(k);
+    this.node = next;
+    this.nodeChanged = true;
   }
 
   /** Applies any kind of object (from a file or a list); returns what happened to it. */
@@ -139,13 +155,18 @@ export class ClusterState {
 
   /** Whether anything changed since the last commit. */
   get pending(): boolean {
-    return this.dirty.size > 0;
+    return this.dirty.size > 0 || this.nodeChanged;
   }
 
-  /** Recomputes the service ports of every service touched since the last commit. */
+  /** Recomputes the service ports of every service touched since the last commit; a new snapshot when anything changed. */
   commit(): Commit {
-    const changes: ChangeSet = { added: [], updated: [], removed: [] };
-    for (const svcKey of this.dirty) this.recompute(svcKey, changes);
+    const previous = new Map<string, ServicePort>();
+    const changes: ChangeSet = { added: [], updated: [], removed: [], previous };
+    for (const svcKey of this.dirty) this.recompute(svcKey, changes, previous);
+    if (changes.added.length + changes.updated.length + changes.removed.length > 0 || this.nodeChanged) {
+      this.state = { family: this.family, config: this.config, node: this.node, servicePorts: new Map(this.ports) };
+    }
+    this.nodeChanged = false;
     const result: Commit = {
       state: this.state,
       changes,
@@ -175,13 +196,14 @@ export class ClusterState {
     this.dirty.add(old.serviceKey);
   }
 
-  private recompute(svcKey: string, changes: ChangeSet): void {
+  private recompute(svcKey: string, changes: ChangeSet, previous: Map<string, ServicePort>): void {
     const oldKeys = this.portKeysByService.get(svcKey) ?? [];
     const svc = this.services.get(svcKey);
-    const next = svc ? buildServicePorts(svc, this.slicesOf(svcKey), this.family, this.config.hostname) : [];
+    const next = svc ? buildServicePorts(svc, this.slicesOf(svcKey), this.family, { name: this.config.hostname, zone: this.node?.zone ?? '' }) : [];
     const nextKeys = new Set(next.map((p) => p.key));
     for (const k of oldKeys) {
       if (!nextKeys.has(k)) {
+        previous.set(k, this.ports.get(k)!);
         this.ports.delete(k);
         changes.removed.push(k);
       }
@@ -189,8 +211,10 @@ export class ClusterState {
     for (const p of next) {
       const prev = this.ports.get(p.key);
       if (!prev) changes.added.push(p.key);
-      else if (!sameServicePort(prev, p)) changes.updated.push(p.key);
-      else continue;
+      else if (!sameServicePort(prev, p)) {
+        changes.updated.push(p.key);
+        previous.set(p.key, prev);
+      } else continue;
       this.ports.set(p.key, p);
     }
     if (next.length > 0)
@@ -228,16 +252,14 @@ function outcome<T>(r: ParseResult<T>): ApplyOutcome {
 }
 
 /** Builds the service ports of one service for one family from its slices (already in merge order). */
-export function buildServicePorts(svc: ParsedService, slices: readonly ParsedSlice[], family: IPFamily, hostname: string): ServicePort[] {
+export function buildServicePorts(svc: ParsedService, slices: readonly ParsedSlice[], family: IPFamily, node: NodeTopology): ServicePort[] {
   const clusterIPs = svc.clusterIPs[family];
   if (clusterIPs.length === 0) return [];
   const out: ServicePort[] = [];
   for (const p of svc.ports) {
-    const all = mergeEndpoints(p.name, p.protocol, slices, family, hostname);
-    const ready = all.filter((e) => e.ready);
-    const clusterEndpoints = ready.length > 0 ? ready : all.filter((e) => e.serving && e.terminating);
-    const localReady = ready.filter((e) => e.isLocal);
-    const localEndpoints = localReady.length > 0 ? localReady : all.filter((e) => e.isLocal && e.serving && e.terminating);
+    const all = mergeEndpoints(p.name, p.protocol, slices, node.name);
+    const externallyAccessible = p.nodePort !== null || svc.externalIPs[family].length > 0 || svc.loadBalancerIPs[family].length > 0;
+    const categories = categorizeEndpoints(all, { ...svc, externallyAccessible }, node);
     out.push({
       key: `${svc.key}:${p.name}`,
       service: svc.key,
@@ -253,13 +275,13 @@ export function buildServicePorts(svc: ParsedService, slices: readonly ParsedSli
       loadBalancerIPs: [...svc.loadBalancerIPs[family]],
       loadBalancerSourceRanges: [...svc.loadBalancerSourceRanges[family]],
       affinityTimeoutSeconds: svc.affinityTimeoutSeconds,
-      externalTrafficPolicy: svc.externalTrafficPolicy,
+      // The external policy applies only where there is external traffic (upstream: ExternallyAccessible).
+      externalTrafficPolicy: externallyAccessible ? svc.externalTrafficPolicy : 'Cluster',
       internalTrafficPolicy: svc.internalTrafficPolicy,
       healthCheckNodePort: svc.healthCheckNodePort,
-      hasExternal: svc.hasExternal,
-      clusterEndpoints,
-      localEndpoints,
       allEndpoints: all,
+      externallyAccessible,
+      ...categories,
     });
   }
   return out;
@@ -270,13 +292,13 @@ export function buildServicePorts(svc: ParsedService, slices: readonly ParsedSli
  * protocol gives the endpoint port (how named targetPorts resolve). Duplicates (same ip:port in several
  * slices) are merged, a ready copy winning over a not-ready one. Sorted by id.
  */
-function mergeEndpoints(portName: string, protocol: string, slices: readonly ParsedSlice[], family: IPFamily, hostname: string): Endpoint[] {
+function mergeEndpoints(portName: string, protocol: string, slices: readonly ParsedSlice[], hostname: string): Endpoint[] {
   const byId = new Map<string, Endpoint>();
   for (const s of slices) {
     const sp = s.ports.find((x) => x.name === portName && x.protocol === protocol);
     if (!sp) continue;
     for (const e of s.endpoints) {
-      const id = endpointId(e.ip, sp.port, family);
+      const id = hostPort(e.ip, sp.port);
       const prev = byId.get(id);
       if (prev && (prev.ready || !e.ready)) continue;
       byId.set(id, {
@@ -284,10 +306,13 @@ function mergeEndpoints(portName: string, protocol: string, slices: readonly Par
         port: sp.port,
         id,
         nodeName: e.nodeName,
+        zone: e.zone,
         isLocal: e.nodeName !== null && e.nodeName === hostname,
         ready: e.ready,
         serving: e.serving,
         terminating: e.terminating,
+        zoneHints: e.zoneHints,
+        nodeHints: e.nodeHints,
       });
     }
   }
@@ -303,7 +328,17 @@ function sameEndpoints(a: readonly Endpoint[], b: readonly Endpoint[]): boolean 
   for (let i = 0; i < a.length; i++) {
     const x = a[i]!;
     const y = b[i]!;
-    if (x.id !== y.id || x.nodeName !== y.nodeName || x.ready !== y.ready || x.serving !== y.serving || x.terminating !== y.terminating) return false;
+    if (
+      x.id !== y.id ||
+      x.nodeName !== y.nodeName ||
+      x.zone !== y.zone ||
+      x.ready !== y.ready ||
+      x.serving !== y.serving ||
+      x.terminating !== y.terminating ||
+      !sameList(x.zoneHints, y.zoneHints) ||
+      !sameList(x.nodeHints, y.nodeHints)
+    )
+      return false;
   }
   return true;
 }
@@ -322,7 +357,11 @@ export function sameServicePort(a: ServicePort, b: ServicePort): boolean {
     a.externalTrafficPolicy === b.externalTrafficPolicy &&
     a.internalTrafficPolicy === b.internalTrafficPolicy &&
     a.healthCheckNodePort === b.healthCheckNodePort &&
-    a.hasExternal === b.hasExternal &&
+    a.externallyAccessible === b.externallyAccessible &&
+    a.internalPolicyLocal === b.internalPolicyLocal &&
+    a.externalPolicyLocal === b.externalPolicyLocal &&
+    a.topologyMode === b.topologyMode &&
+    a.hasAnyEndpoints === b.hasAnyEndpoints &&
     sameList(a.clusterIPs, b.clusterIPs) &&
     sameList(a.externalIPs, b.externalIPs) &&
     sameList(a.loadBalancerIPs, b.loadBalancerIPs) &&

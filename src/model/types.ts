@@ -11,12 +11,20 @@ export interface Endpoint {
   /** "ip:port" ("[ip]:port" for IPv6): the identity of the endpoint within a service port. */
   id: string;
   nodeName: string | null;
+  zone: string | null;
   /** True when nodeName is this node. */
   isLocal: boolean;
   ready: boolean;
   serving: boolean;
   terminating: boolean;
+  /** hints.forZones names (empty: no zone hint). */
+  zoneHints: readonly string[];
+  /** hints.forNodes names (empty: no node hint). */
+  nodeHints: readonly string[];
 }
+
+/** The topology mode chosen from the hints (upstream's topologyModeFromHints); '' means none. */
+export type TopologyMode = '' | 'PreferSameZone' | 'PreferSameNode';
 
 /**
  * One service port as this node must program it, for one IP family.
@@ -46,37 +54,45 @@ export interface ServicePort {
   externalTrafficPolicy: TrafficPolicy;
   internalTrafficPolicy: TrafficPolicy;
   healthCheckNodePort: number | null;
-  /** Whether the service has external frontends (NodePort, externalIPs, LB IPs) subject to externalTrafficPolicy. */
-  hasExternal: boolean;
-  /** Ready endpoints of every node or, when there are none, the serving-and-terminating ones. */
-  clusterEndpoints: Endpoint[];
-  /** Ready endpoints on this node or, when there are none, this node's serving-and-terminating ones. */
-  localEndpoints: Endpoint[];
   /** Every endpoint from the slices, whatever its conditions (for tools and health checks). */
   allEndpoints: Endpoint[];
-}
-
-/** Endpoints for traffic to the ClusterIP (internal traffic). */
-export function internalEndpoints(sp: ServicePort): Endpoint[] {
-  return sp.internalTrafficPolicy === 'Local' ? sp.localEndpoints : sp.clusterEndpoints;
-}
-
-/** Endpoints for traffic to NodePorts, externalIPs and LB IPs (external traffic). */
-export function externalEndpoints(sp: ServicePort): Endpoint[] {
-  return sp.externalTrafficPolicy === 'Local' ? sp.localEndpoints : sp.clusterEndpoints;
-}
-
-/**
- * kube-proxy's "has endpoints": any usable endpoint at all. Without one, every frontend
- * REJECTs. With some but none for a Local policy, that policy's traffic is DROPped.
- */
-export function hasEndpoints(sp: ServicePort): boolean {
-  return sp.clusterEndpoints.length > 0 || sp.localEndpoints.length > 0;
+  // ---- The one endpoint decision (model/endpoints.ts, upstream's CategorizeEndpoints). Every mode,
+  // explain and the daemon read these fields; none re-derives a traffic policy.
+  /**
+   * Upstream's ExternallyAccessible: this family has a NodePort, an externalIP or an LB IP. Only then
+   * does externalTrafficPolicy apply, and only these frontends are "external".
+   */
+  externallyAccessible: boolean;
+  /** internalTrafficPolicy is Local: ClusterIP traffic uses localEndpoints only. */
+  internalPolicyLocal: boolean;
+  /** externalTrafficPolicy is Local and the port is externally accessible: outside traffic uses localEndpoints only. */
+  externalPolicyLocal: boolean;
+  /** The topology mode applied to clusterEndpoints. */
+  topologyMode: TopologyMode;
+  /**
+   * Cluster-policy endpoints: ready ones (filtered by topology hints) or, when there are none
+   * anywhere, the serving-and-terminating ones. Also what external traffic from a pod or the node
+   * itself uses under a Local external policy (upstream's short circuit). Empty when unused.
+   */
+  clusterEndpoints: Endpoint[];
+  /** Local-policy endpoints: this node's ready ones, else its serving-and-terminating ones. Empty when unused. */
+  localEndpoints: Endpoint[];
+  /** The endpoints ClusterIP traffic goes to: localEndpoints under internalPolicyLocal, else clusterEndpoints. */
+  internalEndpoints: Endpoint[];
+  /** The endpoints outside traffic to an external frontend goes to: localEndpoints under externalPolicyLocal, else clusterEndpoints. */
+  externalEndpoints: Endpoint[];
+  /**
+   * Any usable endpoint anywhere in the cluster. Without one every frontend REJECTs; with some but none
+   * for a Local policy, that policy's traffic is DROPped.
+   */
+  hasAnyEndpoints: boolean;
 }
 
 export interface NodeInfo {
   name: string;
   labels: Record<string, string>;
+  /** The topology.kubernetes.io/zone label, or '' without one. */
+  zone: string;
   /** status.addresses[].address (InternalIP/ExternalIP). */
   addresses: string[];
   podCIDRs: string[];
@@ -102,17 +118,21 @@ export interface ChangeSet {
   updated: string[];
   /** Service port keys that disappeared. */
   removed: string[];
-}
-
-export function emptyChangeSet(): ChangeSet {
-  return { added: [], updated: [], removed: [] };
+  /**
+   * The value each updated or removed key had before the change (as upstream's change trackers keep it):
+   * what the data path held, for cleanups that must know what went away (UDP conntrack entries).
+   */
+  previous: ReadonlyMap<string, ServicePort>;
 }
 
 export function changeSetSize(c: ChangeSet): number {
   return c.added.length + c.updated.length + c.removed.length;
 }
 
-/** What every mode renders: the service ports of one family, keyed by ServicePort.key. */
+/**
+ * What every mode renders: the service ports of one family, keyed by ServicePort.key. A snapshot: a
+ * later commit never changes a state already handed out (the map is replaced, ServicePorts are immutable).
+ */
 export interface DesiredState {
   family: IPFamily;
   config: ProxyConfig;

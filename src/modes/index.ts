@@ -1,10 +1,23 @@
-import { createProxier as iptables } from './iptables/index.ts';
-import { createProxier as nftables } from './nftables/index.ts';
-import type { ModeName, ModeOptions, Proxier } from './types.ts';
-import { createProxier as userspace } from './userspace/index.ts';
+// The registry of modes: each declares itself once (its index.ts exports a ModeDefinition); the rest of the
+// program asks here and never checks a mode's name.
+import { FAMILIES } from '../model/addr.ts';
+import type { IPFamily } from '../model/types.ts';
+import { definition as iptables } from './iptables/index.ts';
+import { definition as nftables } from './nftables/index.ts';
+import type { ModeDefinition, ModeName, ModeOptions, Proxier } from './types.ts';
+import { definition as userspace } from './userspace/index.ts';
 
-const factories: Record<ModeName, (opts: ModeOptions) => Proxier> = { iptables, nftables, userspace };
+export const MODE_DEFINITIONS: Readonly<Record<ModeName, ModeDefinition>> = { iptables, nftables, userspace };
+
+export function modeDefinition(mode: ModeName): ModeDefinition {
+  return MODE_DEFINITIONS[mode];
+}
 
 export function createProxier(mode: ModeName, opts: ModeOptions): Proxier {
-  return factories[mode](opts);
+  return MODE_DEFINITIONS[mode].create(opts);
+}
+
+/** One proxier per family, in family order. */
+export function createFamilyProxiers(mode: ModeName, opts: Omit<ModeOptions, 'family'>, families: readonly IPFamily[] = FAMILIES): Proxier[] {
+  return families.map((family) => createProxier(mode, { ...opts, family }));
 }

@@ -1,5 +1,7 @@
-// The contract between the sync loop and a mode.
-import type { ChangeSet, DesiredState, ProxyConfig } from '../model/types.ts';
+// The contract between the daemon and a mode. A mode declares itself once (ModeDefinition, in its
+// index.ts); a Proxier programs ONE IP family. The daemon builds one pipeline per family and composes
+// them (src/daemon/run.ts), as upstream's meta-proxier does, so no mode handles two families at once.
+import type { ChangeSet, DesiredState, IPFamily, ProxyConfig } from '../model/types.ts';
 
 export type ModeName = 'iptables' | 'nftables' | 'userspace';
 export const MODES: readonly ModeName[] = ['iptables', 'nftables', 'userspace'];
@@ -16,6 +18,8 @@ export interface SyncResult {
 
 export interface Proxier {
   readonly mode: ModeName;
+  /** The one family this proxier programs. */
+  readonly family: IPFamily;
   /**
    * Makes the data path match `state`.
    * `changes` lists what changed since the last successful sync; null asks for a full sync
@@ -24,9 +28,9 @@ export interface Proxier {
    * whatever `changes` says.
    */
   sync(state: DesiredState, changes: ChangeSet | null): Promise<SyncResult>;
-  /** The complete input for a node that has no rules yet: what --dry-run prints. */
+  /** The complete input for a node that has no rules yet, for this family: what --dry-run prints. Warnings go to the log, never into it. */
   dryRun(state: DesiredState): string;
-  /** Removes everything this mode installs (and kube-proxy's own leftovers), nothing else. */
+  /** Removes everything this mode installs for this family (and kube-proxy's own leftovers), nothing else. */
   cleanup(): Promise<void>;
   /** Releases resources (sockets, timers) without touching the rules. */
   close(): Promise<void>;
@@ -36,6 +40,34 @@ export type IptablesBackend = 'auto' | 'nft' | 'legacy';
 
 export interface ModeOptions {
   config: ProxyConfig;
+  /** The family the proxier programs: IPv4 with iptables / table ip, IPv6 with ip6tables / table ip6. */
+  family: IPFamily;
   /** iptables and userspace modes: which iptables binaries to use; auto detects what the host uses. */
   iptablesBackend: IptablesBackend;
+}
+
+/** What `--dry-run` prints in a mode, and how a user loads it. */
+export interface DryRunFormat {
+  /** 'restore': iptables-restore text (one family per output); 'nft-json': an `nft -j -f` batch. */
+  kind: 'restore' | 'nft-json';
+  /**
+   * Joins the outputs of both families into one loadable output, or null when a mode's output holds one
+   * family only (then plain --dry-run prints IPv4 and says on stderr how to get IPv6).
+   */
+  combine: ((ipv4: string, ipv6: string) => string) | null;
+  /** The command that loads a family's output from `file` into a node, e.g. ['ip6tables-restore', '--noflush', file]. */
+  loadCommand(family: IPFamily, file: string): string[];
+}
+
+/** Everything the rest of the program knows about a mode, declared once in the mode's index.ts. */
+export interface ModeDefinition {
+  name: ModeName;
+  /** One line for --help. */
+  summary: string;
+  create(opts: ModeOptions): Proxier;
+  /** Whether a backend sees the client's own address (false: the proxy opens its own connection). */
+  keepsClientAddress: boolean;
+  dryRun: DryRunFormat;
+  /** The kubeproxy_* counter of failed applies in this mode (upstream's name). */
+  failureMetric: string;
 }

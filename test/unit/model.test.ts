@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ClusterState, buildState } from '../../src/model/store.ts';
 import type { DesiredState, ServicePort } from '../../src/model/types.ts';
-import { externalEndpoints, hasEndpoints, internalEndpoints } from '../../src/model/types.ts';
 import { CONFIG, ep, slice, svc } from './model-helpers.ts';
 
 const web = (extra: Record<string, unknown> = {}) =>
@@ -90,7 +89,9 @@ describe('service ports', () => {
       externalTrafficPolicy: 'Local',
       internalTrafficPolicy: 'Local',
       healthCheckNodePort: 32000,
-      hasExternal: true,
+      externallyAccessible: true,
+      externalPolicyLocal: true,
+      internalPolicyLocal: true,
     });
   });
 
@@ -112,7 +113,8 @@ describe('service ports', () => {
   it('applies externalTrafficPolicy only to services reachable from outside', () => {
     const sp = only(buildState([web({ externalTrafficPolicy: 'Local' })], CONFIG).state);
     expect(sp.externalTrafficPolicy).toBe('Cluster');
-    expect(sp.hasExternal).toBe(false);
+    expect(sp.externallyAccessible).toBe(false);
+    expect(sp.externalPolicyLocal).toBe(false);
   });
 
   it('ignores nodePort on a ClusterIP service and LB status on a non-LoadBalancer service', () => {
@@ -194,7 +196,7 @@ describe('endpoints', () => {
     expect(state.servicePorts.get('shop/app:dns')!.clusterEndpoints).toEqual([]);
   });
 
-  it('ready unset means ready; serving defaults to ready; terminating to false', () => {
+  it('ready and serving unset mean true; terminating unset means false (as upstream reads them)', () => {
     const sp = only(buildState([web(), webSlice([ep('198.19.1.11', 'node-a')])], CONFIG).state);
     expect(sp.clusterEndpoints[0]).toMatchObject({ ready: true, serving: true, terminating: false, isLocal: true });
   });
@@ -229,13 +231,16 @@ describe('endpoints', () => {
     );
     expect(ids(draining.clusterEndpoints)).toEqual(['198.19.2.11:8080']);
     expect(draining.localEndpoints).toEqual([]);
-    expect(hasEndpoints(draining)).toBe(true);
+    expect(draining.hasAnyEndpoints).toBe(true);
   });
 
   it("local endpoints likewise fall back to this node's serving-and-terminating ones", () => {
     const sp = only(
       buildState(
-        [web(), webSlice([ep('198.19.2.11', 'node-b', { ready: true }), ep('198.19.1.11', 'node-a', { ready: false, serving: true, terminating: true })])],
+        [
+          web({ type: 'NodePort', externalTrafficPolicy: 'Local', ports: [{ name: 'http', port: 80, nodePort: 30080 }] }),
+          webSlice([ep('198.19.2.11', 'node-b', { ready: true }), ep('198.19.1.11', 'node-a', { ready: false, serving: true, terminating: true })]),
+        ],
         CONFIG,
       ).state,
     );
@@ -245,22 +250,22 @@ describe('endpoints', () => {
 
   it('internalTrafficPolicy Local uses local endpoints for cluster traffic; externalTrafficPolicy Local for external traffic', () => {
     const itp = only(buildState([web({ internalTrafficPolicy: 'Local' }), webSlice()], CONFIG).state);
-    expect(ids(internalEndpoints(itp))).toEqual(['198.19.1.11:8080']);
-    expect(ids(externalEndpoints(itp))).toEqual(['198.19.1.11:8080', '198.19.2.11:8080']);
+    expect(ids(itp.internalEndpoints)).toEqual(['198.19.1.11:8080']);
+    expect(ids(itp.externalEndpoints)).toEqual(['198.19.1.11:8080', '198.19.2.11:8080']);
     const etp = only(
       buildState([web({ type: 'NodePort', externalTrafficPolicy: 'Local', ports: [{ name: 'http', port: 80, nodePort: 30080 }] }), webSlice()], CONFIG).state,
     );
-    expect(ids(internalEndpoints(etp))).toEqual(['198.19.1.11:8080', '198.19.2.11:8080']);
-    expect(ids(externalEndpoints(etp))).toEqual(['198.19.1.11:8080']);
+    expect(ids(etp.internalEndpoints)).toEqual(['198.19.1.11:8080', '198.19.2.11:8080']);
+    expect(ids(etp.externalEndpoints)).toEqual(['198.19.1.11:8080']);
     const remote = only(buildState([web({ internalTrafficPolicy: 'Local' }), webSlice([ep('198.19.2.11', 'node-b')])], CONFIG).state);
-    expect(internalEndpoints(remote)).toEqual([]);
-    expect(hasEndpoints(remote)).toBe(true);
+    expect(remote.internalEndpoints).toEqual([]);
+    expect(remote.hasAnyEndpoints).toBe(true);
   });
 
-  it('an empty slice gives no endpoints and hasEndpoints false', () => {
+  it('an empty slice gives no endpoints and hasAnyEndpoints false', () => {
     const sp = only(buildState([web(), webSlice([])], CONFIG).state);
     expect(sp.clusterEndpoints).toEqual([]);
-    expect(hasEndpoints(sp)).toBe(false);
+    expect(sp.hasAnyEndpoints).toBe(false);
   });
 });
 
@@ -315,7 +320,7 @@ describe('invalid objects are reported and left out; the rest still builds', () 
     cs.commit();
     const r = cs.upsert(web({ clusterIP: 'nonsense', clusterIPs: undefined }));
     expect(r.kind).toBe('invalid');
-    expect(cs.commit().changes).toEqual({ added: [], updated: [], removed: ['shop/web:http'] });
+    expect(cs.commit().changes).toMatchObject({ added: [], updated: [], removed: ['shop/web:http'] });
   });
 });
 
@@ -354,7 +359,7 @@ describe('incremental updates', () => {
     const before = cs.current.servicePorts.get('shop/api:http');
     cs.upsert(webSlice([ep('198.19.1.11', 'node-a')]));
     const c = cs.commit();
-    expect(c.changes).toEqual({ added: [], updated: ['shop/web:http'], removed: [] });
+    expect(c.changes).toMatchObject({ added: [], updated: ['shop/web:http'], removed: [] });
     expect(c.endpointChanges).toBe(1);
     expect(cs.current.servicePorts.get('shop/api:http')).toBe(before);
     expect(ids(cs.current.servicePorts.get('shop/web:http')!.clusterEndpoints)).toEqual(['198.19.1.11:8080']);
@@ -364,7 +369,7 @@ describe('incremental updates', () => {
     const cs = seeded();
     cs.upsert(webSlice());
     cs.upsert(web());
-    expect(cs.commit().changes).toEqual({ added: [], updated: [], removed: [] });
+    expect(cs.commit().changes).toMatchObject({ added: [], updated: [], removed: [] });
   });
 
   it('adding and removing ports and services reports added and removed keys', () => {
@@ -379,9 +384,9 @@ describe('incremental updates', () => {
       }),
     );
     const c = cs.commit();
-    expect(c.changes).toEqual({ added: ['shop/api:admin'], updated: [], removed: ['shop/api:grpc'] });
+    expect(c.changes).toMatchObject({ added: ['shop/api:admin'], updated: [], removed: ['shop/api:grpc'] });
     cs.deleteService('shop', 'web');
-    expect(cs.commit().changes).toEqual({ added: [], updated: [], removed: ['shop/web:http'] });
+    expect(cs.commit().changes).toMatchObject({ added: [], updated: [], removed: ['shop/web:http'] });
     cs.deleteEndpointSlice('shop', 'api-1');
     // admin had no endpoints in that slice: only http changes.
     expect(cs.commit().changes.updated).toEqual(['shop/api:http']);
