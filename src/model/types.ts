@@ -109,6 +109,11 @@ export interface ProxyConfig {
   masqueradeAll: boolean;
   /** --nodeport-addresses: CIDRs whose local addresses accept NodePorts; empty = every local address. */
   nodePortAddresses: string[];
+  /**
+   * --iptables-localhost-nodeports (default true, upstream): in the iptables mode, IPv4 NodePorts also answer on
+   * 127.0.0.1 from the node (route_localnet plus upstream's martian-packet guard). Optional: absent means true.
+   */
+  localhostNodePorts?: boolean;
 }
 
 export interface ChangeSet {
