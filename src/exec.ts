@@ -34,16 +34,25 @@ export function run(argv: readonly string[], opts: RunOptions = {}): Promise<Run
       reject(new Error('run: empty command'));
       return;
     }
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, shell: false });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, shell: false });
+    } catch (e) {
+      reject(e as Error);
+      return;
+    }
+    // The error listener first: a spawn that fails (EMFILE, ENOENT, EAGAIN) emits 'error' and may leave the
+    // stdio streams null; an unheard 'error' would crash the process. A failed spawn is a failed run, never a crash.
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
     child.on('error', (e) => {
       clearTimeout(timer);
       reject(e);
     });
+    if (!child.stdout || !child.stderr || !child.stdin) return; // 'error' follows and rejects
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       resolve({

@@ -9,8 +9,8 @@ import { PendingChanges } from './changes.ts';
 export interface SyncEvent {
   result: SyncResult;
   state: DesiredState;
-  /** What this sync carried; null for a full sync. */
-  changes: ChangeSet | null;
+  /** What changed since the previous successful sync (a full sync rewrote everything, but these still changed). */
+  changes: ChangeSet;
   /** Service ports in the state after the sync. */
   servicePorts: number;
   changed: number;
@@ -79,12 +79,6 @@ export class SyncLoop {
     await this.idle;
   }
 
-  /** Runs a sync now (waiting for one in flight first); used by tests and the first sync. */
-  async syncNow(): Promise<void> {
-    await this.idle;
-    await this.runOnce();
-  }
-
   private schedule(delayHint: number): void {
     if (this.stopped || this.running) return;
     const sinceLast = this.now() - this.lastSyncAt;
@@ -149,7 +143,7 @@ export class SyncLoop {
       const event: SyncEvent = {
         result,
         state: commit.state,
-        changes: full ? null : changes,
+        changes,
         servicePorts: commit.state.servicePorts.size,
         changed: changeSetSize(changes),
         serviceChanges: this.counts.services,
@@ -161,6 +155,7 @@ export class SyncLoop {
         {
           event: 'synced',
           mode: this.o.proxier.mode,
+          family: this.o.proxier.family,
           full: result.full,
           durationMs: Math.round(result.durationMs * 10) / 10,
           servicePorts: event.servicePorts,
@@ -177,7 +172,7 @@ export class SyncLoop {
       try {
         await this.o.onSynced?.(event);
       } catch (err) {
-        log.error({ event: 'after-sync-failed', err: (err as Error).message }, 'a post-sync task failed');
+        log.error({ event: 'after-sync-failed', family: this.o.proxier.family, err: (err as Error).message }, 'a post-sync task failed');
       }
     } catch (e) {
       const err = e instanceof Error ? e : new Error(String(e));
@@ -187,7 +182,7 @@ export class SyncLoop {
       this.pending.add(changes);
       this.oldestPendingAt = pendingSince ?? startedAt;
       log.error(
-        { event: 'sync-failed', mode: this.o.proxier.mode, full, failures: this.failures, err: err.message },
+        { event: 'sync-failed', mode: this.o.proxier.mode, family: this.o.proxier.family, full, failures: this.failures, err: err.message },
         'sync failed; previous rules stay in place, retrying with a full sync',
       );
       this.o.onFailed?.(err, full);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ClusterState } from '../../src/model/store.ts';
 import type { ChangeSet, DesiredState } from '../../src/model/types.ts';
 import type { Proxier, SyncResult } from '../../src/modes/types.ts';
@@ -8,6 +8,7 @@ import { CONFIG, ep, slice, svc } from './model-helpers.ts';
 
 class RecordingProxier implements Proxier {
   readonly mode = 'iptables' as const;
+  readonly family = 'IPv4' as const;
   calls: (ChangeSet | null)[] = [];
   failNext = 0;
   async sync(_state: DesiredState, changes: ChangeSet | null): Promise<SyncResult> {
@@ -25,13 +26,15 @@ class RecordingProxier implements Proxier {
   async close(): Promise<void> {}
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+// Fake timers: the loop's timers and its clock (Date.now) advance only when the test says so.
+const sleep = (ms: number) => vi.advanceTimersByTimeAsync(ms);
+const none = new Map();
 
 describe('PendingChanges', () => {
   it('merges change sets so the data path sees each key once, correctly classified', () => {
     const p = new PendingChanges();
-    p.add({ added: ['a', 'b'], updated: ['c'], removed: ['d'] });
-    p.add({ added: ['d'], updated: ['a'], removed: ['b', 'c'] });
+    p.add({ added: ['a', 'b'], updated: ['c'], removed: ['d'], previous: none });
+    p.add({ added: ['d'], updated: ['a'], removed: ['b', 'c'], previous: none });
     const c = p.take();
     expect(c.added).toEqual(['a']); // added then updated: still new
     expect(c.removed.sort()).toEqual(['c']); // b came and went: nothing to do
@@ -41,6 +44,13 @@ describe('PendingChanges', () => {
 });
 
 describe('SyncLoop', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   function setup() {
     const cluster = new ClusterState(CONFIG);
     const proxier = new RecordingProxier();
@@ -69,7 +79,9 @@ describe('SyncLoop', () => {
     loop.request();
     await sleep(120);
     expect(proxier.calls).toHaveLength(2);
-    expect(proxier.calls[1]).toEqual({ added: [], updated: ['shop/web:http'], removed: [] });
+    expect(proxier.calls[1]).toMatchObject({ added: [], updated: ['shop/web:http'], removed: [] });
+    // The update carries what the data path had before it: the service port without endpoints.
+    expect(proxier.calls[1]!.previous.get('shop/web:http')!.allEndpoints).toEqual([]);
     await loop.stop();
   });
 
@@ -80,7 +92,7 @@ describe('SyncLoop', () => {
     const t0 = Date.now();
     cluster.upsert(svc('a', { clusterIP: '198.18.100.1', ports: [{ port: 80 }] }));
     loop.request();
-    while (proxier.calls.length < 2 && Date.now() - t0 < 1000) await sleep(5);
+    while (proxier.calls.length < 2 && Date.now() - t0 < 1000) await sleep(1);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(35);
     await loop.stop();
   });
@@ -93,7 +105,7 @@ describe('SyncLoop', () => {
     cluster.upsert(svc('a', { clusterIP: '198.18.100.1', ports: [{ port: 80 }] }));
     loop.request();
     await sleep(100);
-    expect(proxier.calls[1]).toEqual({ added: ['shop/a:'], updated: [], removed: [] });
+    expect(proxier.calls[1]).toMatchObject({ added: ['shop/a:'], updated: [], removed: [] });
     expect(loop.oldestPendingAt).not.toBeNull();
     // Backoff is at least a second.
     await sleep(1100);
@@ -101,5 +113,24 @@ describe('SyncLoop', () => {
     expect(proxier.calls[2]).toBeNull();
     expect(loop.oldestPendingAt).toBeNull();
     await loop.stop();
+  });
+});
+
+describe('PendingChanges and previous values', () => {
+  it('keeps the oldest previous value of a key across commits, and none for a key that was added', () => {
+    const cluster = new ClusterState(CONFIG);
+    const p = new PendingChanges();
+    cluster.upsert(svc('web', { clusterIP: '198.18.100.10', ports: [{ name: 'http', port: 80 }] }));
+    p.add(cluster.commit().changes);
+    const applied = p.take();
+    expect(applied.previous.size).toBe(0);
+    const original = cluster.current.servicePorts.get('shop/web:http');
+    cluster.upsert(slice('web-1', 'web', [{ name: 'http', port: 8080 }], [ep('198.19.1.11', 'node-a')]));
+    p.add(cluster.commit().changes);
+    cluster.upsert(slice('web-1', 'web', [{ name: 'http', port: 8080 }], [ep('198.19.1.12', 'node-a')]));
+    p.add(cluster.commit().changes);
+    const c = p.take();
+    expect(c.updated).toEqual(['shop/web:http']);
+    expect(c.previous.get('shop/web:http')).toBe(original);
   });
 });
