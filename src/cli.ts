@@ -5,8 +5,8 @@ import { setLogLevel } from './log.ts';
 import { MODES, type ModeName } from './modes/types.ts';
 import { formatIssue } from './model/parse.ts';
 import { explain, formatExplanation } from './model/explain.ts';
-import { classifyIP } from './model/ip.ts';
-import { buildState } from './model/store.ts';
+import { parseHostPort, parseIP } from './model/addr.ts';
+import { buildState, buildStates } from './model/store.ts';
 import { stateToJSON, stateToTable } from './model/view.ts';
 import { SourceFileError, readObjectsFile } from './watch/file.ts';
 import { cleanupAll, dryRun, runProxy } from './daemon/run.ts';
@@ -53,9 +53,9 @@ async function stateCommand(argv: string[]): Promise<number> {
     masqueradeAll: false,
     nodePortAddresses: [],
   };
-  const { state, issues } = buildState(objects, config);
+  const { states, issues } = buildStates(objects, config);
   for (const i of issues) process.stderr.write(`left out: ${formatIssue(i)}\n`);
-  process.stdout.write(output === 'json' ? stateToJSON(state) : stateToTable(state));
+  process.stdout.write(output === 'json' ? stateToJSON(states) : stateToTable(states));
   return 0;
 }
 
@@ -85,10 +85,16 @@ async function explainCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (typeof f.from !== 'string') throw new UsageError('explain needs --from FILE');
-  const to = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})(?:\/(tcp|udp|sctp))?$/i.exec(String(f.to ?? ''));
-  if (!to) throw new UsageError('explain needs --to IP:PORT[/tcp|udp|sctp]');
-  const src = (f.src as string | undefined) ?? 'node';
-  if (src !== 'node' && !classifyIP(src)) throw new UsageError(`--src: ${JSON.stringify(src)} is not an IP address or 'node'`);
+  const toText = String(f.to ?? '');
+  const slash = toText.lastIndexOf('/');
+  const protoText = slash > toText.lastIndexOf(']') && slash > 0 ? toText.slice(slash + 1) : 'tcp';
+  const to = parseHostPort(slash > toText.lastIndexOf(']') && slash > 0 ? toText.slice(0, slash) : toText);
+  if (!to || !/^(tcp|udp|sctp)$/i.test(protoText)) throw new UsageError('explain needs --to IP:PORT[/tcp|udp|sctp] ([IPv6]:PORT for IPv6)');
+  const srcText = (f.src as string | undefined) ?? 'node';
+  const srcIP = srcText === 'node' ? null : parseIP(srcText);
+  if (srcText !== 'node' && !srcIP) throw new UsageError(`--src: ${JSON.stringify(srcText)} is not an IP address or 'node'`);
+  if (srcIP && srcIP.family !== to.ip.family) throw new UsageError(`--src ${srcIP.ip} and --to ${to.ip.ip} are of different IP families`);
+  const src = srcIP?.ip ?? 'node';
   const objects = await readObjectsFile(f.from);
   const config = {
     hostname: (f['hostname-override'] as string | undefined) || osHostname(),
@@ -96,12 +102,13 @@ async function explainCommand(argv: string[]): Promise<number> {
     masqueradeAll: f['masquerade-all'] === true,
     nodePortAddresses: parseCIDRList((f['nodeport-addresses'] as string | undefined) ?? '', '--nodeport-addresses'),
   };
-  const { state, issues } = buildState(objects, config);
+  // The destination's family decides which family's state the connection meets.
+  const { state, issues } = buildState(objects, config, to.ip.family);
   for (const i of issues) process.stderr.write(`left out: ${formatIssue(i)}\n`);
   const q = {
-    dst: to[1]!,
-    port: Number(to[2]),
-    protocol: (to[3] ?? 'tcp').toUpperCase() as 'TCP' | 'UDP' | 'SCTP',
+    dst: to.ip.ip,
+    port: to.port,
+    protocol: protoText.toUpperCase() as 'TCP' | 'UDP' | 'SCTP',
     src,
     ...(f['dst-local'] === true ? { dstIsLocal: true } : {}),
   };

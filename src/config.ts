@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { parseCIDR } from './model/ip.ts';
-import type { ProxyConfig } from './model/types.ts';
+import type { IPFamily, ProxyConfig } from './model/types.ts';
 import { type IptablesBackend, MODES, type ModeName } from './modes/types.ts';
 
 export class UsageError extends Error {
@@ -24,6 +24,7 @@ interface FlagSpec {
 export const RUN_FLAGS: FlagSpec[] = [
   { name: 'mode', aliases: ['proxy-mode'], type: 'string', arg: 'MODE', help: 'iptables (default), nftables or userspace' },
   { name: 'dry-run', type: 'boolean', help: 'print the exact rules for this node (as for a node with none yet) and exit' },
+  { name: 'ip-family', type: 'string', arg: 'IPv4|IPv6', help: "with --dry-run: only this family's rules (iptables, userspace: IPv4 by default)" },
   { name: 'cleanup', type: 'boolean', help: 'remove every rule this proxy (and kube-proxy) installed, in every mode, and exit' },
   { name: 'from', type: 'string', arg: 'FILE', help: 'read Services, EndpointSlices and Nodes from a YAML/JSON file instead of the API server' },
   { name: 'kubeconfig', type: 'string', arg: 'PATH', help: 'kubeconfig to reach the API server (default: in-cluster config)' },
@@ -122,9 +123,17 @@ export function parseBindAddress(s: string, what: string): { host: string; port:
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
+function parseIPFamily(v: string | undefined): IPFamily | null {
+  if (v === undefined || v === '') return null;
+  if (v === 'IPv4' || v === 'IPv6') return v;
+  throw new UsageError(`--ip-family: ${JSON.stringify(v)} is not IPv4 or IPv6`);
+}
+
 export interface RunOptions {
   mode: ModeName;
   dryRun: boolean;
+  /** --ip-family: with --dry-run, only this family's rules; null: the mode's default (see daemon/run.ts dryRun). */
+  ipFamily: IPFamily | null;
   cleanup: boolean;
   from: string | null;
   kubeconfig: string | null;
@@ -184,6 +193,7 @@ export async function resolveRunOptions(argv: readonly string[]): Promise<RunOpt
   return {
     mode,
     dryRun: f['dry-run'] === true,
+    ipFamily: parseIPFamily(str('ip-family')),
     cleanup: f.cleanup === true,
     from: str('from') ?? null,
     kubeconfig: str('kubeconfig') ?? null,

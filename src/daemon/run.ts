@@ -1,18 +1,21 @@
 // Running the proxy: source -> model -> sync loop -> mode, until SIGTERM/SIGINT. Rules stay in place on exit,
 // as kube-proxy leaves them, so a restart causes no traffic gap.
+import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { RunOptions } from '../config.ts';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
 import { formatIssue } from '../model/parse.ts';
 import { type ApplyOutcome, ClusterState, buildState } from '../model/store.ts';
-import { createProxier } from '../modes/index.ts';
+import { FAMILIES } from '../model/addr.ts';
+import type { DesiredState, IPFamily, ServicePort } from '../model/types.ts';
+import { createProxier, modeDefinition } from '../modes/index.ts';
 import { MODES, type Proxier } from '../modes/types.ts';
 import { ApiSource } from '../watch/api.ts';
 import { FileSource, readObjectsFile } from '../watch/file.ts';
 import type { Source } from '../watch/types.ts';
 import { ConntrackCleaner } from './conntrack.ts';
-import { ProxierHealth, ServiceHealthServers, serveHealth } from './health.ts';
+import { ProxierHealth, ServiceHealthServers, type SyncStatus, serveHealth } from './health.ts';
 import { SyncLoop } from '../sync/loop.ts';
 import { ProxyMetrics, serveMetrics } from './metrics.ts';
 
@@ -42,60 +45,137 @@ async function listOnce(opts: RunOptions): Promise<KubeObject[]> {
   return objects;
 }
 
-/** --dry-run: the complete rules for this node, on stdout; invalid objects reported on stderr. */
+/** The families this node can serve: IPv6 too when the kernel has it (as upstream, which checks its tools per family). */
+export function nodeFamilies(): IPFamily[] {
+  if (existsSync('/proc/sys/net/ipv6')) return ['IPv4', 'IPv6'];
+  log.warn({ event: 'no-ipv6' }, 'the kernel has no IPv6: serving IPv4 only');
+  return ['IPv4'];
+}
+
+/**
+ * --dry-run: the complete rules for this node, on stdout; invalid objects reported on stderr. With
+ * --ip-family, that family's rules; without, both families where the mode's output can hold both (nftables),
+ * else IPv4 with a note on stderr when IPv6 service ports exist.
+ */
 export async function dryRun(opts: RunOptions, out: NodeJS.WritableStream = process.stdout): Promise<number> {
   const objects = await listOnce(opts);
-  const { state, issues } = buildState(objects, opts.proxy);
-  for (const i of issues) process.stderr.write(`left out: ${formatIssue(i)}\n`);
-  const proxier = createProxier(opts.mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend });
-  out.write(proxier.dryRun(state));
-  await proxier.close();
+  const def = modeDefinition(opts.mode);
+  const render = async (family: IPFamily): Promise<{ text: string; ports: number }> => {
+    const { state, issues } = buildState(objects, opts.proxy, family);
+    // Invalid objects are the same for both families: report them once.
+    if (family === 'IPv4' || opts.ipFamily === 'IPv6') for (const i of issues) process.stderr.write(`left out: ${formatIssue(i)}\n`);
+    const proxier = createProxier(opts.mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend, family });
+    try {
+      return { text: proxier.dryRun(state), ports: state.servicePorts.size };
+    } finally {
+      await proxier.close();
+    }
+  };
+  if (opts.ipFamily) {
+    out.write((await render(opts.ipFamily)).text);
+    return 0;
+  }
+  const v4 = await render('IPv4');
+  if (def.dryRun.combine) {
+    out.write(def.dryRun.combine(v4.text, (await render('IPv6')).text));
+    return 0;
+  }
+  out.write(v4.text);
+  const v6 = buildState(objects, opts.proxy, 'IPv6').state.servicePorts.size;
+  if (v6 > 0) {
+    process.stderr.write(
+      `note: these are the IPv4 rules; ${v6} IPv6 service port(s) exist: run again with --ip-family IPv6 for the IPv6 rules (load them with ${def.dryRun.loadCommand('IPv6', 'FILE').join(' ')})\n`,
+    );
+  }
   return 0;
 }
 
-/** --cleanup: every mode's rules (and kube-proxy's leftovers) removed. */
+/** --cleanup: every mode's rules (and kube-proxy's leftovers) removed, in both families. */
 export async function cleanupAll(opts: RunOptions): Promise<number> {
   let failed = 0;
   for (const mode of MODES) {
-    let p: Proxier | null = null;
-    try {
-      p = createProxier(mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend });
-      await p.cleanup();
-      log.info({ event: 'cleanup', mode }, `removed the ${mode} mode's rules`);
-    } catch (e) {
-      failed++;
-      log.error({ event: 'cleanup-failed', mode, err: (e as Error).message }, `cleanup of the ${mode} mode failed`);
-    } finally {
-      await p?.close().catch(() => {});
+    for (const family of FAMILIES) {
+      let p: Proxier | null = null;
+      try {
+        p = createProxier(mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend, family });
+        await p.cleanup();
+        log.info({ event: 'cleanup', mode, family }, `removed the ${mode} mode's ${family} rules`);
+      } catch (e) {
+        failed++;
+        log.error({ event: 'cleanup-failed', mode, family, err: (e as Error).message }, `cleanup of the ${mode} mode's ${family} rules failed`);
+      } finally {
+        await p?.close().catch(() => {});
+      }
     }
   }
   return failed === 0 ? 0 : 1;
 }
 
+/** One family's pipeline: its model, its proxier and its sync loop (upstream's meta-proxier composes two). */
+interface FamilyPipeline {
+  family: IPFamily;
+  cluster: ClusterState;
+  proxier: Proxier;
+  loop: SyncLoop;
+  conntrack: ConntrackCleaner;
+}
+
+/** The sync status of several loops as one: pending since the oldest wait, synced as of the least recent sync. */
+function combinedStatus(loops: readonly SyncLoop[]): SyncStatus {
+  return {
+    get oldestPendingAt() {
+      const waiting = loops.map((l) => l.oldestPendingAt).filter((t): t is number => t !== null);
+      return waiting.length > 0 ? Math.min(...waiting) : null;
+    },
+    get lastSuccessAt() {
+      const last = loops.map((l) => l.lastSuccessAt);
+      return last.some((t) => t === null) ? null : Math.min(...(last as number[]));
+    },
+  };
+}
+
+/**
+ * The states of every family as one, for what serves the node as a whole (the health-check node ports of
+ * dual-stack services answer for both families). Keys carry the family.
+ */
+function allFamilies(states: ReadonlyMap<IPFamily, DesiredState>): DesiredState {
+  const first = [...states.values()][0]!;
+  const servicePorts = new Map<string, ServicePort>();
+  for (const [family, st] of states) for (const [k, sp] of st.servicePorts) servicePorts.set(`${family}/${k}`, sp);
+  return { ...first, servicePorts };
+}
+
 export async function runProxy(opts: RunOptions): Promise<number> {
-  const proxier = createProxier(opts.mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend });
-  const cluster = new ClusterState(opts.proxy);
   const metrics = new ProxyMetrics();
-  const conntrack = new ConntrackCleaner();
-  // The loop's callbacks run only after start(), when the health objects below exist.
-  const loop = new SyncLoop({
-    proxier,
-    cluster,
-    minSyncPeriodMs: opts.minSyncPeriodMs,
-    syncPeriodMs: opts.syncPeriodMs,
-    async onSynced(e) {
-      metrics.recordSync(e, e.state);
-      await serviceHealth.sync(e.state);
-      const before = conntrack.failures;
-      await conntrack.afterSync(e.state, e.changes);
-      if (conntrack.failures > before) metrics.conntrackCleanupFailures.inc(conntrack.failures - before);
-    },
-    onFailed() {
-      metrics.recordFailure(opts.mode);
-    },
+  const synced = new Map<IPFamily, DesiredState>();
+  const pipelines: FamilyPipeline[] = nodeFamilies().map((family) => {
+    const cluster = new ClusterState(opts.proxy, family);
+    const proxier = createProxier(opts.mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend, family });
+    const conntrack = new ConntrackCleaner(family);
+    // The loop's callbacks run only after start(), when the health objects below exist.
+    const loop = new SyncLoop({
+      proxier,
+      cluster,
+      minSyncPeriodMs: opts.minSyncPeriodMs,
+      syncPeriodMs: opts.syncPeriodMs,
+      async onSynced(e) {
+        metrics.recordSync(e, e.state);
+        synced.set(family, e.state);
+        await serviceHealth.sync(allFamilies(synced));
+        const before = conntrack.failures;
+        conntrack.afterSync(e.state, e.changes);
+        if (conntrack.failures > before) metrics.conntrackCleanupFailures.inc(conntrack.failures - before);
+      },
+      onFailed() {
+        metrics.recordFailure(opts.mode);
+      },
+    });
+    return { family, cluster, proxier, loop, conntrack };
   });
+  const loops = pipelines.map((p) => p.loop);
+  const [primary] = pipelines as [FamilyPipeline, ...FamilyPipeline[]];
   // kube-proxy's health timeout: twice the sync period.
-  const health = new ProxierHealth(loop, 2 * opts.syncPeriodMs);
+  const health = new ProxierHealth(combinedStatus(loops), 2 * opts.syncPeriodMs);
   const serviceHealth = new ServiceHealthServers(health);
   const servers: Server[] = [];
   // The health server answers from the start: unhealthy only once the first sync is overdue.
@@ -105,12 +185,16 @@ export async function runProxy(opts: RunOptions): Promise<number> {
   const source = makeSource(opts);
   const changed = () => {
     metrics.lastQueued.set(Date.now() / 1000);
-    health.nodeDeleting = cluster.current.node?.deleting ?? false;
-    loop.request();
+    health.nodeDeleting = primary.cluster.currentNode?.deleting ?? false;
+    for (const p of pipelines) p.loop.request();
   };
+  // Every object goes to every family's model; what is wrong with an object is the same in each: report it once.
   await source.start({
     onList(objects: KubeObject[]) {
-      for (const p of cluster.replaceAll(objects)) reportOutcome(p.object, p.outcome);
+      for (const p of pipelines) {
+        const problems = p.cluster.replaceAll(objects);
+        if (p === primary) for (const x of problems) reportOutcome(x.object, x.outcome);
+      }
       changed();
     },
     onEvent(e) {
@@ -118,18 +202,28 @@ export async function runProxy(opts: RunOptions): Promise<number> {
       if (e.type === 'delete') {
         const ns = o.metadata?.namespace ?? 'default';
         const name = o.metadata?.name ?? '';
-        if (o.kind === 'Service') cluster.deleteService(ns, name);
-        else if (o.kind === 'EndpointSlice') cluster.deleteEndpointSlice(ns, name);
-        else if (o.kind === 'Node' && name === opts.proxy.hostname) cluster.setNode(null);
-      } else reportOutcome(`${o.kind} ${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`, cluster.upsert(o));
+        for (const { cluster } of pipelines) {
+          if (o.kind === 'Service') cluster.deleteService(ns, name);
+          else if (o.kind === 'EndpointSlice') cluster.deleteEndpointSlice(ns, name);
+          else if (o.kind === 'Node' && name === opts.proxy.hostname) cluster.setNode(null);
+        }
+      } else {
+        for (const p of pipelines) {
+          const outcome = p.cluster.upsert(o);
+          if (p === primary) reportOutcome(`${o.kind} ${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`, outcome);
+        }
+      }
       changed();
     },
     onError(err) {
       log.warn({ event: 'source-error', err: err.message }, 'source error; the last good state stays in force');
     },
   });
-  log.info({ event: 'starting', mode: opts.mode, hostname: opts.proxy.hostname, source: opts.from ?? 'api' }, 'kube-proxy-ts starting');
-  loop.start();
+  log.info(
+    { event: 'starting', mode: opts.mode, families: pipelines.map((p) => p.family), hostname: opts.proxy.hostname, source: opts.from ?? 'api' },
+    'kube-proxy-ts starting',
+  );
+  for (const l of loops) l.start();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info({ event: 'stopping', signal: sig }, 'stopping; rules stay in place');
@@ -138,10 +232,13 @@ export async function runProxy(opts: RunOptions): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  await loop.stop();
+  for (const l of loops) await l.stop();
   await source.stop();
   await serviceHealth.close();
   for (const s of servers) s.close();
-  await proxier.close();
+  for (const p of pipelines) {
+    await p.conntrack.idle();
+    await p.proxier.close();
+  }
   return 0;
 }

@@ -1,6 +1,6 @@
 // "Why does this packet go there?": what the desired state does with one new connection, as every mode
 // programs it. Pure: the same decisions the renderers encode, in words.
-import { cidrContains, inAnyCIDR } from './addr.ts';
+import { cidrContains, hostPort, inAnyCIDR } from './addr.ts';
 import { describeTopology } from './endpoints.ts';
 import type { DesiredState, Endpoint, ServicePort } from './types.ts';
 
@@ -68,7 +68,7 @@ export function explain(q: PacketQuery, state: DesiredState): Explanation {
   const hit = findFrontend(q, state);
   const out: Explanation = { servicePort: null, frontend: null, verdict: 'no-match', endpoints: [], masquerade: false, affinitySeconds: null, steps };
   if (!hit) {
-    steps.push(`no service port has the frontend ${q.dst}:${q.port}/${q.protocol}: the proxy does not touch this packet; it is routed as usual`);
+    steps.push(`no service port has the frontend ${hostPort(q.dst, q.port)}/${q.protocol}: the proxy does not touch this packet; it is routed as usual`);
     return out;
   }
   const { sp, frontend } = hit;
@@ -145,7 +145,7 @@ export function explain(q: PacketQuery, state: DesiredState): Explanation {
 }
 
 export function formatExplanation(q: PacketQuery, e: Explanation): string {
-  const head = `${q.src === 'node' ? 'node' : q.src} -> ${q.dst}:${q.port}/${q.protocol}`;
+  const head = `${q.src === 'node' ? 'node' : q.src} -> ${hostPort(q.dst, q.port)}/${q.protocol}`;
   const lines = [head, ...e.steps.map((s) => `  - ${s}`)];
   if (e.verdict === 'dnat') {
     lines.push('  endpoints:');

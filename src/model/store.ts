@@ -388,3 +388,13 @@ export function buildState(
   }
   return { state: cs.commit().state, issues, skipped };
 }
+
+/** buildState for each family: what `state` and `explain` show (IPv4 first). */
+export function buildStates(
+  objects: readonly KubeObject[],
+  config: ProxyConfig,
+): { states: DesiredState[]; issues: ValidationIssue[]; skipped: { object: string; reason: string }[] } {
+  const v4 = buildState(objects, config, 'IPv4');
+  // Object problems do not depend on the family: the IPv4 build reports them.
+  return { states: [v4.state, buildState(objects, config, 'IPv6').state], issues: v4.issues, skipped: v4.skipped };
+}

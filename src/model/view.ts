@@ -19,12 +19,16 @@ export interface ServicePortView {
   healthCheckNodePort: number | null;
   clusterEndpoints: string[];
   localEndpoints: string[];
+  /** The topology mode the endpoint hints chose ('' for none, PreferSameZone, PreferSameNode). */
+  topologyMode: string;
 }
 
 const ids = (eps: readonly Endpoint[]): string[] => eps.map((e) => e.id).sort();
 
-export function sortedServicePorts(state: DesiredState): ServicePort[] {
-  return [...state.servicePorts.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+/** The service ports of one state, or of several (one per family), sorted by key, IPv4 before IPv6. */
+export function sortedServicePorts(states: DesiredState | readonly DesiredState[]): ServicePort[] {
+  const all = (Array.isArray(states) ? states : [states]).flatMap((s: DesiredState) => [...s.servicePorts.values()]);
+  return all.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.family < b.family ? -1 : a.family > b.family ? 1 : 0));
 }
 
 export function toView(sp: ServicePort): ServicePortView {
@@ -45,10 +49,11 @@ export function toView(sp: ServicePort): ServicePortView {
     healthCheckNodePort: sp.healthCheckNodePort,
     clusterEndpoints: ids(sp.clusterEndpoints),
     localEndpoints: ids(sp.localEndpoints),
+    topologyMode: sp.topologyMode,
   };
 }
 
-export function stateToJSON(state: DesiredState): string {
+export function stateToJSON(state: DesiredState | readonly DesiredState[]): string {
   return `${JSON.stringify(sortedServicePorts(state).map(toView), null, 2)}\n`;
 }
 
@@ -57,7 +62,7 @@ function list(xs: readonly string[]): string {
 }
 
 /** A kubectl-style table: one row per service port. */
-export function stateToTable(state: DesiredState): string {
+export function stateToTable(state: DesiredState | readonly DesiredState[]): string {
   const header = ['SERVICE', 'PORT', 'CLUSTER-IP', 'NODEPORT', 'EXTERNAL', 'POLICY (EXT/INT)', 'AFFINITY', 'ENDPOINTS', 'LOCAL'];
   const rows = sortedServicePorts(state).map((sp) => {
     const external = [...sp.externalIPs, ...sp.loadBalancerIPs.map((ip) => `${ip}(lb)`)];
