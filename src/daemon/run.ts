@@ -21,7 +21,7 @@ import { ProxyMetrics, serveMetrics } from './metrics.ts';
 
 function reportOutcome(object: string, r: ApplyOutcome): void {
   if (r.kind === 'invalid') for (const i of r.issues) log.warn({ event: 'invalid-object', object: i.object, field: i.field }, `left out: ${formatIssue(i)}`);
-  else if (r.kind === 'skipped') log.debug({ object, reason: r.reason }, 'skipped');
+  else if (r.kind === 'skipped') log.debug({ event: 'skipped', object, reason: r.reason }, 'skipped');
 }
 
 function makeSource(opts: RunOptions): Source {

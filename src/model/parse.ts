@@ -1,6 +1,6 @@
 // Validation of untrusted Kubernetes objects into the proxy's own, checked shapes.
 // An object with any invalid field is reported (object, field, reason) and left out as a whole.
-import { isValidPort, parseCIDR, parseIP } from './addr.ts';
+import { isValidPort, parseCIDR, parseIP, specialAddress } from './addr.ts';
 import {
   type EndpointSlice,
   HEADLESS_LABEL,
@@ -16,9 +16,28 @@ import type { IPFamily, NodeInfo, Protocol, TrafficPolicy, ValidationIssue } fro
 
 export const DEFAULT_AFFINITY_TIMEOUT = 10800;
 const MAX_AFFINITY_TIMEOUT = 86400;
-// DNS-1123 label / subdomain style names; also what keeps names safe to print in rule comments.
-const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
-const PORT_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+// Names as the API server validates them (k8s.io/apimachinery/pkg/util/validation); also what keeps names
+// safe to print in rule comments. Service names are DNS-1035 labels; namespaces and service port names
+// DNS-1123 labels (validateServicePort); other object names DNS-1123 subdomains.
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS1035_LABEL = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const MAX_SUBDOMAIN = 253;
+
+type NameRule = 'dns1035-label' | 'dns1123-subdomain';
+function nameProblem(name: string, rule: NameRule): string | null {
+  if (rule === 'dns1035-label')
+    return DNS1035_LABEL.test(name) ? null : `${JSON.stringify(name)} is not a valid name: at most 63 lower-case letters, digits and '-', starting with a letter`;
+  return name.length <= MAX_SUBDOMAIN && DNS1123_SUBDOMAIN.test(name)
+    ? null
+    : `${JSON.stringify(name)} is not a valid name: at most 253 characters, dot-separated lower-case labels of letters, digits and '-'`;
+}
+
+/** Text from an object made safe for a terminal or a log: control and other invisible characters escaped. */
+export function printable(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]/.test(s) ? JSON.stringify(s).slice(1, -1) : s;
+}
 
 export interface ParsedServicePort {
   name: string;
@@ -80,19 +99,23 @@ class Collector {
   }
 }
 
-function describe(kind: string, meta: { name?: unknown; namespace?: unknown } | undefined): string {
-  const name = typeof meta?.name === 'string' && meta.name ? meta.name : '<no name>';
-  const ns = typeof meta?.namespace === 'string' && meta.namespace ? meta.namespace : 'default';
-  return kind === 'Node' ? `Node ${name}` : `${kind} ${ns}/${name}`;
+/** "Service ns/name": how messages name an object (names escaped: they come from whoever wrote the object). */
+export function describe(kind: string, meta: { name?: unknown; namespace?: unknown } | undefined): string {
+  const name = typeof meta?.name === 'string' && meta.name ? printable(meta.name.slice(0, 300)) : '<no name>';
+  const ns = typeof meta?.namespace === 'string' && meta.namespace ? printable(meta.namespace.slice(0, 100)) : 'default';
+  return kind === 'Node' ? `Node ${name}` : `${printable(kind)} ${ns}/${name}`;
 }
 
-function checkMeta(c: Collector, meta: { name?: unknown; namespace?: unknown } | undefined, namespaced: boolean): { name: string; namespace: string } {
+function checkMeta(c: Collector, meta: { name?: unknown; namespace?: unknown } | undefined, namespaced: boolean, rule: NameRule): { name: string; namespace: string } {
   const name = meta?.name;
   if (typeof name !== 'string' || name === '') c.add('metadata.name', 'is missing');
-  else if (!NAME_RE.test(name)) c.add('metadata.name', `${JSON.stringify(name)} is not a valid object name`);
+  else {
+    const problem = nameProblem(name, rule);
+    if (problem) c.add('metadata.name', problem);
+  }
   let namespace = 'default';
   if (namespaced && meta?.namespace !== undefined) {
-    if (typeof meta.namespace !== 'string' || !PORT_NAME_RE.test(meta.namespace))
+    if (typeof meta.namespace !== 'string' || !DNS1123_LABEL.test(meta.namespace))
       c.add('metadata.namespace', `${JSON.stringify(meta.namespace)} is not a valid namespace`);
     else namespace = meta.namespace;
   }
@@ -117,10 +140,28 @@ function addIPs(c: Collector, field: string, list: unknown, out: Record<IPFamily
     return;
   }
   list.forEach((s, i) => {
-    const ip = parseIP(s);
-    if (!ip) c.add(`${field}[${i}]`, `${JSON.stringify(s)} is not a valid IP address`);
-    else if (!out[ip.family].includes(ip.ip)) out[ip.family].push(ip.ip);
+    const ip = checkIP(c, `${field}[${i}]`, s);
+    if (ip && !out[ip.family].includes(ip.ip)) out[ip.family].push(ip.ip);
   });
+}
+
+/**
+ * A valid, ordinary address, or null with the problem reported. Special addresses (loopback, link-local,
+ * unspecified, multicast, broadcast) are refused as the API server refuses them (ValidateNonSpecialIP): a
+ * rule for one would reach the node itself (in userspace mode a pod could read loopback-only ports) or nothing.
+ */
+function checkIP(c: Collector, field: string, s: unknown): ReturnType<typeof parseIP> {
+  const ip = parseIP(s);
+  if (!ip) {
+    c.add(field, `${JSON.stringify(s)} is not a valid IP address`);
+    return null;
+  }
+  const special = specialAddress(ip.ip);
+  if (special) {
+    c.add(field, `${ip.ip} is ${special}, which may not be used here`);
+    return null;
+  }
+  return ip;
 }
 
 function isLabelled(labels: Record<string, string> | undefined, key: string): boolean {
@@ -130,7 +171,7 @@ function isLabelled(labels: Record<string, string> | undefined, key: string): bo
 /** Checks a Service; skipped kinds of service (ExternalName, headless, other proxies') are not errors. */
 export function parseService(svc: Service): ParseResult<ParsedService> {
   const c = new Collector(describe('Service', svc.metadata));
-  const { name, namespace } = checkMeta(c, svc.metadata, true);
+  const { name, namespace } = checkMeta(c, svc.metadata, true, 'dns1035-label');
   const labels = svc.metadata?.labels;
   if (isLabelled(labels, SERVICE_PROXY_NAME_LABEL)) return { ok: 'skip', reason: `labelled ${SERVICE_PROXY_NAME_LABEL}` };
   if (isLabelled(labels, HEADLESS_LABEL)) return { ok: 'skip', reason: `labelled ${HEADLESS_LABEL}` };
@@ -147,9 +188,8 @@ export function parseService(svc: Service): ParseResult<ParsedService> {
   const clusterIPs = byFamily();
   if (Array.isArray(spec.clusterIPs) && spec.clusterIPs.length > 0) addIPs(c, 'spec.clusterIPs', rawClusterIPs, clusterIPs);
   else {
-    const ip = parseIP(spec.clusterIP);
-    if (!ip) c.add('spec.clusterIP', `${JSON.stringify(spec.clusterIP)} is not a valid IP address`);
-    else clusterIPs[ip.family].push(ip.ip);
+    const ip = checkIP(c, 'spec.clusterIP', spec.clusterIP);
+    if (ip) clusterIPs[ip.family].push(ip.ip);
   }
 
   const ports: ParsedServicePort[] = [];
@@ -159,7 +199,8 @@ export function parseService(svc: Service): ParseResult<ParsedService> {
     spec.ports.forEach((p, i) => {
       const f = `spec.ports[${i}]`;
       const pname = p?.name ?? '';
-      if (typeof pname !== 'string' || (pname !== '' && !PORT_NAME_RE.test(pname))) c.add(`${f}.name`, `${JSON.stringify(pname)} is not a valid port name`);
+      if (typeof pname !== 'string' || (pname !== '' && !DNS1123_LABEL.test(pname)))
+        c.add(`${f}.name`, `${JSON.stringify(pname)} is not a valid port name: at most 63 lower-case letters, digits and '-'`);
       else if (pname === '' && spec.ports!.length > 1) c.add(`${f}.name`, 'is required when a service has more than one port');
       else if (seen.has(pname)) c.add(`${f}.name`, `duplicate port name ${JSON.stringify(pname)}`);
       seen.add(String(pname));
@@ -248,13 +289,13 @@ function cond(v: unknown, dflt: boolean): boolean {
 /** Checks an EndpointSlice; slices of no service, of other proxies, or of FQDN type are skipped. */
 export function parseEndpointSlice(slice: EndpointSlice): ParseResult<ParsedSlice> {
   const c = new Collector(describe('EndpointSlice', slice.metadata));
-  const { name, namespace } = checkMeta(c, slice.metadata, true);
+  const { name, namespace } = checkMeta(c, slice.metadata, true, 'dns1123-subdomain');
   const labels = slice.metadata?.labels;
   if (isLabelled(labels, SERVICE_PROXY_NAME_LABEL)) return { ok: 'skip', reason: `labelled ${SERVICE_PROXY_NAME_LABEL}` };
   if (isLabelled(labels, HEADLESS_LABEL)) return { ok: 'skip', reason: `labelled ${HEADLESS_LABEL}` };
   const svcName = labels?.[SERVICE_NAME_LABEL];
   if (typeof svcName !== 'string' || svcName === '') return { ok: 'skip', reason: `no ${SERVICE_NAME_LABEL} label` };
-  if (!NAME_RE.test(svcName)) c.add(`metadata.labels["${SERVICE_NAME_LABEL}"]`, `${JSON.stringify(svcName)} is not a valid service name`);
+  if (!DNS1035_LABEL.test(svcName)) c.add(`metadata.labels["${SERVICE_NAME_LABEL}"]`, `${JSON.stringify(svcName)} is not a valid service name`);
   const at = slice.addressType;
   if (at === 'FQDN') return { ok: 'skip', reason: 'FQDN address type' };
   if (at !== 'IPv4' && at !== 'IPv6') c.add('addressType', `${JSON.stringify(at)} is not IPv4, IPv6 or FQDN`);
@@ -282,11 +323,8 @@ export function parseEndpointSlice(slice: EndpointSlice): ParseResult<ParsedSlic
       c.add(`endpoints[${i}].addresses`, 'is empty');
       return;
     }
-    const ip = parseIP(addr);
-    if (!ip) {
-      c.add(`endpoints[${i}].addresses[0]`, `${JSON.stringify(addr)} is not a valid IP address`);
-      return;
-    }
+    const ip = checkIP(c, `endpoints[${i}].addresses[0]`, addr);
+    if (!ip) return;
     if (ip.family !== family) {
       c.add(`endpoints[${i}].addresses[0]`, `${addr} is not an ${family} address`);
       return;
@@ -329,7 +367,7 @@ export function parseEndpointSlice(slice: EndpointSlice): ParseResult<ParsedSlic
 
 export function parseNode(node: Node): ParseResult<NodeInfo> {
   const c = new Collector(describe('Node', node.metadata));
-  const { name } = checkMeta(c, node.metadata, false);
+  const { name } = checkMeta(c, node.metadata, false, 'dns1123-subdomain');
   const addresses: string[] = [];
   const rawAddresses: unknown = node.status?.addresses ?? [];
   if (!Array.isArray(rawAddresses)) c.add('status.addresses', 'is not a list');
@@ -353,6 +391,7 @@ export function parseNode(node: Node): ParseResult<NodeInfo> {
   return { ok: true, value: { name, labels, zone, addresses, podCIDRs, deleting: Boolean(node.metadata?.deletionTimestamp) } };
 }
 
+/** One line per issue; every part escaped (object names and values come from whoever wrote the object). */
 export function formatIssue(i: ValidationIssue): string {
-  return `${i.object}: ${i.field}: ${i.message}`;
+  return printable(`${i.object}: ${i.field}: ${i.message}`);
 }

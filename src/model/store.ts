@@ -2,6 +2,7 @@
 // services touched since the last commit, and reports what changed. Pure: no I/O, no clock.
 import { hostPort } from './addr.ts';
 import { categorizeEndpoints, type NodeTopology } from './endpoints.ts';
+import { type Claim, FrontendClaims, type FrontendRole, frontendKey } from './frontends.ts';
 import { type ParsedService, type ParsedSlice, type ParseResult, parseEndpointSlice, parseNode, parseService } from './parse.ts';
 import type { EndpointSlice, KubeObject, Node, Service } from './k8s.ts';
 import type { ChangeSet, DesiredState, Endpoint, IPFamily, NodeInfo, ProxyConfig, ServicePort, ValidationIssue } from './types.ts';
@@ -14,6 +15,8 @@ export interface Commit {
   endpointChanges: number;
   /** last-change-trigger-time (ms) of every slice applied since the previous commit, for network programming latency. */
   triggerTimes: number[];
+  /** Frontends left out in this commit because another service owns them (reported, like invalid fields). */
+  conflicts: ValidationIssue[];
 }
 
 /** The outcome of applying one object: applied, skipped (not for this proxy), or rejected with issues. */
@@ -31,6 +34,9 @@ export class ClusterState {
   private readonly dirtySlices = new Set<string>();
   private readonly dirtyServices = new Set<string>();
   private triggerTimes: number[] = [];
+  private readonly claims = new FrontendClaims();
+  /** Frontends left out since the last commit because another service owns them. */
+  private conflicts: ValidationIssue[] = [];
   private node: NodeInfo | null = null;
   private nodeChanged = false;
   /** The snapshot of the last commit: replaced by the next commit that changes anything, never mutated. */
@@ -173,7 +179,9 @@ export class ClusterState {
       serviceChanges: this.dirtyServices.size,
       endpointChanges: this.dirtySlices.size,
       triggerTimes: this.triggerTimes,
+      conflicts: this.conflicts,
     };
+    this.conflicts = [];
     this.dirty.clear();
     this.dirtyServices.clear();
     this.dirtySlices.clear();
@@ -184,6 +192,8 @@ export class ClusterState {
   private markService(key: string): void {
     this.dirty.add(key);
     this.dirtyServices.add(key);
+    // Frontend ownership (model/frontends.ts): whoever shares a frontend with this service is decided anew.
+    for (const other of this.claims.set(key, claimsOf(this.services.get(key)))) this.dirty.add(other);
   }
 
   private removeSlice(key: string): void {
@@ -199,7 +209,17 @@ export class ClusterState {
   private recompute(svcKey: string, changes: ChangeSet, previous: Map<string, ServicePort>): void {
     const oldKeys = this.portKeysByService.get(svcKey) ?? [];
     const svc = this.services.get(svcKey);
-    const next = svc ? buildServicePorts(svc, this.slicesOf(svcKey), this.family, { name: this.config.hostname, zone: this.node?.zone ?? '' }) : [];
+    const owns: Owns = (key, role) => {
+      if (this.claims.owns(svcKey, key, role)) return true;
+      const o = this.claims.owner(key);
+      this.conflicts.push({
+        object: `Service ${svcKey}`,
+        field: ROLE_FIELD[role],
+        message: `${key} is left out: it is the ${o?.role ?? 'frontend'} of Service ${o?.service ?? '?'}`,
+      });
+      return false;
+    };
+    const next = svc ? buildServicePorts(svc, this.slicesOf(svcKey), this.family, { name: this.config.hostname, zone: this.node?.zone ?? '' }, owns) : [];
     const nextKeys = new Set(next.map((p) => p.key));
     for (const k of oldKeys) {
       if (!nextKeys.has(k)) {
@@ -252,13 +272,43 @@ function outcome<T>(r: ParseResult<T>): ApplyOutcome {
 }
 
 /** Builds the service ports of one service for one family from its slices (already in merge order). */
-export function buildServicePorts(svc: ParsedService, slices: readonly ParsedSlice[], family: IPFamily, node: NodeTopology): ServicePort[] {
-  const clusterIPs = svc.clusterIPs[family];
-  if (clusterIPs.length === 0) return [];
+/** Whether the service being built owns a frontend (model/frontends.ts); a service alone owns all of its own. */
+export type Owns = (frontendKey: string, role: FrontendRole) => boolean;
+
+const ROLE_FIELD: Record<FrontendRole, string> = {
+  clusterIP: 'spec.clusterIPs',
+  loadBalancerIP: 'status.loadBalancer.ingress',
+  externalIP: 'spec.externalIPs',
+  nodePort: 'spec.ports[].nodePort',
+};
+
+/** The frontends a service claims, in every family. */
+function claimsOf(svc: ParsedService | undefined): Claim[] {
+  if (!svc) return [];
+  const out: Claim[] = [];
+  for (const p of svc.ports) {
+    for (const family of ['IPv4', 'IPv6'] as const) {
+      for (const ip of svc.clusterIPs[family]) out.push({ key: frontendKey(ip, p.port, p.protocol), role: 'clusterIP' });
+      for (const ip of svc.loadBalancerIPs[family]) out.push({ key: frontendKey(ip, p.port, p.protocol), role: 'loadBalancerIP' });
+      for (const ip of svc.externalIPs[family]) out.push({ key: frontendKey(ip, p.port, p.protocol), role: 'externalIP' });
+    }
+    if (p.nodePort !== null) out.push({ key: frontendKey(null, p.nodePort, p.protocol), role: 'nodePort' });
+  }
+  return out;
+}
+
+export function buildServicePorts(svc: ParsedService, slices: readonly ParsedSlice[], family: IPFamily, node: NodeTopology, owns: Owns = () => true): ServicePort[] {
+  if (svc.clusterIPs[family].length === 0) return [];
   const out: ServicePort[] = [];
   for (const p of svc.ports) {
+    const mine = (ips: readonly string[], role: FrontendRole) => ips.filter((ip) => owns(frontendKey(ip, p.port, p.protocol), role));
+    const clusterIPs = mine(svc.clusterIPs[family], 'clusterIP');
+    if (clusterIPs.length === 0) continue; // another service's ClusterIP (only a hand-made file can do that)
+    const externalIPs = mine(svc.externalIPs[family], 'externalIP');
+    const loadBalancerIPs = mine(svc.loadBalancerIPs[family], 'loadBalancerIP');
+    const nodePort = p.nodePort !== null && owns(frontendKey(null, p.nodePort, p.protocol), 'nodePort') ? p.nodePort : null;
     const all = mergeEndpoints(p.name, p.protocol, slices, node.name);
-    const externallyAccessible = p.nodePort !== null || svc.externalIPs[family].length > 0 || svc.loadBalancerIPs[family].length > 0;
+    const externallyAccessible = nodePort !== null || externalIPs.length > 0 || loadBalancerIPs.length > 0;
     const categories = categorizeEndpoints(all, { ...svc, externallyAccessible }, node);
     out.push({
       key: `${svc.key}:${p.name}`,
@@ -269,10 +319,10 @@ export function buildServicePorts(svc: ParsedService, slices: readonly ParsedSli
       protocol: p.protocol,
       family,
       port: p.port,
-      clusterIPs: [...clusterIPs],
-      nodePort: p.nodePort,
-      externalIPs: [...svc.externalIPs[family]],
-      loadBalancerIPs: [...svc.loadBalancerIPs[family]],
+      clusterIPs,
+      nodePort,
+      externalIPs,
+      loadBalancerIPs,
       loadBalancerSourceRanges: [...svc.loadBalancerSourceRanges[family]],
       affinityTimeoutSeconds: svc.affinityTimeoutSeconds,
       // The external policy applies only where there is external traffic (upstream: ExternallyAccessible).
@@ -386,7 +436,8 @@ export function buildState(
     if (r.kind === 'invalid') issues.push(...r.issues);
     else if (r.kind === 'skipped') skipped.push({ object: `${String(o.kind)} ${objectKey(o) ?? '<no name>'}`, reason: r.reason });
   }
-  return { state: cs.commit().state, issues, skipped };
+  const commit = cs.commit();
+  return { state: commit.state, issues: [...issues, ...commit.conflicts], skipped };
 }
 
 /** buildState for each family: what `state` and `explain` show (IPv4 first). */
@@ -395,6 +446,9 @@ export function buildStates(
   config: ProxyConfig,
 ): { states: DesiredState[]; issues: ValidationIssue[]; skipped: { object: string; reason: string }[] } {
   const v4 = buildState(objects, config, 'IPv4');
-  // Object problems do not depend on the family: the IPv4 build reports them.
-  return { states: [v4.state, buildState(objects, config, 'IPv6').state], issues: v4.issues, skipped: v4.skipped };
+  const v6 = buildState(objects, config, 'IPv6');
+  // Object problems are the same in both builds; frontend conflicts are per family: report each once.
+  const seen = new Set(v4.issues.map((i) => JSON.stringify(i)));
+  const issues = [...v4.issues, ...v6.issues.filter((i) => !seen.has(JSON.stringify(i)))];
+  return { states: [v4.state, v6.state], issues, skipped: v4.skipped };
 }
