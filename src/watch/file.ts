@@ -9,7 +9,8 @@ import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
 import type { Source, SourceHandler } from './types.ts';
 
-const WATCHED: Record<string, string> = { Service: 'v1', EndpointSlice: 'discovery.k8s.io/v1', Node: 'v1' };
+/** The kinds read, with the API versions accepted (v1beta1 slices: what API servers before 1.21 serve). */
+const WATCHED: Record<string, readonly string[]> = { Service: ['v1'], EndpointSlice: ['discovery.k8s.io/v1', 'discovery.k8s.io/v1beta1'], Node: ['v1'] };
 
 export class SourceFileError extends Error {
   constructor(message: string) {
@@ -18,8 +19,30 @@ export class SourceFileError extends Error {
   }
 }
 
-/** Parses file text into the watched objects; throws SourceFileError naming the file and position. */
+/** How deep Lists may nest (a List of Lists...); deeper is a hostile or broken file. */
+const MAX_DEPTH = 8;
+
+/**
+ * Parses file text into the watched objects; throws SourceFileError naming the file and position.
+ * JSON (what `kubectl get -o json` writes) goes through JSON.parse, which is many times faster and leaner
+ * than a YAML parser on large dumps; anything else, or JSON that does not parse, through the YAML parser
+ * (which also gives the line and column of an error).
+ */
 export function parseObjects(text: string, file: string): KubeObject[] {
+  const first = text.trimStart()[0];
+  if (first === '{' || first === '[') {
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      value = undefined; // the YAML parser below reports where
+    }
+    if (value !== undefined) {
+      const out: KubeObject[] = [];
+      collect(value, file, out, 0);
+      return out;
+    }
+  }
   const lines = new LineCounter();
   const docs = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: false, lineCounter: lines });
   const out: KubeObject[] = [];
@@ -31,21 +54,29 @@ export function parseObjects(text: string, file: string): KubeObject[] {
       const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
       throw new SourceFileError(`${where}: ${err.message.split('\n')[0]}`);
     }
-    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    let value: unknown;
+    try {
+      // maxAliasCount bounds alias expansion (a "billion laughs" file fails here instead of filling memory).
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch (e) {
+      throw new SourceFileError(`${file}: ${(e as Error).message.split('\n')[0]}`);
+    }
     if (value === null || value === undefined) continue;
-    collect(value, file, out);
+    collect(value, file, out, 0);
   }
   return out;
 }
 
-function collect(value: unknown, file: string, out: KubeObject[]): void {
+function collect(value: unknown, file: string, out: KubeObject[], depth: number): void {
+  // A self-referencing List (a YAML alias to itself) would recurse forever.
+  if (depth > MAX_DEPTH) throw new SourceFileError(`${file}: Lists nested more than ${MAX_DEPTH} deep (a List that contains itself?)`);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new SourceFileError(`${file}: a document is not a Kubernetes object (found ${Array.isArray(value) ? 'a list' : typeof value})`);
   }
   const o = value as { kind?: unknown; apiVersion?: unknown; items?: unknown; objects?: unknown };
   // A routing scenario (../shared/scenarios format, examples/demo.yaml): its objects are the cluster.
   if (o.kind === undefined && Array.isArray(o.objects)) {
-    for (const item of o.objects) collect(item, file, out);
+    for (const item of o.objects) collect(item, file, out, depth + 1);
     return;
   }
   if (typeof o.kind === 'string' && o.kind.endsWith('List') && Array.isArray(o.items)) {
@@ -53,13 +84,13 @@ function collect(value: unknown, file: string, out: KubeObject[]): void {
       // Items of typed lists (ServiceList ...) carry no kind of their own.
       const it = item as { kind?: unknown };
       if (it && typeof it === 'object' && it.kind === undefined && o.kind !== 'List') it.kind = o.kind.slice(0, -4);
-      collect(item, file, out);
+      collect(item, file, out, depth + 1);
     }
     return;
   }
-  const want = typeof o.kind === 'string' ? WATCHED[o.kind] : undefined;
-  if (!want || (o.apiVersion !== undefined && o.apiVersion !== want)) {
-    log.debug({ file, kind: o.kind, apiVersion: o.apiVersion }, 'skipping an object of a kind the proxy does not watch');
+  const want = typeof o.kind === 'string' && Object.hasOwn(WATCHED, o.kind) ? WATCHED[o.kind] : undefined;
+  if (!want || (o.apiVersion !== undefined && !want.includes(o.apiVersion as string))) {
+    log.debug({ event: 'skipped', file, kind: o.kind, apiVersion: o.apiVersion }, 'skipping an object of a kind the proxy does not watch');
     return;
   }
   out.push(value as KubeObject);

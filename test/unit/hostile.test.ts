@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { explain } from '../../src/model/explain.ts';
 import { formatIssue } from '../../src/model/parse.ts';
 import { ClusterState, buildState } from '../../src/model/store.ts';
+import { SourceFileError, parseObjects } from '../../src/watch/file.ts';
 import { CONFIG, ep, slice, svc } from './model-helpers.ts';
 
 const victim = svc('victim', { clusterIP: '198.18.100.10', ports: [{ name: 'http', port: 80 }] }, {}, 'bank');
@@ -112,5 +113,25 @@ describe('control characters never reach a terminal raw', () => {
     // eslint-disable-next-line no-control-regex
     expect(line).not.toMatch(/[\u0000-\u001f\u007f]/);
     expect(line).toContain('\\u001b[2J');
+  });
+});
+
+describe('hostile files give a message naming the file, not a stack trace', () => {
+  it('a YAML alias bomb', () => {
+    const text = ['a: &a [x, x, x, x, x, x, x, x, x]', 'b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]', 'c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]', 'd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]'].join('\n');
+    expect(() => parseObjects(text, 'bomb.yaml')).toThrow(SourceFileError);
+    expect(() => parseObjects(text, 'bomb.yaml')).toThrow(/^bomb\.yaml: /);
+  });
+  it('a List that contains itself', () => {
+    expect(() => parseObjects('&l\napiVersion: v1\nkind: List\nitems: [*l]\n', 'rec.yaml')).toThrow(/^rec\.yaml: Lists nested more than/);
+  });
+  it('JSON goes through JSON.parse; broken JSON is reported with its position by the YAML parser', () => {
+    const objs = parseObjects(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [victim] }), 'dump.json');
+    expect(objs).toHaveLength(1);
+    expect(() => parseObjects('{"apiVersion": "v1", "kind": ', 'dump.json')).toThrow(/^dump\.json:\d+:\d+: /);
+  });
+  it('discovery.k8s.io/v1beta1 EndpointSlices are read from files', () => {
+    const beta = { ...victimSlice, apiVersion: 'discovery.k8s.io/v1beta1' };
+    expect(parseObjects(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [beta] }), 'x.json')).toHaveLength(1);
   });
 });
