@@ -3,7 +3,7 @@ import { RUN_FLAGS, STATE_FLAGS, UsageError, flagsHelp, parseCIDRList, parseFlag
 import { hostname as osHostname } from 'node:os';
 import { setLogLevel } from './log.ts';
 import { MODES, type ModeName } from './modes/types.ts';
-import { formatIssue } from './model/parse.ts';
+import { issueLine } from './model/parse.ts';
 import { explain, formatExplanation } from './model/explain.ts';
 import { parseHostPort, parseIP } from './model/addr.ts';
 import { buildState, buildStates } from './model/store.ts';
@@ -54,7 +54,7 @@ async function stateCommand(argv: string[]): Promise<number> {
     nodePortAddresses: [],
   };
   const { states, issues } = buildStates(objects, config);
-  for (const i of issues) process.stderr.write(`left out: ${formatIssue(i)}\n`);
+  for (const i of issues) process.stderr.write(`${issueLine(i)}\n`);
   process.stdout.write(output === 'json' ? stateToJSON(states) : stateToTable(states));
   return 0;
 }
@@ -104,7 +104,7 @@ async function explainCommand(argv: string[]): Promise<number> {
   };
   // The destination's family decides which family's state the connection meets.
   const { state, issues } = buildState(objects, config, to.ip.family);
-  for (const i of issues) process.stderr.write(`left out: ${formatIssue(i)}\n`);
+  for (const i of issues) process.stderr.write(`${issueLine(i)}\n`);
   const q = {
     dst: to.ip.ip,
     port: to.port,

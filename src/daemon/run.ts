@@ -5,7 +5,7 @@ import type { Server } from 'node:http';
 import type { RunOptions } from '../config.ts';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
-import { formatIssue } from '../model/parse.ts';
+import { issueLine } from '../model/parse.ts';
 import { type ApplyOutcome, ClusterState, buildState } from '../model/store.ts';
 import { FAMILIES } from '../model/addr.ts';
 import type { DesiredState, IPFamily, ServicePort } from '../model/types.ts';
@@ -20,7 +20,7 @@ import { SyncLoop } from '../sync/loop.ts';
 import { ProxyMetrics, serveMetrics } from './metrics.ts';
 
 function reportOutcome(object: string, r: ApplyOutcome): void {
-  if (r.kind === 'invalid') for (const i of r.issues) log.warn({ event: 'invalid-object', object: i.object, field: i.field }, `left out: ${formatIssue(i)}`);
+  if (r.kind === 'invalid') for (const i of r.issues) log.warn({ event: 'invalid-object', object: i.object, field: i.field }, issueLine(i));
   else if (r.kind === 'skipped') log.debug({ event: 'skipped', object, reason: r.reason }, 'skipped');
 }
 
@@ -63,7 +63,7 @@ export async function dryRun(opts: RunOptions, out: NodeJS.WritableStream = proc
   const render = async (family: IPFamily): Promise<{ text: string; ports: number }> => {
     const { state, issues } = buildState(objects, opts.proxy, family);
     // Invalid objects are the same for both families: report them once.
-    if (family === 'IPv4' || opts.ipFamily === 'IPv6') for (const i of issues) process.stderr.write(`left out: ${formatIssue(i)}\n`);
+    if (family === 'IPv4' || opts.ipFamily === 'IPv6') for (const i of issues) process.stderr.write(`${issueLine(i)}\n`);
     const proxier = createProxier(opts.mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend, family });
     try {
       return { text: proxier.dryRun(state), ports: state.servicePorts.size };

@@ -391,6 +391,11 @@ export function parseNode(node: Node): ParseResult<NodeInfo> {
   return { ok: true, value: { name, labels, zone, addresses, podCIDRs, deleting: Boolean(node.metadata?.deletionTimestamp) } };
 }
 
+/** The line a person reads for an issue: "left out: ..." or "warning: ...". */
+export function issueLine(i: ValidationIssue): string {
+  return `${i.severity === 'warning' ? 'warning' : 'left out'}: ${formatIssue(i)}`;
+}
+
 /** One line per issue; every part escaped (object names and values come from whoever wrote the object). */
 export function formatIssue(i: ValidationIssue): string {
   return printable(`${i.object}: ${i.field}: ${i.message}`);

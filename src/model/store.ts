@@ -5,7 +5,7 @@ import { categorizeEndpoints, type NodeTopology } from './endpoints.ts';
 import { type Claim, FrontendClaims, type FrontendRole, frontendKey } from './frontends.ts';
 import { type ParsedService, type ParsedSlice, type ParseResult, parseEndpointSlice, parseNode, parseService } from './parse.ts';
 import type { EndpointSlice, KubeObject, Node, Service } from './k8s.ts';
-import type { ChangeSet, DesiredState, Endpoint, IPFamily, NodeInfo, ProxyConfig, ServicePort, ValidationIssue } from './types.ts';
+import { type ChangeSet, DEFAULT_NODEPORT_RANGE, type DesiredState, type Endpoint, type IPFamily, type NodeInfo, type ProxyConfig, type ServicePort, type ValidationIssue } from './types.ts';
 
 export interface Commit {
   state: DesiredState;
@@ -15,8 +15,8 @@ export interface Commit {
   endpointChanges: number;
   /** last-change-trigger-time (ms) of every slice applied since the previous commit, for network programming latency. */
   triggerTimes: number[];
-  /** Frontends left out in this commit because another service owns them (reported, like invalid fields). */
-  conflicts: ValidationIssue[];
+  /** Frontends left out or questionable in this commit (another service owns them, a node port out of range): reported like invalid fields. */
+  notices: ValidationIssue[];
 }
 
 /** The outcome of applying one object: applied, skipped (not for this proxy), or rejected with issues. */
@@ -35,8 +35,8 @@ export class ClusterState {
   private readonly dirtyServices = new Set<string>();
   private triggerTimes: number[] = [];
   private readonly claims = new FrontendClaims();
-  /** Frontends left out since the last commit because another service owns them. */
-  private conflicts: ValidationIssue[] = [];
+  /** Frontends left out or questionable since the last commit (another service owns them; a node port out of range). */
+  private notices: ValidationIssue[] = [];
   private node: NodeInfo | null = null;
   private nodeChanged = false;
   /** The snapshot of the last commit: replaced by the next commit that changes anything, never mutated. */
@@ -179,9 +179,9 @@ export class ClusterState {
       serviceChanges: this.dirtyServices.size,
       endpointChanges: this.dirtySlices.size,
       triggerTimes: this.triggerTimes,
-      conflicts: this.conflicts,
+      notices: this.notices,
     };
-    this.conflicts = [];
+    this.notices = [];
     this.dirty.clear();
     this.dirtyServices.clear();
     this.dirtySlices.clear();
@@ -212,14 +212,27 @@ export class ClusterState {
     const owns: Owns = (key, role) => {
       if (this.claims.owns(svcKey, key, role)) return true;
       const o = this.claims.owner(key);
-      this.conflicts.push({
+      this.notices.push({
         object: `Service ${svcKey}`,
         field: ROLE_FIELD[role],
         message: `${key} is left out: it is the ${o?.role ?? 'frontend'} of Service ${o?.service ?? '?'}`,
       });
       return false;
     };
-    const next = svc ? buildServicePorts(svc, this.slicesOf(svcKey), this.family, { name: this.config.hostname, zone: this.node?.zone ?? '' }, owns) : [];
+    const range = this.config.nodePortRange ?? DEFAULT_NODEPORT_RANGE;
+    const nodePortAllowed: NodePortCheck = (port, field) => {
+      if (port >= range.min && port <= range.max) return true;
+      this.notices.push({
+        object: `Service ${svcKey}`,
+        field,
+        message: `${port} is outside the NodePort range ${range.min}-${range.max}${range.refuse ? '' : ' (still opened: set the range to refuse such ports)'}`,
+        ...(range.refuse ? {} : { severity: 'warning' as const }),
+      });
+      return !range.refuse;
+    };
+    const next = svc
+      ? buildServicePorts(svc, this.slicesOf(svcKey), this.family, { name: this.config.hostname, zone: this.node?.zone ?? '' }, owns, nodePortAllowed)
+      : [];
     const nextKeys = new Set(next.map((p) => p.key));
     for (const k of oldKeys) {
       if (!nextKeys.has(k)) {
@@ -297,16 +310,30 @@ function claimsOf(svc: ParsedService | undefined): Claim[] {
   return out;
 }
 
-export function buildServicePorts(svc: ParsedService, slices: readonly ParsedSlice[], family: IPFamily, node: NodeTopology, owns: Owns = () => true): ServicePort[] {
+/** Whether a node port (a NodePort or health-check node port) may be opened; reports it when questionable. */
+export type NodePortCheck = (port: number, field: string) => boolean;
+
+export function buildServicePorts(
+  svc: ParsedService,
+  slices: readonly ParsedSlice[],
+  family: IPFamily,
+  node: NodeTopology,
+  owns: Owns = () => true,
+  nodePortAllowed: NodePortCheck = () => true,
+): ServicePort[] {
   if (svc.clusterIPs[family].length === 0) return [];
   const out: ServicePort[] = [];
+  const healthCheckNodePort = svc.healthCheckNodePort !== null && nodePortAllowed(svc.healthCheckNodePort, 'spec.healthCheckNodePort') ? svc.healthCheckNodePort : null;
   for (const p of svc.ports) {
     const mine = (ips: readonly string[], role: FrontendRole) => ips.filter((ip) => owns(frontendKey(ip, p.port, p.protocol), role));
     const clusterIPs = mine(svc.clusterIPs[family], 'clusterIP');
     if (clusterIPs.length === 0) continue; // another service's ClusterIP (only a hand-made file can do that)
     const externalIPs = mine(svc.externalIPs[family], 'externalIP');
     const loadBalancerIPs = mine(svc.loadBalancerIPs[family], 'loadBalancerIP');
-    const nodePort = p.nodePort !== null && owns(frontendKey(null, p.nodePort, p.protocol), 'nodePort') ? p.nodePort : null;
+    const nodePort =
+      p.nodePort !== null && nodePortAllowed(p.nodePort, `spec.ports[${svc.ports.indexOf(p)}].nodePort`) && owns(frontendKey(null, p.nodePort, p.protocol), 'nodePort')
+        ? p.nodePort
+        : null;
     const all = mergeEndpoints(p.name, p.protocol, slices, node.name);
     const externallyAccessible = nodePort !== null || externalIPs.length > 0 || loadBalancerIPs.length > 0;
     const categories = categorizeEndpoints(all, { ...svc, externallyAccessible }, node);
@@ -328,7 +355,7 @@ export function buildServicePorts(svc: ParsedService, slices: readonly ParsedSli
       // The external policy applies only where there is external traffic (upstream: ExternallyAccessible).
       externalTrafficPolicy: externallyAccessible ? svc.externalTrafficPolicy : 'Cluster',
       internalTrafficPolicy: svc.internalTrafficPolicy,
-      healthCheckNodePort: svc.healthCheckNodePort,
+      healthCheckNodePort: healthCheckNodePort,
       allEndpoints: all,
       externallyAccessible,
       ...categories,
@@ -437,7 +464,7 @@ export function buildState(
     else if (r.kind === 'skipped') skipped.push({ object: `${String(o.kind)} ${objectKey(o) ?? '<no name>'}`, reason: r.reason });
   }
   const commit = cs.commit();
-  return { state: commit.state, issues: [...issues, ...commit.conflicts], skipped };
+  return { state: commit.state, issues: [...issues, ...commit.notices], skipped };
 }
 
 /** buildState for each family: what `state` and `explain` show (IPv4 first). */

@@ -114,7 +114,15 @@ export interface ProxyConfig {
    * 127.0.0.1 from the node (route_localnet plus upstream's martian-packet guard). Optional: absent means true.
    */
   localhostNodePorts?: boolean;
+  /**
+   * The NodePort range the API server allocates from (its --service-node-port-range; default 30000-32767).
+   * A NodePort or health-check node port outside it (port 22 would take over SSH) is reported; with `refuse`
+   * it is left out. Absent: the default range, reported only.
+   */
+  nodePortRange?: { min: number; max: number; refuse: boolean };
 }
+
+export const DEFAULT_NODEPORT_RANGE = { min: 30000, max: 32767, refuse: false } as const;
 
 export interface ChangeSet {
   /** Service port keys that appeared. */
@@ -152,4 +160,6 @@ export interface ValidationIssue {
   /** JSON-path-like field name, e.g. "spec.ports[0].port" */
   field: string;
   message: string;
+  /** 'warning': reported but still routed (e.g. a NodePort outside the range); default: the object or field is left out. */
+  severity?: 'warning';
 }

@@ -1,7 +1,7 @@
 // The sync loop: coalesces changes, runs one sync at a time, at most every minSyncPeriod, a full resync
 // at least every syncPeriod, and retries failures with backoff (the next sync after a failure is full).
 import { log } from '../log.ts';
-import { formatIssue } from '../model/parse.ts';
+import { issueLine } from '../model/parse.ts';
 import type { ClusterState } from '../model/store.ts';
 import { type ChangeSet, type DesiredState, changeSetSize } from '../model/types.ts';
 import type { Proxier, SyncResult } from '../modes/types.ts';
@@ -125,8 +125,7 @@ export class SyncLoop {
 
   private async syncOnce(): Promise<void> {
     const commit = this.o.cluster.commit();
-    for (const c of commit.conflicts)
-      log.warn({ event: 'frontend-conflict', family: this.o.proxier.family, object: c.object, field: c.field }, `left out: ${formatIssue(c)}`);
+    for (const n of commit.notices) log.warn({ event: 'frontend-notice', family: this.o.proxier.family, object: n.object, field: n.field }, issueLine(n));
     this.pending.add(commit.changes);
     this.counts.services += commit.serviceChanges;
     this.counts.endpoints += commit.endpointChanges;

@@ -2,7 +2,7 @@
 // service's traffic, reach the node itself, or put raw control characters on a terminal.
 import { describe, expect, it } from 'vitest';
 import { explain } from '../../src/model/explain.ts';
-import { formatIssue } from '../../src/model/parse.ts';
+import { formatIssue, issueLine } from '../../src/model/parse.ts';
 import { ClusterState, buildState } from '../../src/model/store.ts';
 import { SourceFileError, parseObjects } from '../../src/watch/file.ts';
 import { CONFIG, ep, slice, svc } from './model-helpers.ts';
@@ -133,5 +133,21 @@ describe('hostile files give a message naming the file, not a stack trace', () =
   it('discovery.k8s.io/v1beta1 EndpointSlices are read from files', () => {
     const beta = { ...victimSlice, apiVersion: 'discovery.k8s.io/v1beta1' };
     expect(parseObjects(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [beta] }), 'x.json')).toHaveLength(1);
+  });
+});
+
+describe('node ports outside the NodePort range', () => {
+  const ssh = svc('ssh', { type: 'NodePort', clusterIP: '198.18.100.22', ports: [{ name: 'x', port: 22, nodePort: 22 }] });
+  it('are reported and still opened by default', () => {
+    const { state, issues } = buildState([ssh], CONFIG);
+    expect(state.servicePorts.get('shop/ssh:x')!.nodePort).toBe(22);
+    expect(issues.map(issueLine)).toEqual([
+      'warning: Service shop/ssh: spec.ports[0].nodePort: 22 is outside the NodePort range 30000-32767 (still opened: set the range to refuse such ports)',
+    ]);
+  });
+  it('are left out when the range refuses them; the rest of the service still routes', () => {
+    const { state, issues } = buildState([ssh], { ...CONFIG, nodePortRange: { min: 30000, max: 32767, refuse: true } });
+    expect(state.servicePorts.get('shop/ssh:x')).toMatchObject({ nodePort: null, clusterIPs: ['198.18.100.22'] });
+    expect(issues.map(issueLine)).toEqual(['left out: Service shop/ssh: spec.ports[0].nodePort: 22 is outside the NodePort range 30000-32767']);
   });
 });
