@@ -183,82 +183,18 @@ export function parseService(svc: Service): ParseResult<ParsedService> {
   const type = spec.type ?? 'ClusterIP';
   if (type === 'ExternalName') return { ok: 'skip', reason: 'ExternalName service' };
   if (!['ClusterIP', 'NodePort', 'LoadBalancer'].includes(type)) c.add('spec.type', `${JSON.stringify(type)} is not a service type`);
-  const rawClusterIPs = Array.isArray(spec.clusterIPs) && spec.clusterIPs.length > 0 ? spec.clusterIPs : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
-  if (rawClusterIPs.length === 0 || rawClusterIPs[0] === 'None' || rawClusterIPs[0] === '') return { ok: 'skip', reason: 'headless service (no cluster IP)' };
-  const clusterIPs = byFamily();
-  if (Array.isArray(spec.clusterIPs) && spec.clusterIPs.length > 0) addIPs(c, 'spec.clusterIPs', rawClusterIPs, clusterIPs);
-  else {
-    const ip = checkIP(c, 'spec.clusterIP', spec.clusterIP);
-    if (ip) clusterIPs[ip.family].push(ip.ip);
-  }
-
-  const ports: ParsedServicePort[] = [];
-  if (!Array.isArray(spec.ports) || spec.ports.length === 0) c.add('spec.ports', 'has no ports');
-  else {
-    const seen = new Set<string>();
-    spec.ports.forEach((p, i) => {
-      const f = `spec.ports[${i}]`;
-      const pname = p?.name ?? '';
-      if (typeof pname !== 'string' || (pname !== '' && !DNS1123_LABEL.test(pname)))
-        c.add(`${f}.name`, `${JSON.stringify(pname)} is not a valid port name: at most 63 lower-case letters, digits and '-'`);
-      else if (pname === '' && spec.ports!.length > 1) c.add(`${f}.name`, 'is required when a service has more than one port');
-      else if (seen.has(pname)) c.add(`${f}.name`, `duplicate port name ${JSON.stringify(pname)}`);
-      seen.add(String(pname));
-      if (!isValidPort(p?.port)) c.add(`${f}.port`, `${JSON.stringify(p?.port)} is not a port number (1-65535)`);
-      const protocol = parseProtocol(c, `${f}.protocol`, p?.protocol);
-      let nodePort: number | null = null;
-      if (p?.nodePort !== undefined && p.nodePort !== null && p.nodePort !== 0) {
-        if (!isValidPort(p.nodePort)) c.add(`${f}.nodePort`, `${JSON.stringify(p.nodePort)} is not a port number (1-65535)`);
-        else if (type === 'NodePort' || type === 'LoadBalancer') nodePort = p.nodePort;
-      }
-      ports.push({ name: String(pname), protocol, port: p?.port as number, nodePort });
-    });
-  }
-
-  const externalIPs = byFamily();
-  addIPs(c, 'spec.externalIPs', spec.externalIPs, externalIPs);
-  const loadBalancerIPs = byFamily();
-  const ingress = svc.status?.loadBalancer?.ingress;
-  if (type === 'LoadBalancer' && Array.isArray(ingress)) {
-    ingress.forEach((ing, i) => {
-      if (!ing || ing.ip === undefined || ing.ip === '') return; // hostname-only ingress: nothing to route here
-      if (ing.ipMode === 'Proxy') return; // the load balancer proxies: traffic arrives addressed to the node
-      addIPs(c, `status.loadBalancer.ingress[${i}].ip`, [ing.ip], loadBalancerIPs);
-    });
-  }
-  const loadBalancerSourceRanges = byFamily();
-  if (type === 'LoadBalancer' && Array.isArray(spec.loadBalancerSourceRanges)) {
-    spec.loadBalancerSourceRanges.forEach((r, i) => {
-      const cidr = parseCIDR(r);
-      if (!cidr) c.add(`spec.loadBalancerSourceRanges[${i}]`, `${JSON.stringify(r)} is not a valid CIDR`);
-      else if (!loadBalancerSourceRanges[cidr.family].includes(cidr.cidr)) loadBalancerSourceRanges[cidr.family].push(cidr.cidr);
-    });
-  } else if (spec.loadBalancerSourceRanges !== undefined && spec.loadBalancerSourceRanges !== null && !Array.isArray(spec.loadBalancerSourceRanges)) {
-    c.add('spec.loadBalancerSourceRanges', 'is not a list');
-  }
-
-  let affinityTimeoutSeconds: number | null = null;
-  const affinity = spec.sessionAffinity ?? 'None';
-  if (affinity === 'ClientIP') {
-    const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
-    if (t === undefined || t === null) affinityTimeoutSeconds = DEFAULT_AFFINITY_TIMEOUT;
-    else if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_AFFINITY_TIMEOUT)
-      c.add('spec.sessionAffinityConfig.clientIP.timeoutSeconds', `${JSON.stringify(t)} is not between 1 and ${MAX_AFFINITY_TIMEOUT}`);
-    else affinityTimeoutSeconds = t;
-  } else if (affinity !== 'None') c.add('spec.sessionAffinity', `${JSON.stringify(affinity)} is not None or ClientIP`);
-
-  const policy = (field: string, v: unknown): TrafficPolicy => {
-    if (v === undefined || v === null || v === '' || v === 'Cluster') return 'Cluster';
-    if (v === 'Local') return 'Local';
-    c.add(field, `${JSON.stringify(v)} is not Cluster or Local`);
-    return 'Cluster';
-  };
-  const etp = policy('spec.externalTrafficPolicy', spec.externalTrafficPolicy);
-  const itp = policy('spec.internalTrafficPolicy', spec.internalTrafficPolicy);
+  const clusterIPs = parseClusterIPs(c, spec);
+  if (clusterIPs === 'headless') return { ok: 'skip', reason: 'headless service (no cluster IP)' };
+  const hasNodePorts = type === 'NodePort' || type === 'LoadBalancer';
+  const ports = parseServicePorts(c, spec.ports, hasNodePorts);
+  const { externalIPs, loadBalancerIPs, loadBalancerSourceRanges } = parseExternalFrontends(c, svc, type === 'LoadBalancer');
+  const affinityTimeoutSeconds = parseAffinity(c, spec);
+  const externalTrafficPolicy = parsePolicy(c, 'spec.externalTrafficPolicy', spec.externalTrafficPolicy);
+  const internalTrafficPolicy = parsePolicy(c, 'spec.internalTrafficPolicy', spec.internalTrafficPolicy);
   let healthCheckNodePort: number | null = null;
   if (spec.healthCheckNodePort !== undefined && spec.healthCheckNodePort !== null && spec.healthCheckNodePort !== 0) {
     if (!isValidPort(spec.healthCheckNodePort)) c.add('spec.healthCheckNodePort', `${JSON.stringify(spec.healthCheckNodePort)} is not a port number (1-65535)`);
-    else if (type === 'LoadBalancer' && etp === 'Local') healthCheckNodePort = spec.healthCheckNodePort;
+    else if (type === 'LoadBalancer' && externalTrafficPolicy === 'Local') healthCheckNodePort = spec.healthCheckNodePort;
   }
 
   if (c.issues.length > 0) return { ok: false, issues: c.issues };
@@ -275,11 +211,106 @@ export function parseService(svc: Service): ParseResult<ParsedService> {
       loadBalancerSourceRanges,
       affinityTimeoutSeconds,
       // Whether the external policy applies is decided per family (model/endpoints.ts: externallyAccessible).
-      externalTrafficPolicy: etp,
-      internalTrafficPolicy: itp,
+      externalTrafficPolicy,
+      internalTrafficPolicy,
       healthCheckNodePort,
     },
   };
+}
+
+type ServiceSpec = NonNullable<Service['spec']>;
+
+/** spec.clusterIPs (or the older spec.clusterIP) by family; 'headless' for None or none. */
+function parseClusterIPs(c: Collector, spec: ServiceSpec): Record<IPFamily, string[]> | 'headless' {
+  const listed = Array.isArray(spec.clusterIPs) && spec.clusterIPs.length > 0;
+  const raw = listed ? spec.clusterIPs! : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
+  if (raw.length === 0 || raw[0] === 'None' || raw[0] === '') return 'headless';
+  const clusterIPs = byFamily();
+  if (listed) addIPs(c, 'spec.clusterIPs', raw, clusterIPs);
+  else {
+    const ip = checkIP(c, 'spec.clusterIP', spec.clusterIP);
+    if (ip) clusterIPs[ip.family].push(ip.ip);
+  }
+  return clusterIPs;
+}
+
+/** spec.ports: names (required and unique when several), ports, protocols, and NodePorts where the type has them. */
+function parseServicePorts(c: Collector, list: ServiceSpec['ports'], hasNodePorts: boolean): ParsedServicePort[] {
+  const ports: ParsedServicePort[] = [];
+  if (!Array.isArray(list) || list.length === 0) {
+    c.add('spec.ports', 'has no ports');
+    return ports;
+  }
+  const seen = new Set<string>();
+  list.forEach((p, i) => {
+    const f = `spec.ports[${i}]`;
+    const pname = p?.name ?? '';
+    if (typeof pname !== 'string' || (pname !== '' && !DNS1123_LABEL.test(pname)))
+      c.add(`${f}.name`, `${JSON.stringify(pname)} is not a valid port name: at most 63 lower-case letters, digits and '-'`);
+    else if (pname === '' && list.length > 1) c.add(`${f}.name`, 'is required when a service has more than one port');
+    else if (seen.has(pname)) c.add(`${f}.name`, `duplicate port name ${JSON.stringify(pname)}`);
+    seen.add(String(pname));
+    if (!isValidPort(p?.port)) c.add(`${f}.port`, `${JSON.stringify(p?.port)} is not a port number (1-65535)`);
+    const protocol = parseProtocol(c, `${f}.protocol`, p?.protocol);
+    let nodePort: number | null = null;
+    if (p?.nodePort !== undefined && p.nodePort !== null && p.nodePort !== 0) {
+      if (!isValidPort(p.nodePort)) c.add(`${f}.nodePort`, `${JSON.stringify(p.nodePort)} is not a port number (1-65535)`);
+      else if (hasNodePorts) nodePort = p.nodePort;
+    }
+    ports.push({ name: String(pname), protocol, port: p?.port as number, nodePort });
+  });
+  return ports;
+}
+
+/** externalIPs, and for a LoadBalancer its ingress IPs and source ranges, by family. */
+function parseExternalFrontends(c: Collector, svc: Service, isLoadBalancer: boolean) {
+  const spec = svc.spec!;
+  const externalIPs = byFamily();
+  addIPs(c, 'spec.externalIPs', spec.externalIPs, externalIPs);
+  const loadBalancerIPs = byFamily();
+  const ingress = svc.status?.loadBalancer?.ingress;
+  if (isLoadBalancer && Array.isArray(ingress)) {
+    ingress.forEach((ing, i) => {
+      if (!ing || ing.ip === undefined || ing.ip === '') return; // hostname-only ingress: nothing to route here
+      if (ing.ipMode === 'Proxy') return; // the load balancer proxies: traffic arrives addressed to the node
+      addIPs(c, `status.loadBalancer.ingress[${i}].ip`, [ing.ip], loadBalancerIPs);
+    });
+  }
+  const loadBalancerSourceRanges = byFamily();
+  if (isLoadBalancer && Array.isArray(spec.loadBalancerSourceRanges)) {
+    spec.loadBalancerSourceRanges.forEach((r, i) => {
+      const cidr = parseCIDR(r);
+      if (!cidr) c.add(`spec.loadBalancerSourceRanges[${i}]`, `${JSON.stringify(r)} is not a valid CIDR`);
+      else if (!loadBalancerSourceRanges[cidr.family].includes(cidr.cidr)) loadBalancerSourceRanges[cidr.family].push(cidr.cidr);
+    });
+  } else if (spec.loadBalancerSourceRanges !== undefined && spec.loadBalancerSourceRanges !== null && !Array.isArray(spec.loadBalancerSourceRanges)) {
+    c.add('spec.loadBalancerSourceRanges', 'is not a list');
+  }
+  return { externalIPs, loadBalancerIPs, loadBalancerSourceRanges };
+}
+
+/** The ClientIP affinity timeout, or null without affinity. */
+function parseAffinity(c: Collector, spec: ServiceSpec): number | null {
+  const affinity = spec.sessionAffinity ?? 'None';
+  if (affinity === 'None') return null;
+  if (affinity !== 'ClientIP') {
+    c.add('spec.sessionAffinity', `${JSON.stringify(affinity)} is not None or ClientIP`);
+    return null;
+  }
+  const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
+  if (t === undefined || t === null) return DEFAULT_AFFINITY_TIMEOUT;
+  if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_AFFINITY_TIMEOUT) {
+    c.add('spec.sessionAffinityConfig.clientIP.timeoutSeconds', `${JSON.stringify(t)} is not between 1 and ${MAX_AFFINITY_TIMEOUT}`);
+    return null;
+  }
+  return t;
+}
+
+function parsePolicy(c: Collector, field: string, v: unknown): TrafficPolicy {
+  if (v === undefined || v === null || v === '' || v === 'Cluster') return 'Cluster';
+  if (v === 'Local') return 'Local';
+  c.add(field, `${JSON.stringify(v)} is not Cluster or Local`);
+  return 'Cluster';
 }
 
 function cond(v: unknown, dflt: boolean): boolean {
