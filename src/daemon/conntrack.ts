@@ -77,7 +77,10 @@ export class ConntrackCleaner {
     const room = MAX_BATCH - this.queue.length;
     if (filters.length > room) {
       this.dropped += filters.length - Math.max(room, 0);
-      log.warn({ event: 'conntrack-dropped', family: this.family, dropped: filters.length - Math.max(room, 0) }, 'too many stale UDP flows at once; the rest expire by themselves');
+      log.warn(
+        { event: 'conntrack-dropped', family: this.family, dropped: filters.length - Math.max(room, 0) },
+        'too many stale UDP flows at once; the rest expire by themselves',
+      );
     }
     this.queue.push(...filters.slice(0, Math.max(room, 0)));
     this.running ??= this.drain();
@@ -108,10 +111,16 @@ export class ConntrackCleaner {
       await writeFile(file, batchText(this.family, filters));
       const r = await run([this.binary, '-R', file], { timeoutMs: BATCH_TIMEOUT_MS });
       if (r.code !== 0) throw new Error(r.stderr.trim().split('\n')[0] || `exit ${r.code}`);
-      log.debug({ event: 'conntrack-cleanup', family: this.family, filters: filters.length, ms: Math.round(performance.now() - started) }, 'deleted stale UDP conntrack entries');
+      log.debug(
+        { event: 'conntrack-cleanup', family: this.family, filters: filters.length, ms: Math.round(performance.now() - started) },
+        'deleted stale UDP conntrack entries',
+      );
     } catch (err) {
       this.failures++;
-      log.warn({ event: 'conntrack-failed', family: this.family, filters: filters.length, err: (err as Error).message }, 'could not delete stale UDP conntrack entries');
+      log.warn(
+        { event: 'conntrack-failed', family: this.family, filters: filters.length, err: (err as Error).message },
+        'could not delete stale UDP conntrack entries',
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -59,7 +59,9 @@ export function parseCIDR(s: unknown): CIDR | null {
   const prefix = Number(lenText);
   const family = familyOfParsed(a);
   if (prefix > (family === 'IPv4' ? 32 : 128)) return null;
-  const network = canonical(family === 'IPv4' ? ipaddr.IPv4.networkAddressFromCIDR(`${a.toString()}/${prefix}`) : ipaddr.IPv6.networkAddressFromCIDR(`${a.toString()}/${prefix}`));
+  const network = canonical(
+    family === 'IPv4' ? ipaddr.IPv4.networkAddressFromCIDR(`${a.toString()}/${prefix}`) : ipaddr.IPv6.networkAddressFromCIDR(`${a.toString()}/${prefix}`),
+  );
   return { family, cidr: `${network}/${prefix}`, network, prefix };
 }
 

@@ -27,7 +27,9 @@ const MAX_SUBDOMAIN = 253;
 type NameRule = 'dns1035-label' | 'dns1123-subdomain';
 function nameProblem(name: string, rule: NameRule): string | null {
   if (rule === 'dns1035-label')
-    return DNS1035_LABEL.test(name) ? null : `${JSON.stringify(name)} is not a valid name: at most 63 lower-case letters, digits and '-', starting with a letter`;
+    return DNS1035_LABEL.test(name)
+      ? null
+      : `${JSON.stringify(name)} is not a valid name: at most 63 lower-case letters, digits and '-', starting with a letter`;
   return name.length <= MAX_SUBDOMAIN && DNS1123_SUBDOMAIN.test(name)
     ? null
     : `${JSON.stringify(name)} is not a valid name: at most 253 characters, dot-separated lower-case labels of letters, digits and '-'`;
@@ -35,7 +37,7 @@ function nameProblem(name: string, rule: NameRule): string | null {
 
 /** Text from an object made safe for a terminal or a log: control and other invisible characters escaped. */
 export function printable(s: string): string {
-  // eslint-disable-next-line no-control-regex
+   
   return /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]/.test(s) ? JSON.stringify(s).slice(1, -1) : s;
 }
 
@@ -106,7 +108,12 @@ export function describe(kind: string, meta: { name?: unknown; namespace?: unkno
   return kind === 'Node' ? `Node ${name}` : `${printable(kind)} ${ns}/${name}`;
 }
 
-function checkMeta(c: Collector, meta: { name?: unknown; namespace?: unknown } | undefined, namespaced: boolean, rule: NameRule): { name: string; namespace: string } {
+function checkMeta(
+  c: Collector,
+  meta: { name?: unknown; namespace?: unknown } | undefined,
+  namespaced: boolean,
+  rule: NameRule,
+): { name: string; namespace: string } {
   const name = meta?.name;
   if (typeof name !== 'string' || name === '') c.add('metadata.name', 'is missing');
   else {

@@ -5,7 +5,17 @@ import { categorizeEndpoints, type NodeTopology } from './endpoints.ts';
 import { type Claim, FrontendClaims, type FrontendRole, frontendKey } from './frontends.ts';
 import { type ParsedService, type ParsedSlice, type ParseResult, parseEndpointSlice, parseNode, parseService } from './parse.ts';
 import type { EndpointSlice, KubeObject, Node, Service } from './k8s.ts';
-import { type ChangeSet, DEFAULT_NODEPORT_RANGE, type DesiredState, type Endpoint, type IPFamily, type NodeInfo, type ProxyConfig, type ServicePort, type ValidationIssue } from './types.ts';
+import {
+  type ChangeSet,
+  DEFAULT_NODEPORT_RANGE,
+  type DesiredState,
+  type Endpoint,
+  type IPFamily,
+  type NodeInfo,
+  type ProxyConfig,
+  type ServicePort,
+  type ValidationIssue,
+} from './types.ts';
 
 export interface Commit {
   state: DesiredState;
@@ -323,7 +333,8 @@ export function buildServicePorts(
 ): ServicePort[] {
   if (svc.clusterIPs[family].length === 0) return [];
   const out: ServicePort[] = [];
-  const healthCheckNodePort = svc.healthCheckNodePort !== null && nodePortAllowed(svc.healthCheckNodePort, 'spec.healthCheckNodePort') ? svc.healthCheckNodePort : null;
+  const healthCheckNodePort =
+    svc.healthCheckNodePort !== null && nodePortAllowed(svc.healthCheckNodePort, 'spec.healthCheckNodePort') ? svc.healthCheckNodePort : null;
   for (const p of svc.ports) {
     const mine = (ips: readonly string[], role: FrontendRole) => ips.filter((ip) => owns(frontendKey(ip, p.port, p.protocol), role));
     const clusterIPs = mine(svc.clusterIPs[family], 'clusterIP');
@@ -331,7 +342,9 @@ export function buildServicePorts(
     const externalIPs = mine(svc.externalIPs[family], 'externalIP');
     const loadBalancerIPs = mine(svc.loadBalancerIPs[family], 'loadBalancerIP');
     const nodePort =
-      p.nodePort !== null && nodePortAllowed(p.nodePort, `spec.ports[${svc.ports.indexOf(p)}].nodePort`) && owns(frontendKey(null, p.nodePort, p.protocol), 'nodePort')
+      p.nodePort !== null &&
+      nodePortAllowed(p.nodePort, `spec.ports[${svc.ports.indexOf(p)}].nodePort`) &&
+      owns(frontendKey(null, p.nodePort, p.protocol), 'nodePort')
         ? p.nodePort
         : null;
     const all = mergeEndpoints(p.name, p.protocol, slices, node.name);

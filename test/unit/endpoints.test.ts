@@ -60,13 +60,16 @@ describe('categorizeEndpoints', () => {
     expect(c.internalEndpoints).toBe(c.clusterEndpoints);
   });
   it('topology never applies to the serving-and-terminating fallback', () => {
-    const draining = [e('10.0.0.1', { ready: false, terminating: true, zoneHints: ['zone-b'] }), e('10.0.0.2', { ready: false, terminating: true, zoneHints: ['zone-a'] })];
+    const draining = [
+      e('10.0.0.1', { ready: false, terminating: true, zoneHints: ['zone-b'] }),
+      e('10.0.0.2', { ready: false, terminating: true, zoneHints: ['zone-a'] }),
+    ];
     const c = categorizeEndpoints(draining, CLUSTER, NODE);
     expect(c.topologyMode).toBe('');
     expect(ids(c.clusterEndpoints)).toEqual(['10.0.0.1', '10.0.0.2']);
     expect(c.hasAnyEndpoints).toBe(true);
   });
-  it('Local policies use this node\'s ready endpoints, else its serving-and-terminating ones', () => {
+  it("Local policies use this node's ready endpoints, else its serving-and-terminating ones", () => {
     const eps = [e('10.0.0.1', { isLocal: true, ready: false, terminating: true }), e('10.0.0.2')];
     const c = categorizeEndpoints(eps, { internalTrafficPolicy: 'Local', externalTrafficPolicy: 'Cluster', externallyAccessible: false }, NODE);
     expect(c.internalPolicyLocal).toBe(true);

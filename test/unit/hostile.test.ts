@@ -19,7 +19,12 @@ const lbSlice = slice('lb-1', 'lb', [{ name: 'http', port: 8080 }], [ep('198.19.
 const attacker = (externalIPs: string[], nodePort?: number) =>
   svc(
     'evil',
-    { type: nodePort ? 'NodePort' : 'ClusterIP', clusterIP: '198.18.100.66', externalIPs, ports: [{ name: 'http', port: 80, ...(nodePort ? { nodePort } : {}) }] },
+    {
+      type: nodePort ? 'NodePort' : 'ClusterIP',
+      clusterIP: '198.18.100.66',
+      externalIPs,
+      ports: [{ name: 'http', port: 80, ...(nodePort ? { nodePort } : {}) }],
+    },
     {},
     'mallory',
   );
@@ -29,7 +34,9 @@ describe('frontend ownership (the CVE-2020-8554 shape)', () => {
   it("an externalIP naming another service's ClusterIP is left out and reported; the ClusterIP keeps routing to its own endpoints", () => {
     const { state, issues } = buildState([attacker(['198.18.100.10']), attackerSlice, victim, victimSlice], CONFIG);
     expect(state.servicePorts.get('mallory/evil:http')!.externalIPs).toEqual([]);
-    expect(issues.map(formatIssue)).toContainEqual(expect.stringMatching(/Service mallory\/evil: spec\.externalIPs: 198\.18\.100\.10:80\/TCP is left out: it is the clusterIP of Service bank\/victim/));
+    expect(issues.map(formatIssue)).toContainEqual(
+      expect.stringMatching(/Service mallory\/evil: spec\.externalIPs: 198\.18\.100\.10:80\/TCP is left out: it is the clusterIP of Service bank\/victim/),
+    );
     const e = explain({ dst: '198.18.100.10', port: 80, protocol: 'TCP', src: '198.19.1.50' }, state);
     expect(e.servicePort).toBe('bank/victim:http');
     expect(e.endpoints.map((x) => x.id)).toEqual(['198.19.1.11:8080']);
@@ -110,7 +117,7 @@ describe('control characters never reach a terminal raw', () => {
   it('an object name with escape sequences is printed escaped', () => {
     const { issues } = buildState([svc('evil\u001b[2J\u0007', { clusterIP: '198.18.100.1', ports: [{ port: 80 }] })], CONFIG);
     const line = formatIssue(issues[0]!);
-    // eslint-disable-next-line no-control-regex
+     
     expect(line).not.toMatch(/[\u0000-\u001f\u007f]/);
     expect(line).toContain('\\u001b[2J');
   });
@@ -118,7 +125,12 @@ describe('control characters never reach a terminal raw', () => {
 
 describe('hostile files give a message naming the file, not a stack trace', () => {
   it('a YAML alias bomb', () => {
-    const text = ['a: &a [x, x, x, x, x, x, x, x, x]', 'b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]', 'c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]', 'd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]'].join('\n');
+    const text = [
+      'a: &a [x, x, x, x, x, x, x, x, x]',
+      'b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]',
+      'c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]',
+      'd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]',
+    ].join('\n');
     expect(() => parseObjects(text, 'bomb.yaml')).toThrow(SourceFileError);
     expect(() => parseObjects(text, 'bomb.yaml')).toThrow(/^bomb\.yaml: /);
   });

@@ -162,15 +162,31 @@ function rotate<T>(xs: readonly T[], n: number): T[] {
   return [...xs.slice(k), ...xs.slice(0, k)];
 }
 
+/** The settings of one compare run, defaults filled in. */
+interface Settings {
+  modes: readonly ModeName[];
+  rounds: number;
+  seconds: number;
+  concurrency: number;
+  latencyConnections: number;
+  syncServices: number;
+  syncEndpoints: number;
+  syncTimeoutMs: number;
+  progress: (line: string) => void;
+}
+
 export async function runCompare(opts: CompareOptions = {}): Promise<CompareResult> {
-  const modes = opts.modes ?? MODES;
-  const rounds = opts.rounds ?? 5;
-  const seconds = opts.seconds ?? 2;
-  const concurrency = opts.concurrency ?? 32;
-  const latencyConnections = opts.latencyConnections ?? 400;
-  const syncServices = opts.syncServices ?? 2000;
-  const syncEndpoints = opts.syncEndpoints ?? 10;
-  const progress = opts.progress ?? ((line: string) => log.info({ event: 'compare' }, line));
+  const cfg: Settings = {
+    modes: opts.modes ?? MODES,
+    rounds: opts.rounds ?? 5,
+    seconds: opts.seconds ?? 2,
+    concurrency: opts.concurrency ?? 32,
+    latencyConnections: opts.latencyConnections ?? 400,
+    syncServices: opts.syncServices ?? 2000,
+    syncEndpoints: opts.syncEndpoints ?? 10,
+    syncTimeoutMs: opts.syncTimeoutMs ?? 600_000,
+    progress: opts.progress ?? ((line: string) => log.info({ event: 'compare' }, line)),
+  };
   const docsFile = opts.docsFile === undefined ? path.join(REPO_ROOT, 'docs', 'benchmarks.md') : opts.docsFile;
   const started = new Date();
   const load = loadavg()[0] ?? 0;
@@ -179,84 +195,15 @@ export async function runCompare(opts: CompareOptions = {}): Promise<CompareResu
   const benchFile = path.join(dir, 'bench.json');
   const clusterFile = path.join(dir, 'cluster.json');
   writeFileSync(benchFile, JSON.stringify({ apiVersion: 'v1', kind: 'List', items: benchObjects() }));
-  writeFileSync(clusterFile, JSON.stringify({ apiVersion: 'v1', kind: 'List', items: syntheticCluster(syncServices, syncEndpoints) }));
+  writeFileSync(clusterFile, JSON.stringify({ apiVersion: 'v1', kind: 'List', items: syntheticCluster(cfg.syncServices, cfg.syncEndpoints) }));
   const benches: Bench[] = [];
   try {
-    // Every mode gets its own copy of the topology with its proxy running, so that the rounds can
-    // alternate modes without restarting anything.
-    for (const mode of modes) {
-      const b: Bench = {
-        mode,
-        topo: await Topology.create({ pods: PODS }),
-        proxy: null,
-        s: { bulk: [], rate: [], p50: [], p99: [], connErrors: 0, errors: [], syncMs: null },
-      };
-      benches.push(b);
-      try {
-        await startTrafficServer(b.topo, 'pod:server', { cmd: 'serve', name: 'server', sink: 7001, hello: 7002 });
-        b.proxy = await startProxy(b.topo, proxyCommand(mode, benchFile), { syncTimeoutMs: 60_000 });
-        // Warm up: ARP, conntrack, the proxy's first connections.
-        await runTraffic<LatencyResult>(b.topo, 'pod:client', { cmd: 'latency', ip: SERVICE_IP, port: HELLO_PORT, count: 50 });
-      } catch (e) {
-        b.s.errors.push(`setup: ${message(e)}`);
-        progress(`${mode}: setup failed: ${message(e)}`);
-      }
-    }
-    const ready = benches.filter((b) => b.s.errors.length === 0);
-    const measure = async (what: string, run: (b: Bench) => Promise<string>): Promise<void> => {
-      for (let round = 0; round < rounds; round++) {
-        for (const b of rotate(ready, round)) {
-          try {
-            progress(`round ${round + 1}/${rounds} ${what} ${b.mode}: ${await run(b)}`);
-          } catch (e) {
-            b.s.errors.push(`${what}, round ${round + 1}: ${message(e)}`);
-            progress(`round ${round + 1}/${rounds} ${what} ${b.mode} failed: ${message(e)}`);
-          }
-        }
-      }
-    };
-    await measure('bulk', async (b) => {
-      const r = await runTraffic<BulkResult>(b.topo, 'pod:client', { cmd: 'bulk', ip: SERVICE_IP, port: SINK_PORT, seconds });
-      b.s.bulk.push(r.bitsPerSecond);
-      return `${(r.bitsPerSecond / 1e9).toFixed(2)} Gbit/s`;
-    });
-    await measure('rate', async (b) => {
-      const r = await runTraffic<RateResult>(b.topo, 'pod:client', { cmd: 'rate', ip: SERVICE_IP, port: HELLO_PORT, seconds, concurrency });
-      b.s.rate.push(r.perSecond);
-      b.s.connErrors += r.errors;
-      return `${Math.round(r.perSecond)} conn/s${r.errors ? ` (${r.errors} failed: ${r.errorSamples.join(', ')})` : ''}`;
-    });
-    await measure('latency', async (b) => {
-      const r = await runTraffic<LatencyResult>(b.topo, 'pod:client', {
-        cmd: 'latency',
-        ip: SERVICE_IP,
-        port: HELLO_PORT,
-        count: latencyConnections,
-        maxSeconds: seconds * 2,
-      });
-      b.s.p50.push(r.p50Ms);
-      b.s.p99.push(r.p99Ms);
-      b.s.connErrors += r.errors;
-      return `p50 ${r.p50Ms.toFixed(3)} ms, p99 ${r.p99Ms.toFixed(3)} ms (${r.count} connections)`;
-    });
-
-    // Sync from scratch: stop the proxy, clean the node, start it on the synthetic cluster.
-    for (const b of benches) {
-      try {
-        await stopProxy(b.proxy);
-        b.proxy = null;
-        await cleanNode(b.topo, b.mode, benchFile);
-        b.proxy = await startProxy(b.topo, proxyCommand(b.mode, clusterFile), { syncTimeoutMs: opts.syncTimeoutMs ?? 600_000 });
-        b.s.syncMs = syncDurations(b.proxy.output())[0] ?? null;
-        progress(`${b.mode}: first sync of ${syncServices} services x ${syncEndpoints} endpoints took ${b.s.syncMs?.toFixed(0) ?? '?'} ms`);
-      } catch (e) {
-        b.s.errors.push(`sync: ${message(e)}`);
-        progress(`${b.mode}: sync of the synthetic cluster failed: ${message(e)}`);
-      } finally {
-        await stopProxy(b.proxy).catch((e) => b.s.errors.push(`stop: ${message(e)}`));
-        b.proxy = null;
-      }
-    }
+    benches.push(...(await setUpBenches(cfg, benchFile)));
+    await measureTraffic(
+      cfg,
+      benches.filter((b) => b.s.errors.length === 0),
+    );
+    await measureSync(cfg, benches, benchFile, clusterFile);
   } finally {
     for (const b of benches) await stopProxy(b.proxy).catch(() => {});
     await Promise.allSettled(benches.map((b) => b.topo.destroy()));
@@ -274,10 +221,99 @@ export async function runCompare(opts: CompareOptions = {}): Promise<CompareResu
     errors: s.errors,
   }));
   const goals = goalsOf(figures);
+  const { rounds, seconds, concurrency, syncServices, syncEndpoints } = cfg;
   const table = renderTable(figures, goals, { rounds, seconds, concurrency, syncServices, syncEndpoints });
   const section = renderSection(table, figures, { started, rounds, seconds, concurrency, load, loadAfter: loadavg()[0] ?? 0 });
   if (docsFile) writeSection(docsFile, section);
   return { figures, goals, table, section };
+}
+
+/**
+ * Every mode gets its own copy of the topology with its proxy running, so that the rounds can alternate
+ * modes without restarting anything. A mode whose setup fails carries the error and is left out of the rounds.
+ */
+async function setUpBenches(cfg: Settings, benchFile: string): Promise<Bench[]> {
+  const benches: Bench[] = [];
+  for (const mode of cfg.modes) {
+    const b: Bench = {
+      mode,
+      topo: await Topology.create({ pods: PODS }),
+      proxy: null,
+      s: { bulk: [], rate: [], p50: [], p99: [], connErrors: 0, errors: [], syncMs: null },
+    };
+    benches.push(b);
+    try {
+      await startTrafficServer(b.topo, 'pod:server', { cmd: 'serve', name: 'server', sink: 7001, hello: 7002 });
+      b.proxy = await startProxy(b.topo, proxyCommand(mode, benchFile), { syncTimeoutMs: 60_000 });
+      // Warm up: ARP, conntrack, the proxy's first connections.
+      await runTraffic<LatencyResult>(b.topo, 'pod:client', { cmd: 'latency', ip: SERVICE_IP, port: HELLO_PORT, count: 50 });
+    } catch (e) {
+      b.s.errors.push(`setup: ${message(e)}`);
+      cfg.progress(`${mode}: setup failed: ${message(e)}`);
+    }
+  }
+  return benches;
+}
+
+/** Bulk throughput, connection rate and connection latency: `rounds` rounds each, modes alternating. */
+async function measureTraffic(cfg: Settings, ready: readonly Bench[]): Promise<void> {
+  const { rounds, seconds, progress } = cfg;
+  const measure = async (what: string, run: (b: Bench) => Promise<string>): Promise<void> => {
+    for (let round = 0; round < rounds; round++) {
+      for (const b of rotate(ready, round)) {
+        try {
+          progress(`round ${round + 1}/${rounds} ${what} ${b.mode}: ${await run(b)}`);
+        } catch (e) {
+          b.s.errors.push(`${what}, round ${round + 1}: ${message(e)}`);
+          progress(`round ${round + 1}/${rounds} ${what} ${b.mode} failed: ${message(e)}`);
+        }
+      }
+    }
+  };
+  await measure('bulk', async (b) => {
+    const r = await runTraffic<BulkResult>(b.topo, 'pod:client', { cmd: 'bulk', ip: SERVICE_IP, port: SINK_PORT, seconds });
+    b.s.bulk.push(r.bitsPerSecond);
+    return `${(r.bitsPerSecond / 1e9).toFixed(2)} Gbit/s`;
+  });
+  await measure('rate', async (b) => {
+    const r = await runTraffic<RateResult>(b.topo, 'pod:client', { cmd: 'rate', ip: SERVICE_IP, port: HELLO_PORT, seconds, concurrency: cfg.concurrency });
+    b.s.rate.push(r.perSecond);
+    b.s.connErrors += r.errors;
+    return `${Math.round(r.perSecond)} conn/s${r.errors ? ` (${r.errors} failed: ${r.errorSamples.join(', ')})` : ''}`;
+  });
+  await measure('latency', async (b) => {
+    const r = await runTraffic<LatencyResult>(b.topo, 'pod:client', {
+      cmd: 'latency',
+      ip: SERVICE_IP,
+      port: HELLO_PORT,
+      count: cfg.latencyConnections,
+      maxSeconds: seconds * 2,
+    });
+    b.s.p50.push(r.p50Ms);
+    b.s.p99.push(r.p99Ms);
+    b.s.connErrors += r.errors;
+    return `p50 ${r.p50Ms.toFixed(3)} ms, p99 ${r.p99Ms.toFixed(3)} ms (${r.count} connections)`;
+  });
+}
+
+/** Sync from scratch: stop the proxy, clean the node, start it on the synthetic cluster, read its first sync time. */
+async function measureSync(cfg: Settings, benches: readonly Bench[], benchFile: string, clusterFile: string): Promise<void> {
+  for (const b of benches) {
+    try {
+      await stopProxy(b.proxy);
+      b.proxy = null;
+      await cleanNode(b.topo, b.mode, benchFile);
+      b.proxy = await startProxy(b.topo, proxyCommand(b.mode, clusterFile), { syncTimeoutMs: cfg.syncTimeoutMs });
+      b.s.syncMs = syncDurations(b.proxy.output())[0] ?? null;
+      cfg.progress(`${b.mode}: first sync of ${cfg.syncServices} services x ${cfg.syncEndpoints} endpoints took ${b.s.syncMs?.toFixed(0) ?? '?'} ms`);
+    } catch (e) {
+      b.s.errors.push(`sync: ${message(e)}`);
+      cfg.progress(`${b.mode}: sync of the synthetic cluster failed: ${message(e)}`);
+    } finally {
+      await stopProxy(b.proxy).catch((e) => b.s.errors.push(`stop: ${message(e)}`));
+      b.proxy = null;
+    }
+  }
 }
 
 function ratioOf(figures: readonly ModeFigures[], key: 'bulkBitsPerSecond' | 'connectionsPerSecond'): number | null {
