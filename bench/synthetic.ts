@@ -1,6 +1,7 @@
 // A synthetic cluster for benchmarks: N services with E endpoints each, as Kubernetes objects and as the
 // model's ServicePorts. Addresses come from 198.18.0.0/15 (ClusterIPs 198.18.64.0/18, pods 198.19.0.0/16).
 import type { EndpointSlice, Service } from '../src/model/k8s.ts';
+import { categorizeEndpoints } from '../src/model/endpoints.ts';
 import { ClusterState } from '../src/model/store.ts';
 import type { DesiredState, Endpoint, ProxyConfig, ServicePort } from '../src/model/types.ts';
 
@@ -60,7 +61,19 @@ export function endpointAt(k: number, local: boolean): Endpoint {
   const j = (k % 65000) + 1;
   const ip = `198.19.${j >> 8}.${j & 255}`;
   const port = 8080 + Math.floor(k / 65000);
-  return { ip, port, id: `${ip}:${port}`, nodeName: local ? 'node-a' : 'node-b', isLocal: local, ready: true, serving: true, terminating: false };
+  return {
+    ip,
+    port,
+    id: `${ip}:${port}`,
+    nodeName: local ? 'node-a' : 'node-b',
+    zone: null,
+    isLocal: local,
+    ready: true,
+    serving: true,
+    terminating: false,
+    zoneHints: [],
+    nodeHints: [],
+  };
 }
 
 export function servicePortAt(i: number, eps: Endpoint[], firstIP = 100, namespace = 'bench'): ServicePort {
@@ -84,10 +97,13 @@ export function servicePortAt(i: number, eps: Endpoint[], firstIP = 100, namespa
     externalTrafficPolicy: 'Cluster',
     internalTrafficPolicy: 'Cluster',
     healthCheckNodePort: null,
-    hasExternal: nodePort !== null,
-    clusterEndpoints: eps,
-    localEndpoints: eps.filter((e) => e.isLocal),
     allEndpoints: eps,
+    externallyAccessible: nodePort !== null,
+    ...categorizeEndpoints(
+      eps,
+      { internalTrafficPolicy: 'Cluster', externalTrafficPolicy: 'Cluster', externallyAccessible: nodePort !== null },
+      { name: 'node-a', zone: '' },
+    ),
   };
 }
 

@@ -1,5 +1,7 @@
-// Hand-built model objects for the modes' tests: endpoints and service ports with the model's endpoint
-// selection, a config and a desired state. (The model itself builds them from Kubernetes objects.)
+// Hand-built model objects for the modes' tests: endpoints and service ports with the model's one endpoint
+// decision (src/model/endpoints.ts), a config and a desired state. (The model itself builds them from
+// Kubernetes objects.)
+import { categorizeEndpoints } from '../../src/model/endpoints.ts';
 import type { DesiredState, Endpoint, IPFamily, ProxyConfig, ServicePort } from '../../src/model/types.ts';
 
 export const NODE = 'node-a';
@@ -19,26 +21,39 @@ export function endpoint(ip: string, port = 8080, spec: EndpointSpec = {}): Endp
     port,
     id: ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`,
     nodeName,
+    zone: null,
     isLocal: nodeName === NODE,
     ready,
     serving: spec.serving ?? ready,
     terminating: spec.terminating ?? false,
+    zoneHints: [],
+    nodeHints: [],
   };
 }
 
-export interface PortSpec extends Partial<Omit<ServicePort, 'clusterEndpoints' | 'localEndpoints' | 'allEndpoints'>> {
+/** The decided fields come from categorizeEndpoints, never from the spec. */
+type Decided =
+  | 'clusterEndpoints'
+  | 'localEndpoints'
+  | 'internalEndpoints'
+  | 'externalEndpoints'
+  | 'hasAnyEndpoints'
+  | 'internalPolicyLocal'
+  | 'externalPolicyLocal'
+  | 'externallyAccessible'
+  | 'topologyMode'
+  | 'allEndpoints';
+
+export interface PortSpec extends Partial<Omit<ServicePort, Decided>> {
   name: string;
   namespace?: string;
   endpoints?: Endpoint[];
 }
 
-/** A ServicePort with the model's endpoint selection: ready ones, else serving-and-terminating ones. */
+/** A ServicePort with the model's endpoint decision (categorizeEndpoints), as the store builds it. */
 export function servicePort(spec: PortSpec): ServicePort {
   const { endpoints = [], namespace = 'shop', ...rest } = spec;
-  const select = (eps: Endpoint[]) => {
-    const ready = eps.filter((e) => e.ready);
-    return (ready.length > 0 ? ready : eps.filter((e) => e.serving && e.terminating)).sort((a, b) => (a.id < b.id ? -1 : 1));
-  };
+  const sorted = [...endpoints].sort((a, b) => (a.id < b.id ? -1 : 1));
   const portName = rest.portName ?? 'http';
   const nodePort = rest.nodePort ?? null;
   const externalIPs = rest.externalIPs ?? [];
@@ -60,12 +75,18 @@ export function servicePort(spec: PortSpec): ServicePort {
     externalTrafficPolicy: 'Cluster',
     internalTrafficPolicy: 'Cluster',
     healthCheckNodePort: null,
-    hasExternal: nodePort !== null || externalIPs.length > 0 || loadBalancerIPs.length > 0,
     ...rest,
-    clusterEndpoints: select(endpoints),
-    localEndpoints: select(endpoints.filter((e) => e.isLocal)),
-    allEndpoints: [...endpoints],
+    ...decide(sorted, rest, nodePort !== null || externalIPs.length > 0 || loadBalancerIPs.length > 0),
   };
+}
+
+function decide(endpoints: Endpoint[], rest: Partial<ServicePort>, externallyAccessible: boolean) {
+  const policy = {
+    internalTrafficPolicy: rest.internalTrafficPolicy ?? 'Cluster',
+    externalTrafficPolicy: rest.externalTrafficPolicy ?? 'Cluster',
+    externallyAccessible,
+  };
+  return { allEndpoints: endpoints, externallyAccessible, ...categorizeEndpoints(endpoints, policy, { name: NODE, zone: '' }) };
 }
 
 export function config(c: Partial<ProxyConfig> = {}): ProxyConfig {
