@@ -34,16 +34,27 @@ const canonical = (a: Parsed): string => (a.kind() === 'ipv4' ? a.toString() : (
 function parseStrict(s: unknown): Parsed | null {
   if (typeof s !== 'string' || s.length === 0 || s.length > 45) return null;
   if (s.includes('.')) {
-    if (!ipaddr.IPv4.isValidFourPartDecimal(s)) return null;
-    if (s.split('.').some((o) => o.length > 1 && o.startsWith('0'))) return null;
-    return ipaddr.IPv4.parse(s);
+    const octets = ipv4Octets(s);
+    return octets ? new ipaddr.IPv4(octets) : null;
   }
   if (!/^[0-9a-fA-F:]+$/.test(s) || !ipaddr.IPv6.isValid(s)) return null;
   return ipaddr.IPv6.parse(s);
 }
 
+const DOTTED_QUAD = /^(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})$/;
+
+/** The four octets of a canonical dotted quad (no leading zeros, each 0-255), or null. */
+function ipv4Octets(s: string): number[] | null {
+  const m = DOTTED_QUAD.exec(s);
+  if (!m) return null;
+  const octets = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4])];
+  return octets.every((o) => o <= 255) ? octets : null;
+}
+
 /** The family and canonical text of a valid address, or null. */
 export function parseIP(s: unknown): IP | null {
+  // The hot path (every endpoint of every slice): a canonical dotted quad is its own canonical form.
+  if (typeof s === 'string' && s.length <= 15 && ipv4Octets(s) !== null) return { family: 'IPv4', ip: s };
   const a = parseStrict(s);
   return a ? { family: familyOfParsed(a), ip: canonical(a) } : null;
 }
@@ -94,6 +105,9 @@ export function ofFamily<T extends string>(list: readonly T[], family: IPFamily)
  * proxy, since a rule for one of them would reach the node itself (loopback, link-local) or nothing at all.
  */
 export function specialAddress(ip: string): string | null {
+  const v4 = ipv4Octets(ip);
+  // The hot path: an IPv4 address outside 0/8, 127/8, 169.254/16 and 224/3 is ordinary.
+  if (v4 && v4[0]! !== 0 && v4[0]! !== 127 && v4[0]! < 224 && !(v4[0] === 169 && v4[1] === 254)) return null;
   const a = parseStrict(ip);
   if (!a) return 'invalid';
   const range = a.range();

@@ -37,7 +37,6 @@ function nameProblem(name: string, rule: NameRule): string | null {
 
 /** Text from an object made safe for a terminal or a log: control and other invisible characters escaped. */
 export function printable(s: string): string {
-   
   return /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]/.test(s) ? JSON.stringify(s).slice(1, -1) : s;
 }
 
@@ -175,8 +174,28 @@ function isLabelled(labels: Record<string, string> | undefined, key: string): bo
   return labels !== undefined && labels !== null && typeof labels === 'object' && Object.hasOwn(labels, key);
 }
 
+/**
+ * Parsing is pure, and the daemon hands the same object to the model of each IP family: remember each
+ * object's result, so it is parsed once and its parsed form is shared (not copied) between the families.
+ */
+function memo<O extends object, T>(fn: (o: O) => ParseResult<T>): (o: O) => ParseResult<T> {
+  const cache = new WeakMap<O, ParseResult<T>>();
+  return (o) => {
+    let r = cache.get(o);
+    if (r === undefined) cache.set(o, (r = fn(o)));
+    return r;
+  };
+}
+
 /** Checks a Service; skipped kinds of service (ExternalName, headless, other proxies') are not errors. */
-export function parseService(svc: Service): ParseResult<ParsedService> {
+export const parseService = memo(parseServiceOnce);
+
+/** Checks an EndpointSlice; slices of no service, of other proxies, or of FQDN type are skipped. */
+export const parseEndpointSlice = memo(parseEndpointSliceOnce);
+
+export const parseNode = memo(parseNodeOnce);
+
+function parseServiceOnce(svc: Service): ParseResult<ParsedService> {
   const c = new Collector(describe('Service', svc.metadata));
   const { name, namespace } = checkMeta(c, svc.metadata, true, 'dns1035-label');
   const labels = svc.metadata?.labels;
@@ -324,8 +343,7 @@ function cond(v: unknown, dflt: boolean): boolean {
   return v === undefined || v === null ? dflt : v === true;
 }
 
-/** Checks an EndpointSlice; slices of no service, of other proxies, or of FQDN type are skipped. */
-export function parseEndpointSlice(slice: EndpointSlice): ParseResult<ParsedSlice> {
+function parseEndpointSliceOnce(slice: EndpointSlice): ParseResult<ParsedSlice> {
   const c = new Collector(describe('EndpointSlice', slice.metadata));
   const { name, namespace } = checkMeta(c, slice.metadata, true, 'dns1123-subdomain');
   const labels = slice.metadata?.labels;
@@ -403,7 +421,7 @@ export function parseEndpointSlice(slice: EndpointSlice): ParseResult<ParsedSlic
   return { ok: true, value: { key: `${namespace}/${name}`, namespace, name, serviceKey: `${namespace}/${svcName}`, family, ports, endpoints, triggerTime } };
 }
 
-export function parseNode(node: Node): ParseResult<NodeInfo> {
+function parseNodeOnce(node: Node): ParseResult<NodeInfo> {
   const c = new Collector(describe('Node', node.metadata));
   const { name } = checkMeta(c, node.metadata, false, 'dns1123-subdomain');
   const addresses: string[] = [];

@@ -4,7 +4,7 @@
 import { type FSWatcher, watch } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
-import { LineCounter, parseAllDocuments } from 'yaml';
+import { type YAMLException, loadAll } from 'js-yaml';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
 import type { Source, SourceHandler } from './types.ts';
@@ -21,62 +21,58 @@ export class SourceFileError extends Error {
 
 /** How deep Lists may nest (a List of Lists...); deeper is a hostile or broken file. */
 const MAX_DEPTH = 8;
+/** YAML aliases allowed per document (Kubernetes objects never need them; a "billion laughs" file does). */
+const MAX_ALIASES = 100;
 
 /**
  * Parses file text into the watched objects; throws SourceFileError naming the file and position.
- * JSON (what `kubectl get -o json` writes) goes through JSON.parse, which is many times faster and leaner
- * than a YAML parser on large dumps; anything else, or JSON that does not parse, through the YAML parser
- * (which also gives the line and column of an error).
+ * JSON (what `kubectl get -o json` writes) goes through JSON.parse; anything else, or JSON that does not
+ * parse, through js-yaml, which reads a 10,000-service dump in under a second where a YAML library that
+ * keeps a document model takes seconds and gigabytes.
  */
 export function parseObjects(text: string, file: string): KubeObject[] {
   const first = text.trimStart()[0];
+  let docs: unknown[] | null = null;
   if (first === '{' || first === '[') {
-    let value: unknown;
     try {
-      value = JSON.parse(text);
+      docs = [JSON.parse(text)];
     } catch {
-      value = undefined; // the YAML parser below reports where
-    }
-    if (value !== undefined) {
-      const out: KubeObject[] = [];
-      collect(value, file, out, 0);
-      return out;
+      docs = null; // the YAML parser below says where
     }
   }
-  const lines = new LineCounter();
-  const docs = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: false, lineCounter: lines });
-  const out: KubeObject[] = [];
-  const list = Array.isArray(docs) ? docs : [docs];
-  for (const doc of list) {
-    const err = doc.errors[0];
-    if (err) {
-      const pos = err.linePos?.[0] ?? lines.linePos(err.pos[0]);
-      const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
-      throw new SourceFileError(`${where}: ${err.message.split('\n')[0]}`);
-    }
-    let value: unknown;
+  if (docs === null) {
     try {
-      // maxAliasCount bounds alias expansion (a "billion laughs" file fails here instead of filling memory).
-      value = doc.toJS({ maxAliasCount: 100 });
+      docs = loadAll(text, { filename: file, json: true, maxAliases: MAX_ALIASES });
     } catch (e) {
-      throw new SourceFileError(`${file}: ${(e as Error).message.split('\n')[0]}`);
+      const mark = (e as YAMLException).mark;
+      const where = mark ? `${file}:${mark.line + 1}:${mark.column + 1}` : file;
+      const reason = (e as YAMLException).reason ?? (e as Error).message;
+      throw new SourceFileError(`${where}: ${String(reason).split('\n')[0]}`);
     }
+  }
+  const out: KubeObject[] = [];
+  const seen = new Set<object>();
+  for (const value of docs) {
     if (value === null || value === undefined) continue;
-    collect(value, file, out, 0);
+    collect(value, file, out, 0, seen);
   }
   return out;
 }
 
-function collect(value: unknown, file: string, out: KubeObject[], depth: number): void {
+function collect(value: unknown, file: string, out: KubeObject[], depth: number, seen: Set<object>): void {
   // A self-referencing List (a YAML alias to itself) would recurse forever.
   if (depth > MAX_DEPTH) throw new SourceFileError(`${file}: Lists nested more than ${MAX_DEPTH} deep (a List that contains itself?)`);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new SourceFileError(`${file}: a document is not a Kubernetes object (found ${Array.isArray(value) ? 'a list' : typeof value})`);
   }
+  // YAML aliases share objects: one object listed twice would be applied twice, and a web of aliases to Lists
+  // would take exponential time to walk.
+  if (seen.has(value)) throw new SourceFileError(`${file}: the same object appears more than once (a YAML alias)`);
+  seen.add(value);
   const o = value as { kind?: unknown; apiVersion?: unknown; items?: unknown; objects?: unknown };
   // A routing scenario (../shared/scenarios format, examples/demo.yaml): its objects are the cluster.
   if (o.kind === undefined && Array.isArray(o.objects)) {
-    for (const item of o.objects) collect(item, file, out, depth + 1);
+    for (const item of o.objects) collect(item, file, out, depth + 1, seen);
     return;
   }
   if (typeof o.kind === 'string' && o.kind.endsWith('List') && Array.isArray(o.items)) {
@@ -84,7 +80,7 @@ function collect(value: unknown, file: string, out: KubeObject[], depth: number)
       // Items of typed lists (ServiceList ...) carry no kind of their own.
       const it = item as { kind?: unknown };
       if (it && typeof it === 'object' && it.kind === undefined && o.kind !== 'List') it.kind = o.kind.slice(0, -4);
-      collect(item, file, out, depth + 1);
+      collect(item, file, out, depth + 1, seen);
     }
     return;
   }
