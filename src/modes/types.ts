@@ -34,6 +34,12 @@ export interface Proxier {
   cleanup(): Promise<void>;
   /** Releases resources (sockets, timers) without touching the rules. */
   close(): Promise<void>;
+  /**
+   * What the last periodic check found in the kernel that differs from what this proxier applied (a rule
+   * deleted, a chain added by hand), one line each; [] when nothing; null before the first check. Optional:
+   * a mode without checks does not report drift.
+   */
+  drift?(): string[] | null;
 }
 
 export type IptablesBackend = 'auto' | 'nft' | 'legacy';
