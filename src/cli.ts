@@ -4,10 +4,10 @@ import { hostname as osHostname } from 'node:os';
 import { setLogLevel } from './log.ts';
 import { MODES, type ModeName } from './modes/types.ts';
 import { issueLine } from './model/parse.ts';
-import { explain, formatExplanation } from './model/explain.ts';
-import { parseHostPort, parseIP } from './model/addr.ts';
+import { type Explanation, explain, formatExplanation } from './model/explain.ts';
+import { hostPort, parseHostPort, parseIP } from './model/addr.ts';
 import { buildState, buildStates } from './model/store.ts';
-import { stateToJSON, stateToTable } from './model/view.ts';
+import { type ServicePortView, stateToJSON, stateToTable, viewsToTable } from './model/view.ts';
 import { SourceFileError, readObjectsFile } from './watch/file.ts';
 import { cleanupAll, dryRun, runProxy } from './daemon/run.ts';
 
@@ -27,10 +27,12 @@ Run 'kube-proxy-ts state --help' for the state command.
 `;
 
 const STATE_USAGE = `Usage: kube-proxy-ts state --from FILE [--hostname-override NODE] [--cluster-cidr CIDR] [-o table|json]
+       kube-proxy-ts state --node-url URL [-o table|json]
 
-Prints the node-local desired state built from the Services, EndpointSlices and Node in FILE: one row (or
-JSON object) per service port with its frontends, policies, affinity and endpoints. Invalid objects are
-reported on stderr and left out.
+Prints the node-local desired state built from the Services, EndpointSlices and Node in FILE (or, with
+--node-url, the live state of a running proxy, from its metrics address): one row (or JSON object) per service
+port and IP family with its frontends, policies, affinity and endpoints. Invalid objects are reported on stderr
+and left out.
 
 Flags:
 ${flagsHelp(STATE_FLAGS)}
@@ -43,9 +45,15 @@ async function stateCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (typeof f['log-level'] === 'string') setLogLevel(f['log-level']);
-  if (typeof f.from !== 'string') throw new UsageError('state needs --from FILE');
   const output = (f.output as string | undefined) ?? 'table';
   if (output !== 'table' && output !== 'json') throw new UsageError(`-o: ${JSON.stringify(output)} is not table or json`);
+  if (typeof f['node-url'] === 'string') {
+    // A running proxy answers with exactly `state -o json` of its live state.
+    const body = await askNode(f['node-url'], '/debug/state');
+    process.stdout.write(output === 'json' ? body : viewsToTable(JSON.parse(body) as ServicePortView[]));
+    return 0;
+  }
+  if (typeof f.from !== 'string') throw new UsageError('state needs --from FILE or --node-url URL');
   const objects = await readObjectsFile(f.from);
   const config = {
     hostname: (f['hostname-override'] as string | undefined) || osHostname(),
@@ -69,6 +77,7 @@ const EXPLAIN_FLAGS = [
 ];
 
 const EXPLAIN_USAGE = `Usage: kube-proxy-ts explain --from FILE --to IP:PORT[/PROTO] [--src IP|node] [--hostname-override NODE] [--cluster-cidr CIDR]
+       kube-proxy-ts explain --node-url URL --to IP:PORT[/PROTO] [--src IP|node]
 
 Explains what this node's proxy does with one new connection: which service port and frontend it hits, which
 traffic policy applies, whether it is rejected, dropped or DNATed, to which endpoints with what chance, and
@@ -84,7 +93,7 @@ async function explainCommand(argv: string[]): Promise<number> {
     process.stdout.write(EXPLAIN_USAGE);
     return 0;
   }
-  if (typeof f.from !== 'string') throw new UsageError('explain needs --from FILE');
+  if (typeof f.from !== 'string' && typeof f['node-url'] !== 'string') throw new UsageError('explain needs --from FILE or --node-url URL');
   const toText = String(f.to ?? '');
   const slash = toText.lastIndexOf('/');
   const protoText = slash > toText.lastIndexOf(']') && slash > 0 ? toText.slice(slash + 1) : 'tcp';
@@ -95,7 +104,15 @@ async function explainCommand(argv: string[]): Promise<number> {
   if (srcText !== 'node' && !srcIP) throw new UsageError(`--src: ${JSON.stringify(srcText)} is not an IP address or 'node'`);
   if (srcIP && srcIP.family !== to.ip.family) throw new UsageError(`--src ${srcIP.ip} and --to ${to.ip.ip} are of different IP families`);
   const src = srcIP?.ip ?? 'node';
-  const objects = await readObjectsFile(f.from);
+  if (typeof f['node-url'] === 'string') {
+    const query = new URLSearchParams({ to: hostPort(to.ip.ip, to.port), src, proto: protoText.toLowerCase() });
+    if (f['dst-local'] === true) query.set('dst-local', 'true');
+    const body = await askNode(f['node-url'], `/debug/explain?${query}`);
+    const q = { dst: to.ip.ip, port: to.port, protocol: protoText.toUpperCase() as 'TCP' | 'UDP' | 'SCTP', src };
+    process.stdout.write(f.output === 'json' ? body : formatExplanation(q, JSON.parse(body) as Explanation));
+    return 0;
+  }
+  const objects = await readObjectsFile(f.from as string);
   const config = {
     hostname: (f['hostname-override'] as string | undefined) || osHostname(),
     clusterCIDRs: parseCIDRList((f['cluster-cidr'] as string | undefined) ?? '', '--cluster-cidr'),
@@ -115,6 +132,25 @@ async function explainCommand(argv: string[]): Promise<number> {
   const e = explain(q, state);
   process.stdout.write(f.output === 'json' ? `${JSON.stringify(e, null, 2)}\n` : formatExplanation(q, e));
   return 0;
+}
+
+/** GET a running proxy's debug endpoint (on its metrics address); the body, or a UsageError saying what went wrong. */
+async function askNode(base: string, path: string): Promise<string> {
+  let url: URL;
+  try {
+    url = new URL(path, base.endsWith('/') ? base : `${base}/`);
+  } catch {
+    throw new UsageError(`--node-url: ${JSON.stringify(base)} is not a URL`);
+  }
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(30_000) });
+  } catch (e) {
+    throw new UsageError(`--node-url: cannot reach ${url.origin}: ${(e as Error).message}`);
+  }
+  const body = await res.text();
+  if (!res.ok) throw new UsageError(`--node-url: ${url.pathname} answered ${res.status}: ${body.trim().split('\n')[0]}`);
+  return body;
 }
 
 const COMPARE_FLAGS = [

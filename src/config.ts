@@ -43,7 +43,8 @@ export const RUN_FLAGS: FlagSpec[] = [
 ];
 
 export const STATE_FLAGS: FlagSpec[] = [
-  { name: 'from', type: 'string', arg: 'FILE', help: 'YAML/JSON file with Services, EndpointSlices and Nodes (required)' },
+  { name: 'from', type: 'string', arg: 'FILE', help: 'YAML/JSON file with Services, EndpointSlices and Nodes' },
+  { name: 'node-url', type: 'string', arg: 'URL', help: 'ask a running proxy instead of reading a file: its metrics address, e.g. http://127.0.0.1:10249' },
   { name: 'hostname-override', type: 'string', arg: 'NAME', help: "this node's name (default: the host name)" },
   { name: 'cluster-cidr', type: 'string', arg: 'CIDR[,CIDR]', help: 'pod CIDR(s)' },
   { name: 'output', aliases: ['o'], type: 'string', arg: 'table|json', help: 'output format (default table)' },

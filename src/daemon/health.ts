@@ -1,9 +1,9 @@
 // kube-proxy's health endpoints: /healthz and /livez on --healthz-bind-address, and one health-check server
 // per service with externalTrafficPolicy: Local on its healthCheckNodePort, for cloud load balancers.
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
+import { boundedServer, listen } from './http.ts';
 import { log } from '../log.ts';
 import type { DesiredState } from '../model/types.ts';
-import { listen } from './metrics.ts';
 
 /** What the proxier health server needs to know about the sync loop. */
 export interface SyncStatus {
@@ -49,7 +49,7 @@ export class ProxierHealth {
 }
 
 export async function serveHealth(health: ProxierHealth, host: string, port: number): Promise<Server> {
-  const server = createServer((req, res) => {
+  const server = boundedServer('healthz', (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path !== '/healthz' && path !== '/livez') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('404 page not found\n');
@@ -107,7 +107,7 @@ export class ServiceHealthServers {
         continue;
       }
       const holder = { server: null as unknown as Server, entry };
-      holder.server = createServer((_req, res) => {
+      holder.server = boundedServer(`health-check-node-port ${port}`, (_req, res) => {
         const e = holder.entry;
         const ok = e.localEndpoints > 0 && this.health.isHealthy();
         res.writeHead(ok ? 200 : 503, { ...JSON_HEADERS, 'x-load-balancing-endpoint-weight': String(e.localEndpoints) });

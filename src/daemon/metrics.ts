@@ -1,5 +1,6 @@
 // Prometheus metrics with kube-proxy's names and buckets, so existing dashboards and alerts keep working.
-import { createServer, type Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { boundedServer, listen } from './http.ts';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { log } from '../log.ts';
 import type { DesiredState } from '../model/types.ts';
@@ -117,8 +118,15 @@ export class ProxyMetrics {
   }
 }
 
-export async function serveMetrics(metrics: ProxyMetrics, host: string, port: number): Promise<Server> {
-  const server = createServer((req, res) => {
+/** The metrics server; `extra` answers other paths first (the debug endpoints) and returns whether it did. */
+export async function serveMetrics(
+  metrics: ProxyMetrics,
+  host: string,
+  port: number,
+  extra?: (req: IncomingMessage, res: ServerResponse) => boolean,
+): Promise<Server> {
+  const server = boundedServer('metrics', (req, res) => {
+    if (extra?.(req, res)) return;
     const path = (req.url ?? '/').split('?')[0];
     if (path !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('404 page not found\n');
@@ -131,15 +139,4 @@ export async function serveMetrics(metrics: ProxyMetrics, host: string, port: nu
   });
   await listen(server, host, port, 'metrics');
   return server;
-}
-
-export function listen(server: Server, host: string, port: number, what: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      log.info({ event: 'listening', server: what, address: `${host}:${port}` }, `${what} server listening`);
-      resolve();
-    });
-  });
 }

@@ -15,6 +15,7 @@ import { ApiSource } from '../watch/api.ts';
 import { FileSource, readObjectsFile } from '../watch/file.ts';
 import type { Source } from '../watch/types.ts';
 import { ConntrackCleaner } from './conntrack.ts';
+import { type DebugOptions, type FamilyView, type SyncRecord, handleDebug } from './debug.ts';
 import { ProxierHealth, ServiceHealthServers, type SyncStatus, serveHealth } from './health.ts';
 import { SyncLoop } from '../sync/loop.ts';
 import { ProxyMetrics, serveMetrics } from './metrics.ts';
@@ -118,6 +119,21 @@ interface FamilyPipeline {
   proxier: Proxier;
   loop: SyncLoop;
   conntrack: ConntrackCleaner;
+  /** The state the last successful sync applied. */
+  applied: DesiredState | null;
+  lastSync: SyncRecord | null;
+}
+
+/** What the debug endpoints read from a pipeline. */
+function familyView(p: FamilyPipeline): FamilyView {
+  return {
+    family: p.family,
+    current: () => p.cluster.current,
+    applied: () => p.applied,
+    lastSync: () => p.lastSync,
+    render: (state) => p.proxier.dryRun(state),
+    drift: () => p.proxier.drift?.() ?? null,
+  };
 }
 
 /** The sync status of several loops as one: pending since the oldest wait, synced as of the least recent sync. */
@@ -152,13 +168,16 @@ export async function runProxy(opts: RunOptions): Promise<number> {
     const cluster = new ClusterState(opts.proxy, family);
     const proxier = createProxier(opts.mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend, family });
     const conntrack = new ConntrackCleaner(family);
+    const p: FamilyPipeline = { family, cluster, proxier, conntrack, loop: null as unknown as SyncLoop, applied: null, lastSync: null };
     // The loop's callbacks run only after start(), when the health objects below exist.
-    const loop = new SyncLoop({
+    p.loop = new SyncLoop({
       proxier,
       cluster,
       minSyncPeriodMs: opts.minSyncPeriodMs,
       syncPeriodMs: opts.syncPeriodMs,
       async onSynced(e) {
+        p.applied = e.state;
+        p.lastSync = { at: new Date(), outcome: 'ok' };
         metrics.recordSync(e, e.state);
         synced.set(family, e.state);
         await serviceHealth.sync(allFamilies(synced));
@@ -166,11 +185,12 @@ export async function runProxy(opts: RunOptions): Promise<number> {
         conntrack.afterSync(e.state, e.changes);
         if (conntrack.failures > before) metrics.conntrackCleanupFailures.inc(conntrack.failures - before);
       },
-      onFailed() {
+      onFailed(err) {
+        p.lastSync = { at: new Date(), outcome: 'failed', error: err.message };
         metrics.recordFailure(opts.mode);
       },
     });
-    return { family, cluster, proxier, loop, conntrack };
+    return p;
   });
   const loops = pipelines.map((p) => p.loop);
   const [primary] = pipelines as [FamilyPipeline, ...FamilyPipeline[]];
@@ -180,7 +200,10 @@ export async function runProxy(opts: RunOptions): Promise<number> {
   const servers: Server[] = [];
   // The health server answers from the start: unhealthy only once the first sync is overdue.
   if (opts.healthz && opts.healthz.port !== 0) servers.push(await serveHealth(health, opts.healthz.host, opts.healthz.port));
-  if (opts.metrics && opts.metrics.port !== 0) servers.push(await serveMetrics(metrics, opts.metrics.host, opts.metrics.port));
+  // The debug endpoints live on the metrics address (localhost by default), never on the public health port.
+  const debug: DebugOptions = { families: pipelines.map(familyView), combine: modeDefinition(opts.mode).dryRun.combine };
+  if (opts.metrics && opts.metrics.port !== 0)
+    servers.push(await serveMetrics(metrics, opts.metrics.host, opts.metrics.port, (req, res) => handleDebug(req, res, debug)));
 
   const source = makeSource(opts);
   const changed = () => {

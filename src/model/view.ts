@@ -63,8 +63,13 @@ function list(xs: readonly string[]): string {
 
 /** A kubectl-style table: one row per service port. */
 export function stateToTable(state: DesiredState | readonly DesiredState[]): string {
+  return viewsToTable(sortedServicePorts(state).map(toView));
+}
+
+/** The table of `state` from its JSON form (what a running proxy's /debug/state answers). */
+export function viewsToTable(views: readonly ServicePortView[]): string {
   const header = ['SERVICE', 'PORT', 'CLUSTER-IP', 'NODEPORT', 'EXTERNAL', 'POLICY (EXT/INT)', 'AFFINITY', 'ENDPOINTS', 'LOCAL'];
-  const rows = sortedServicePorts(state).map((sp) => {
+  const rows = views.map((sp) => {
     const external = [...sp.externalIPs, ...sp.loadBalancerIPs.map((ip) => `${ip}(lb)`)];
     const ranges = sp.loadBalancerSourceRanges.length > 0 ? ` from ${sp.loadBalancerSourceRanges.join(',')}` : '';
     return [
@@ -75,8 +80,8 @@ export function stateToTable(state: DesiredState | readonly DesiredState[]): str
       list(external) + ranges,
       `${sp.externalTrafficPolicy}/${sp.internalTrafficPolicy}`,
       sp.affinityTimeoutSeconds === null ? 'None' : `ClientIP ${sp.affinityTimeoutSeconds}s`,
-      list(ids(sp.clusterEndpoints)),
-      list(ids(sp.localEndpoints)),
+      list(sp.clusterEndpoints),
+      list(sp.localEndpoints),
     ];
   });
   const all = [header, ...rows];
