@@ -2,7 +2,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { boundedServer, listen } from './http.ts';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { log } from '../log.ts';
 import type { DesiredState } from '../model/types.ts';
 import type { ModeName } from '../modes/types.ts';
 import type { SyncEvent } from '../sync/loop.ts';
