@@ -19,7 +19,7 @@ import type { ServicePort } from '../src/model/types.ts';
 import { createProxier } from '../src/modes/iptables/index.ts';
 import type { Backend } from '../src/modes/iptables/restore.ts';
 import { deleteNetns, newNetns } from './netns.ts';
-import { endpointAt, servicePortCluster, stateOf } from './synthetic.ts';
+import { endpointAt, servicePortAt, servicePortCluster, stateOf } from './synthetic.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DOC = path.join(ROOT, 'docs', 'benchmarks.md');
@@ -83,11 +83,11 @@ async function child(services: number, perService: number, backend: Backend): Pr
   const floors: number[] = [];
   const renders: number[] = [];
   let live = '';
-  let proxier = createProxier({ config: state.config, iptablesBackend: backend });
+  let proxier = createProxier({ config: state.config, iptablesBackend: backend, family: 'IPv4' });
   for (let rep = 0; rep < reps; rep++) {
     if (live) await deleteNetns(live);
     live = await newNetns(`live${rep}`);
-    proxier = createProxier({ config: state.config, iptablesBackend: backend, netns: live, restoreTimeoutMs: RESTORE_BUDGET_MS });
+    proxier = createProxier({ config: state.config, iptablesBackend: backend, family: 'IPv4', netns: live, restoreTimeoutMs: RESTORE_BUDGET_MS });
     try {
       const r = await proxier.sync(state, null);
       fulls.push(r.durationMs);
@@ -126,13 +126,11 @@ async function child(services: number, perService: number, backend: Backend): Pr
       const i = Math.floor((n * services) / CHANGES);
       const key = `bench/svc${i}:http`;
       const sp = servicePorts.get(key) as ServicePort;
-      const eps = [...sp.clusterEndpoints.slice(1), endpointAt(services * perService + n, true)];
-      const next = new Map(servicePorts);
-      next.set(key, { ...sp, clusterEndpoints: eps, localEndpoints: eps.filter((e) => e.isLocal), allEndpoints: eps });
-      servicePorts.set(key, next.get(key) as ServicePort);
+      const eps = [...sp.allEndpoints.slice(1), endpointAt(services * perService + n, true)];
+      servicePorts.set(key, servicePortAt(i, eps));
       state = stateOf(servicePorts);
       const t0 = performance.now();
-      const r = await proxier.sync(state, { added: [], updated: [key], removed: [] });
+      const r = await proxier.sync(state, { added: [], updated: [key], removed: [], previous: new Map([[key, sp]]) });
       times.push(elapsed(t0));
       if (r.full) notes.push('an endpoint change ran as a full sync');
       bytes = r.bytes;

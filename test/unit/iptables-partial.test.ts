@@ -87,9 +87,9 @@ describe('natPatch', () => {
         endpoints: Array.from({ length: 10 }, (_, j) => endpoint(`198.19.${i >> 4}.${((i & 15) << 4) + j}`, 8080)),
       }),
     );
-    const full = createProxier({ config: config(), iptablesBackend: 'nft' }).dryRun(desiredState(ports));
+    const full = createProxier({ config: config(), iptablesBackend: 'nft', family: 'IPv4' }).dryRun(desiredState(ports));
     const victim = ports[250] as ServicePort;
-    const moved = { ...victim, clusterEndpoints: victim.clusterEndpoints.slice(1) };
+    const moved = servicePort({ namespace: 'ns', name: 's250', clusterIPs: victim.clusterIPs, endpoints: victim.allEndpoints.slice(1) });
     const patch = natPatch([{ old: toInstalled(render(victim)), next: render(moved) }]) ?? '';
     const svc = render(victim).chains[0]?.name as string;
     expect(patch.length * 200).toBeLessThan(full.length);

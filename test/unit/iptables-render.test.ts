@@ -3,13 +3,18 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { ServicePort } from '../../src/model/types.ts';
-import { createProxier } from '../../src/modes/iptables/index.ts';
+import type { DesiredState, IPFamily, ServicePort } from '../../src/model/types.ts';
+import { createProxier, definition } from '../../src/modes/iptables/index.ts';
 import { renderContext, renderServicePort, TextBuffer } from '../../src/modes/iptables/render.ts';
 import { config, desiredState, endpoint, servicePort } from './model-fixtures.ts';
 
 const GOLDEN = path.resolve(import.meta.dirname, '..', 'golden', 'iptables');
-const proxier = createProxier({ config: config(), iptablesBackend: 'nft' });
+const proxiers = {
+  IPv4: createProxier({ config: config(), iptablesBackend: 'nft', family: 'IPv4' }),
+  IPv6: createProxier({ config: config(), iptablesBackend: 'nft', family: 'IPv6' }),
+};
+/** The dry run of a state, by the proxier of its family. */
+const dryRun = (state: DesiredState) => proxiers[state.family].dryRun(state);
 
 function golden(name: string, text: string): void {
   const file = path.join(GOLDEN, `${name}.rules`);
@@ -27,7 +32,7 @@ const b1 = endpoint('198.19.2.11', 8080, { node: 'node-b' });
 describe('golden rules', () => {
   it('clusterip-basic: ClusterIP with a local and a remote endpoint', () => {
     const web = servicePort({ namespace: 'shop', name: 'web', clusterIPs: ['198.18.100.10'], endpoints: [a1, b1] });
-    golden('clusterip-basic', proxier.dryRun(desiredState([web])));
+    golden('clusterip-basic', dryRun(desiredState([web])));
   });
 
   it('external: NodePort, externalIP and load-balancer IP with source ranges, Cluster policy', () => {
@@ -43,8 +48,8 @@ describe('golden rules', () => {
       loadBalancerSourceRanges: ['198.18.0.0/24', '203.0.113.0/25'],
       endpoints: [endpoint('198.19.1.11', 8443), endpoint('198.19.2.11', 8443, { node: 'node-b' })],
     });
-    const state = { ...desiredState([api]), node: { name: 'node-a', labels: {}, addresses: ['198.18.0.1'], podCIDRs: [], deleting: false } };
-    golden('external-cluster-policy', proxier.dryRun(state));
+    const state = { ...desiredState([api]), node: { name: 'node-a', labels: {}, zone: '', addresses: ['198.18.0.1'], podCIDRs: [], deleting: false } };
+    golden('external-cluster-policy', dryRun(state));
   });
 
   it('external Local policy, health check node port, and one without local endpoints', () => {
@@ -68,7 +73,7 @@ describe('golden rules', () => {
       healthCheckNodePort: 32061,
       endpoints: [b1],
     });
-    golden('external-local-policy', proxier.dryRun(desiredState([ingress, remote])));
+    golden('external-local-policy', dryRun(desiredState([ingress, remote])));
   });
 
   it('no endpoints: REJECT on every frontend', () => {
@@ -80,7 +85,7 @@ describe('golden rules', () => {
       externalIPs: ['198.18.200.40'],
       loadBalancerIPs: ['198.18.200.41'],
     });
-    golden('no-endpoints', proxier.dryRun(desiredState([empty])));
+    golden('no-endpoints', dryRun(desiredState([empty])));
   });
 
   it('session affinity and internalTrafficPolicy Local (with and without local endpoints), UDP, SCTP', () => {
@@ -107,27 +112,221 @@ describe('golden rules', () => {
         endpoints: [endpoint('198.19.1.11', 3868)],
       }),
     ];
-    golden('affinity-internal-local-udp-sctp', proxier.dryRun(desiredState(ports)));
+    golden('affinity-internal-local-udp-sctp', dryRun(desiredState(ports)));
   });
 
   it('configuration: masquerade-all, several cluster CIDRs, --nodeport-addresses', () => {
     const web = servicePort({ namespace: 'shop', name: 'web', clusterIPs: ['198.18.100.20'], nodePort: 30080, endpoints: [a1, b1] });
     const several = desiredState([web], { clusterCIDRs: ['198.19.0.0/16', '198.20.0.0/16'], nodePortAddresses: ['198.18.0.0/24', '2001:db8::/64'] });
     const all = desiredState([web], { masqueradeAll: true, clusterCIDRs: [] });
-    golden('config-multi-cidr-nodeport-addresses', proxier.dryRun(several));
-    golden('config-masquerade-all', proxier.dryRun(all));
+    golden('config-multi-cidr-nodeport-addresses', dryRun(several));
+    golden('config-masquerade-all', dryRun(all));
   });
 
-  it('IPv6', () => {
-    const v6 = servicePort({
+  it('IPv6: ClusterIP, NodePort, external and LB IPs with source ranges, affinity, a Local policy, no endpoints', () => {
+    const a6 = endpoint('2001:2:0:11::11', 8080);
+    const b6 = endpoint('2001:2:0:12::11', 8080, { node: 'node-b' });
+    const ports = [
+      servicePort({
+        namespace: 'shop',
+        name: 'web6',
+        family: 'IPv6',
+        clusterIPs: ['2001:2:0:100::10'],
+        nodePort: 30081,
+        externalIPs: ['2001:2:0:200::10'],
+        loadBalancerIPs: ['2001:2:0:200::11'],
+        loadBalancerSourceRanges: ['2001:2::/64'],
+        affinityTimeoutSeconds: 600,
+        endpoints: [a6, b6],
+      }),
+      servicePort({
+        namespace: 'shop',
+        name: 'local6',
+        family: 'IPv6',
+        clusterIPs: ['2001:2:0:100::20'],
+        nodePort: 30082,
+        externalTrafficPolicy: 'Local',
+        endpoints: [b6],
+      }),
+      servicePort({ namespace: 'shop', name: 'empty6', family: 'IPv6', clusterIPs: ['2001:2:0:100::30'] }),
+    ];
+    golden('ipv6', dryRun(desiredState(ports, { clusterCIDRs: ['198.19.0.0/16', '2001:2:0:10::/60'] }, 'IPv6')));
+  });
+});
+
+describe('IPv6', () => {
+  const web6 = (more: Partial<ServicePort> = {}) =>
+    servicePort({
       namespace: 'shop',
       name: 'web6',
       family: 'IPv6',
-      clusterIPs: ['fd00:100::10'],
+      clusterIPs: ['2001:2:0:100::10'],
       nodePort: 30081,
-      endpoints: [endpoint('fd00:19:1::11', 8080), endpoint('fd00:19:2::11', 8080, { node: 'node-b' })],
+      endpoints: [endpoint('2001:2:0:11::11', 8080), endpoint('2001:2:0:12::11', 8080, { node: 'node-b' })],
+      ...more,
     });
-    golden('ipv6', proxier.dryRun(desiredState([v6], { clusterCIDRs: ['198.19.0.0/16', 'fd00:19::/48'] }, 'IPv6')));
+  const text = (ports: ServicePort[]) => dryRun(desiredState(ports, { clusterCIDRs: ['198.19.0.0/16', '2001:2:0:10::/60'] }, 'IPv6'));
+
+  it('DNATs to [ip]:port, masquerades hairpin and outside traffic, and keeps only its own family of the configuration', () => {
+    const t = text([web6()]);
+    expect(t).toContain('-j DNAT --to-destination [2001:2:0:11::11]:8080');
+    expect(t).toContain('-s 2001:2:0:11::11 -j KUBE-MARK-MASQ');
+    expect(t).toContain('-d 2001:2:0:100::10 --dport 80 ! -s 2001:2:0:10::/60 -j KUBE-MARK-MASQ');
+    expect(t).toContain('-j MASQUERADE --random-fully');
+    expect(t).not.toMatch(/198\.19\.|127\.0\.0/);
+  });
+
+  it('records and checks affinity with -m recent, as for IPv4', () => {
+    const t = text([web6({ affinityTimeoutSeconds: 300 })]);
+    expect(t).toMatch(/-m recent --name (KUBE-SEP-\S+) --rcheck --seconds 300 --reap -j \1/);
+    expect(t).toMatch(/-m recent --name KUBE-SEP-\S+ --set -m tcp -p tcp -j DNAT --to-destination \[2001:2:0:11::11\]:8080/);
+  });
+
+  it('rejects without endpoints (ip6tables REJECT answers icmp6-port-unreachable)', () => {
+    const t = text([web6({ allEndpoints: [] }), servicePort({ namespace: 'shop', name: 'empty6', family: 'IPv6', clusterIPs: ['2001:2:0:100::30'] })]);
+    expect(t).toContain('-A KUBE-SERVICES -m comment --comment "shop/empty6:http has no endpoints" -m tcp -p tcp -d 2001:2:0:100::30 --dport 80 -j REJECT');
+  });
+
+  it('never serves NodePorts on ::1 and has no localnet guard (no route_localnet for IPv6)', () => {
+    const t = text([web6()]);
+    expect(t).toMatch(/-m addrtype --dst-type LOCAL ! -d ::1\/128 -j KUBE-NODEPORTS/);
+    expect(t).not.toContain('KUBE-FIREWALL');
+    expect(t).not.toContain('route_localnet');
+  });
+
+  it('leaves out a service port of the other family, and the proxier refuses a state of the other family', () => {
+    const ctx = renderContext(desiredState([], {}, 'IPv6'));
+    expect(() => renderServicePort(servicePort({ namespace: 'a', name: 'b', clusterIPs: ['198.18.100.1'] }), ctx)).toThrow(/IPv4 service port/);
+    expect(() => proxiers.IPv4.dryRun(desiredState([web6()], {}, 'IPv6'))).toThrow(/IPv4 iptables proxier/);
+  });
+});
+
+describe("the model's endpoint decision", () => {
+  const svcChain = (r: ReturnType<typeof renderServicePort>, prefix: string) => r.chains.find((c) => c.name.startsWith(prefix));
+  const seps = (rules: string[] | undefined) =>
+    (rules ?? []).filter((l) => l.includes('-j KUBE-SEP-') && !l.includes('-m recent')).map((l) => /-> (\S+)"/.exec(l)?.[1]);
+  const ctx = renderContext(desiredState([]));
+
+  it('routes ClusterIP traffic to the topology-narrowed Cluster endpoints', () => {
+    const hinted = (ip: string, node: string, hint: string) => ({ ...endpoint(ip, 8080, { node }), nodeHints: [hint] });
+    const sp = servicePort({
+      namespace: 'shop',
+      name: 'near',
+      clusterIPs: ['198.18.100.10'],
+      endpoints: [hinted('198.19.1.11', 'node-a', 'node-a'), hinted('198.19.2.11', 'node-b', 'node-b'), hinted('198.19.2.12', 'node-b', 'node-b')],
+    });
+    expect(sp.topologyMode).toBe('PreferSameNode');
+    expect(seps(svcChain(renderServicePort(sp, ctx), 'KUBE-SVC-')?.rules)).toEqual(['198.19.1.11:8080']);
+  });
+
+  it('falls back to serving-and-terminating endpoints when none is ready', () => {
+    const sp = servicePort({
+      namespace: 'shop',
+      name: 'draining',
+      clusterIPs: ['198.18.100.11'],
+      endpoints: [
+        endpoint('198.19.1.11', 8080, { ready: false, serving: true, terminating: true }),
+        endpoint('198.19.2.11', 8080, { ready: false, node: 'node-b' }),
+      ],
+    });
+    const r = renderServicePort(sp, ctx);
+    expect(seps(svcChain(r, 'KUBE-SVC-')?.rules)).toEqual(['198.19.1.11:8080']);
+    expect(r.filter).toEqual([]);
+  });
+
+  it('follows the decided fields, never the raw traffic policies', () => {
+    const base = servicePort({
+      namespace: 'shop',
+      name: 'x',
+      clusterIPs: ['198.18.100.12'],
+      internalTrafficPolicy: 'Local',
+      endpoints: [endpoint('198.19.1.11'), endpoint('198.19.2.11', 8080, { node: 'node-b' })],
+    });
+    // The same decision with the raw field saying otherwise: rendered the same.
+    const r = renderServicePort({ ...base, internalTrafficPolicy: 'Cluster' }, ctx);
+    expect(r).toEqual(renderServicePort(base, ctx));
+    expect(r.frontends[0]?.spec).toMatch(/-j KUBE-SVL-/);
+    expect(seps(svcChain(r, 'KUBE-SVL-')?.rules)).toEqual(['198.19.1.11:8080']);
+    expect(svcChain(r, 'KUBE-SVC-')).toBeUndefined(); // not externally accessible: no short circuit to serve
+  });
+
+  it('drops, not rejects, traffic for a Local policy without local endpoints, and short-circuits pods and the node', () => {
+    const sp = servicePort({
+      namespace: 'shop',
+      name: 'remote',
+      clusterIPs: ['198.18.100.13'],
+      nodePort: 30013,
+      externalTrafficPolicy: 'Local',
+      endpoints: [endpoint('198.19.2.11', 8080, { node: 'node-b' })],
+    });
+    const r = renderServicePort(sp, ctx);
+    expect(r.filter.map((f) => f.spec)).toEqual([expect.stringMatching(/has no local endpoints.*--dport 30013 -j DROP$/)]);
+    const ext = svcChain(r, 'KUBE-EXT-')?.rules ?? [];
+    expect(ext.some((l) => l.includes('-s 198.19.0.0/16 -j KUBE-SVC-'))).toBe(true);
+    expect(ext.some((l) => l.includes('--src-type LOCAL -j KUBE-SVC-'))).toBe(true);
+    expect(ext.some((l) => l.includes('-j KUBE-SVL-'))).toBe(false);
+  });
+});
+
+describe('localhost NodePorts (IPv4)', () => {
+  const web = servicePort({ namespace: 'shop', name: 'web', clusterIPs: ['198.18.100.20'], nodePort: 30080, endpoints: [endpoint('198.19.1.11')] });
+  const nodePortJumps = (t: string) => t.split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES') && l.includes('-j KUBE-NODEPORTS'));
+
+  it('are on by default: NodePorts on 127.0.0.1 too, the martian guard in KUBE-FIREWALL first in INPUT and OUTPUT, and a note', () => {
+    const t = dryRun(desiredState([web]));
+    expect(nodePortJumps(t)).toEqual([expect.not.stringContaining('127.0.0.0/8')]);
+    expect(t).toContain(':KUBE-FIREWALL - [0:0]');
+    expect(t).toContain(
+      '-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP',
+    );
+    const inserts = t.split('\n').filter((l) => l.startsWith('-I '));
+    // Inserted last-first at position 1: the guard's jumps are inserted last, so they end up first.
+    expect(inserts.filter((l) => l.startsWith('-I INPUT ')).at(-1)).toBe('-I INPUT 1 -j KUBE-FIREWALL');
+    expect(inserts.filter((l) => l.startsWith('-I OUTPUT ')).at(-1)).toBe('-I OUTPUT 1 -j KUBE-FIREWALL');
+    expect(t.split('\n')[0]).toMatch(/^# .*net\.ipv4\.conf\.all\.route_localnet=1/);
+  });
+
+  it('off: no guard, no note, and loopback destinations are not NodePorts', () => {
+    const t = dryRun(desiredState([web], { localhostNodePorts: false }));
+    expect(nodePortJumps(t)).toEqual([expect.stringContaining('-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS')]);
+    expect(t).not.toContain('KUBE-FIREWALL');
+    expect(t).not.toContain('route_localnet');
+  });
+
+  it('follow --nodeport-addresses: off when they leave loopback out, on when they hold it', () => {
+    const without = renderContext(desiredState([], { nodePortAddresses: ['198.18.0.0/24'] }));
+    expect(without.localhostNodePorts).toBe(false);
+    expect(dryRun(desiredState([web], { nodePortAddresses: ['198.18.0.0/24'] }))).not.toContain('KUBE-FIREWALL');
+    const withLoopback = desiredState([web], { nodePortAddresses: ['198.18.0.0/24', '127.0.0.0/8'] });
+    expect(renderContext(withLoopback).localhostNodePorts).toBe(true);
+    expect(nodePortJumps(dryRun(withLoopback))).toEqual([
+      expect.stringContaining('-d 198.18.0.0/24 -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'),
+      expect.stringContaining('-d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'),
+    ]);
+  });
+
+  it('off with --nodeport-addresses holding loopback: loopback-only ranges left out (with a warning), wider ones cut', () => {
+    const state = desiredState([web], { localhostNodePorts: false, nodePortAddresses: ['127.0.0.0/8', '0.0.0.0/1', '198.18.0.0/24'] });
+    expect(renderContext(state).warnings).toEqual([expect.stringContaining('127.0.0.0/8 holds only loopback addresses')]);
+    expect(nodePortJumps(dryRun(state))).toEqual([
+      expect.stringContaining('-d 0.0.0.0/1 -m addrtype --dst-type LOCAL -m iprange ! --dst-range 127.0.0.0-127.255.255.255 -j KUBE-NODEPORTS'),
+      expect.stringContaining('-d 198.18.0.0/24 -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'),
+    ]);
+    // 0.0.0.0/0 is every address, as upstream reads it.
+    expect(renderContext(desiredState([], { nodePortAddresses: ['0.0.0.0/0'] })).nodePortCIDRs).toBeNull();
+  });
+});
+
+describe('definition', () => {
+  it("declares the mode: restore text per family, loaded with the family's restore binary", () => {
+    expect(definition.name).toBe('iptables');
+    expect(definition.keepsClientAddress).toBe(true);
+    expect(definition.dryRun.kind).toBe('restore');
+    expect(definition.dryRun.combine).toBeNull();
+    expect(definition.dryRun.loadCommand('IPv4', 'f')).toEqual(['iptables-restore', '--noflush', 'f']);
+    expect(definition.dryRun.loadCommand('IPv6', 'f')).toEqual(['ip6tables-restore', '--noflush', 'f']);
+    expect(definition.failureMetric).toBe('kubeproxy_sync_proxy_rules_iptables_restore_failures_total');
+    for (const family of ['IPv4', 'IPv6'] as IPFamily[]) expect(definition.create({ config: config(), iptablesBackend: 'nft', family }).family).toBe(family);
   });
 });
 
@@ -173,7 +372,7 @@ describe('values that must not reach the rule text', () => {
   it('leaves out a service port with a malformed address, keeps the others', () => {
     const good = servicePort({ namespace: 'shop', name: 'good', clusterIPs: ['198.18.100.1'], endpoints: [a1] });
     const bad = servicePort({ namespace: 'shop', name: 'bad', clusterIPs: ['198.18.100.2 -j ACCEPT'], endpoints: [a1] });
-    const text = proxier.dryRun(desiredState([good, bad]));
+    const text = dryRun(desiredState([good, bad]));
     expect(text).toContain('shop/good:http');
     expect(text).not.toContain('shop/bad');
     expect(text).not.toContain('198.18.100.2');
@@ -181,7 +380,7 @@ describe('values that must not reach the rule text', () => {
 
   it('neutralises quotes and control characters in names that end up in comments', () => {
     const evil = servicePort({ namespace: 'ns"', name: 'x" -j ACCEPT #', portName: 'p\nq', clusterIPs: ['198.18.100.3'], endpoints: [a1] });
-    const text = proxier.dryRun(desiredState([evil]));
+    const text = dryRun(desiredState([evil]));
     for (const line of text.split('\n').filter((l) => l.includes('ns_'))) {
       // Exactly one quoted comment per rule, no stray quote, nothing after a "#".
       expect(line.match(/"/g)?.length).toBe(2);
@@ -202,7 +401,7 @@ describe('values that must not reach the rule text', () => {
 
 describe('dry run', () => {
   it('installs the jumps from the built-in chains exactly once each, at the top', () => {
-    const text = proxier.dryRun(desiredState([]));
+    const text = dryRun(desiredState([], { localhostNodePorts: false }));
     const inserts = text.split('\n').filter((l) => /^-[AI] (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) /.test(l));
     expect(inserts).toHaveLength(12);
     expect(new Set(inserts).size).toBe(12);
@@ -211,8 +410,7 @@ describe('dry run', () => {
 
   it('keeps the NodePort jump the last rule of KUBE-SERVICES', () => {
     const web = servicePort({ namespace: 'shop', name: 'web', clusterIPs: ['198.18.100.20'], nodePort: 30080, externalIPs: ['198.18.200.1'], endpoints: [a1] });
-    const rules = proxier
-      .dryRun(desiredState([web]))
+    const rules = dryRun(desiredState([web]))
       .split('\n')
       .filter((l) => l.startsWith('-A KUBE-SERVICES '));
     expect(rules.at(-1)).toContain('-j KUBE-NODEPORTS');

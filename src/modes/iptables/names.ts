@@ -19,6 +19,12 @@ export const KUBE_PROXY_FIREWALL = 'KUBE-PROXY-FIREWALL';
 export const KUBE_MASQ_NON_POD = 'KUBE-MASQ-NON-POD';
 /** kube-proxy's canary chain (it creates one per table to notice flushes); removed by cleanup. */
 export const KUBE_PROXY_CANARY = 'KUBE-PROXY-CANARY';
+/**
+ * Kubelet's filter chain, which kube-proxy also writes when it serves NodePorts on localhost: the guard
+ * against martian packets that route_localnet lets in. Not ours: never removed, not even by cleanup, since
+ * route_localnet stays set (as upstream, whose CleanupLeftovers leaves it too).
+ */
+export const KUBELET_FIREWALL = 'KUBE-FIREWALL';
 
 export const NAT_FIXED_CHAINS = [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ] as const;
 export const FILTER_FIXED_CHAINS = [KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL] as const;

@@ -35,18 +35,18 @@
 // the old rules (the union was harmless anyway) and the error is thrown: the previous rules stay
 // in force and the next sync is full. If the last filter write fails, nat is new and filter is
 // the union, which is consistent with it; the next sync (full) finishes the job.
-import type { ChangeSet, DesiredState, IPFamily, ServicePort } from '../../model/types.ts';
 import { log } from '../../log.ts';
+import { InvalidValueError } from '../../model/addr.ts';
+import type { ChangeSet, DesiredState, IPFamily, ServicePort } from '../../model/types.ts';
 import type { ModeOptions, Proxier, SyncResult } from '../types.ts';
 import { resolveBackend } from './backend.ts';
-import { InvalidValueError } from './format.ts';
 import { FILTER_FIXED_CHAINS, isServiceChain, KUBE_SERVICES } from './names.ts';
 import {
   declarationBytes,
   estimateNatBytes,
   filterText,
-  JUMPS,
   jumpInserts,
+  jumpsFor,
   prependNatDeclarations,
   natFixedChains,
   nodePortJumps,
@@ -62,6 +62,7 @@ import {
 } from './render.ts';
 import { type Backend, Iptables, type IptablesBinaries, RestoreError } from './restore.ts';
 import { countRules, parseSave, planTable, removalLines, type TablePlan } from './save.ts';
+import { ensureSysctl, ROUTE_LOCALNET } from './sysctl.ts';
 
 export interface IptablesModeOptions extends ModeOptions {
   /** Run every iptables command inside this network namespace (tests, benchmarks). */
@@ -119,24 +120,12 @@ const names = (list: string | undefined): string[] => (list ? list.split(' ') : 
  * What a full sync must repair, from iptables-save output (a function of its own, so that the
  * text, tens of megabytes in a big cluster, is not kept alive during the restore).
  */
-function planRepairs(saveText: string, chains: readonly string[], fixedChains: readonly string[]): { natPlan: TablePlan; filterPlan: TablePlan } {
+function planRepairs(saveText: string, ctx: RenderContext, chains: readonly string[]): { natPlan: TablePlan; filterPlan: TablePlan } {
   const natSaved = parseSave(saveText, 'nat');
-  const wanted = [...natSaved.chains].some(isServiceChain) ? new Set(chains) : new Set(fixedChains);
+  const wanted = [...natSaved.chains].some(isServiceChain) ? new Set(chains) : new Set(natFixedChains(ctx));
   return {
-    natPlan: planTable(
-      saveText,
-      'nat',
-      natSaved,
-      (ch) => wanted.has(ch),
-      JUMPS.filter((j) => j.table === 'nat'),
-    ),
-    filterPlan: planTable(
-      saveText,
-      'filter',
-      parseSave(saveText, 'filter'),
-      (ch) => FILTER_FIXED.has(ch),
-      JUMPS.filter((j) => j.table === 'filter'),
-    ),
+    natPlan: planTable(saveText, 'nat', natSaved, (ch) => wanted.has(ch), jumpsFor(ctx, 'nat')),
+    filterPlan: planTable(saveText, 'filter', parseSave(saveText, 'filter'), (ch) => FILTER_FIXED.has(ch), jumpsFor(ctx, 'filter')),
   };
 }
 
@@ -253,12 +242,15 @@ const countLines = (s: string) => s.split('\n').length - 1;
 /** Leaves room in front of a full sync's nat text for a typical filter table. */
 const FILTER_HEADROOM = 64 * 1024;
 
-const FAMILIES: readonly IPFamily[] = ['IPv4', 'IPv6'];
 const BACKENDS: readonly Backend[] = ['nft', 'legacy'];
+
+/** The first line of a dry run with localhost NodePorts (iptables-restore skips "#" lines). */
+const ROUTE_LOCALNET_NOTE = `# NodePorts on 127.0.0.1 need the sysctl ${ROUTE_LOCALNET}=1 too, which restore input cannot carry`;
 const FILTER_FIXED: ReadonlySet<string> = new Set(FILTER_FIXED_CHAINS);
 
 export class IptablesProxier implements Proxier {
   readonly mode = 'iptables' as const;
+  readonly family: IPFamily;
   private readonly opts: IptablesModeOptions;
   /** What each service port has installed, after the last successful nat write. */
   private installed = new Map<string, Installed>();
@@ -267,19 +259,30 @@ export class IptablesProxier implements Proxier {
   private needsFull = true;
   /** Inputs besides the service ports; a change of them makes the next sync full. */
   private contextKey: string | null = null;
-  private backend: Promise<Backend> | null = null;
-  private readonly tools = new Map<IPFamily, Iptables>();
+  /** The configuration whose warnings were logged last. */
+  private warnedKey: string | null = null;
+  /** route_localnet is known to be 1 (set once, as upstream's constructor does, and never reset). */
+  private routeLocalnetSet = false;
+  private tool: Promise<Iptables> | null = null;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Whether the route_localnet note of --dry-run went to stderr already. */
+  private notedRouteLocalnet = false;
 
   constructor(opts: IptablesModeOptions) {
     this.opts = opts;
+    this.family = opts.family;
   }
 
   sync(state: DesiredState, changes: ChangeSet | null): Promise<SyncResult> {
     return this.exclusive(async () => {
+      this.checkFamily(state);
       const started = performance.now();
       const ctx = renderContext(state);
       const ctxKey = JSON.stringify(ctx);
+      if (ctxKey !== this.warnedKey) {
+        for (const w of ctx.warnings) log.warn({ event: 'iptables-config', family: this.family }, w);
+        this.warnedKey = ctxKey;
+      }
       const changed = changes ? [...new Set([...changes.added, ...changes.updated, ...changes.removed])] : null;
       const maxPartial = Math.max(50, (this.opts.partialSyncMaxFraction ?? 0.5) * state.servicePorts.size);
       const full = changed === null || this.needsFull || ctxKey !== this.contextKey || changed.length > maxPartial;
@@ -287,8 +290,10 @@ export class IptablesProxier implements Proxier {
       // rewrite only if the kernel no longer holds what we wrote (on nf_tables a full rewrite costs seconds).
       const verify = changed === null && !this.needsFull && ctxKey === this.contextKey;
       try {
-        const ipt = await this.tool(state.family);
+        const ipt = await this.iptables();
         const { bytes, written } = full ? await this.fullSync(ipt, state, ctx, verify) : await this.partialSync(ipt, state, ctx, changed as string[]);
+        // After the write, so that the martian-packet guard is in place before route_localnet opens the way.
+        if (ctx.localhostNodePorts && !this.routeLocalnetSet) await this.setRouteLocalnet();
         this.needsFull = false;
         this.contextKey = ctxKey;
         const result: SyncResult = { full, durationMs: performance.now() - started, bytes, servicePortsWritten: written };
@@ -302,43 +307,53 @@ export class IptablesProxier implements Proxier {
   }
 
   dryRun(state: DesiredState): string {
+    this.checkFamily(state);
     const ctx = renderContext(state);
+    for (const w of ctx.warnings) log.warn({ event: 'iptables-config', family: this.family }, w);
     const { nat, next } = this.renderFullNat(state, ctx);
-    for (const line of jumpInserts(JUMPS.filter((j) => j.table === 'nat'))) nat.line(line);
+    for (const line of jumpInserts(jumpsFor(ctx, 'nat'))) nat.line(line);
     nat.line('COMMIT');
     prependNatDeclarations(nat, allChains(ctx, next));
-    const filter = filterText(filterRules(new Map(), next, false), jumpInserts(JUMPS.filter((j) => j.table === 'filter')));
-    return nat.toBuffer().toString('latin1') + filter;
+    const filter = filterText(ctx, filterRules(new Map(), next, false), jumpInserts(jumpsFor(ctx, 'filter')));
+    // route_localnet is a sysctl, not a rule: restore input cannot carry it. Without it the rules still load and
+    // every other frontend works, but 127.0.0.1:<NodePort> does not, so the output and stderr both say so.
+    if (!ctx.localhostNodePorts) return nat.toBuffer().toString('latin1') + filter;
+    if (!this.notedRouteLocalnet) {
+      process.stderr.write(
+        `note: NodePorts on 127.0.0.1 also need the sysctl ${ROUTE_LOCALNET}=1 on the node (turn them off with localhostNodePorts: false)\n`,
+      );
+      this.notedRouteLocalnet = true;
+    }
+    return `${ROUTE_LOCALNET_NOTE}\n${nat.toBuffer().toString('latin1')}${filter}`;
   }
 
   /**
    * Removes our chains and the jumps to them (and kube-proxy's leftovers) from nat, filter and
-   * mangle, of both backends and both families, wherever there are any. Other chains (kubelet's
-   * KUBE-FIREWALL, KUBE-MARK-DROP, ...) and rules are left alone.
+   * mangle of this family, in both backends, wherever there are any. Other chains (kubelet's
+   * KUBE-FIREWALL, with the localnet guard, KUBE-MARK-DROP, ...) and rules are left alone.
    */
   cleanup(): Promise<void> {
     return this.exclusive(async () => {
       const errors: unknown[] = [];
+      const family = this.family;
       for (const backend of BACKENDS) {
-        for (const family of FAMILIES) {
-          const ipt = new Iptables({ backend, family, netns: this.opts.netns, onRestore: this.opts.onRestore });
-          for (const table of ['nat', 'filter', 'mangle']) {
-            let text: string;
-            try {
-              text = await ipt.save(table);
-            } catch (err) {
-              log.debug({ event: 'iptables-cleanup-skip', backend, family, table, err: String(err) }, 'cannot read table');
-              continue;
-            }
-            const plan = planTable(text, table, parseSave(text, table), () => false, []);
-            if (plan.remove.length === 0 && plan.jumpEdits.length === 0) continue;
-            const rm = removalLines(plan.remove);
-            try {
-              await ipt.restore([`*${table}`, ...plan.jumpEdits, ...rm.flush, ...rm.remove, 'COMMIT', ''].join('\n'));
-              log.info({ event: 'iptables-cleanup', backend, family, table, chains: plan.remove.length, kept: plan.kept }, 'removed iptables rules');
-            } catch (err) {
-              errors.push(err);
-            }
+        const ipt = new Iptables({ backend, family, netns: this.opts.netns, onRestore: this.opts.onRestore });
+        for (const table of ['nat', 'filter', 'mangle']) {
+          let text: string;
+          try {
+            text = await ipt.save(table);
+          } catch (err) {
+            log.debug({ event: 'iptables-cleanup-skip', backend, family, table, err: String(err) }, 'cannot read table');
+            continue;
+          }
+          const plan = planTable(text, table, parseSave(text, table), () => false, []);
+          if (plan.remove.length === 0 && plan.jumpEdits.length === 0) continue;
+          const rm = removalLines(plan.remove);
+          try {
+            await ipt.restore([`*${table}`, ...plan.jumpEdits, ...rm.flush, ...rm.remove, 'COMMIT', ''].join('\n'));
+            log.info({ event: 'iptables-cleanup', backend, family, table, chains: plan.remove.length, kept: plan.kept }, 'removed iptables rules');
+          } catch (err) {
+            errors.push(err);
           }
         }
       }
@@ -363,8 +378,8 @@ export class IptablesProxier implements Proxier {
     // Chains of ours that exist but are not wanted (a previous run's, kube-proxy's), and jump repairs.
     const chains = allChains(ctx, next);
     const saveText = await saving;
-    const { natPlan, filterPlan } = planRepairs(saveText, chains, natFixedChains(ctx));
-    if (verify && this.holdsWhatWeWrote(saveText, nat, chains, natPlan, filterPlan, filterText(filterRules(this.installed, next, false)))) {
+    const { natPlan, filterPlan } = planRepairs(saveText, ctx, chains);
+    if (verify && this.holdsWhatWeWrote(saveText, nat, chains, natPlan, filterPlan, filterText(ctx, filterRules(this.installed, next, false)))) {
       this.installed = next;
       return { bytes: 0, written: 0 };
     }
@@ -385,13 +400,13 @@ export class IptablesProxier implements Proxier {
     const filterRm = removalLines(filterPlan.remove);
     const filterTail = [...filterRm.flush, ...filterPlan.jumpEdits, ...filterRm.remove];
     const union = filterRules(this.installed, next, true);
-    const unionBody = filterText(union);
-    const newBody = filterText(filterRules(this.installed, next, false));
+    const unionBody = filterText(ctx, union);
+    const newBody = filterText(ctx, filterRules(this.installed, next, false));
     const bytes = await this.write(
       ipt,
       {
         // A full sync always writes filter: whatever is there now may have been changed behind our back.
-        filterFirst: filterText(union, filterTail),
+        filterFirst: filterText(ctx, union, filterTail),
         filterFirstBody: unionBody,
         nat,
         filterLast: newBody !== unionBody ? newBody : null,
@@ -440,8 +455,8 @@ export class IptablesProxier implements Proxier {
       if (c.next) next.set(key, toInstalled(c.next));
       else next.delete(key);
     }
-    const unionBody = filterText(filterRules(this.installed, next, true));
-    const newBody = filterText(filterRules(this.installed, next, false));
+    const unionBody = filterText(ctx, filterRules(this.installed, next, true));
+    const newBody = filterText(ctx, filterRules(this.installed, next, false));
     const bytes = await this.write(
       ipt,
       {
@@ -535,26 +550,39 @@ export class IptablesProxier implements Proxier {
     }
   }
 
-  private async tool(family: IPFamily): Promise<Iptables> {
-    let ipt = this.tools.get(family);
-    if (ipt) return ipt;
-    if (!this.backend) {
-      this.backend = resolveBackend(this.opts.iptablesBackend, { netns: this.opts.netns });
-      this.backend.catch(() => {
-        this.backend = null;
-      });
-    }
-    const backend = await this.backend;
-    ipt = new Iptables({
-      backend,
-      family,
-      netns: this.opts.netns,
-      binaries: this.opts.binaries,
-      onRestore: this.opts.onRestore,
-      restoreTimeoutMs: this.opts.restoreTimeoutMs,
+  /** One proxier, one family: a state of the other family is a caller's mistake. */
+  private checkFamily(state: DesiredState): void {
+    if (state.family !== this.family) throw new Error(`the ${this.family} iptables proxier was handed an ${state.family} state`);
+  }
+
+  /** The binaries of this family in the backend in use (detected once, on first use, for 'auto'). */
+  private iptables(): Promise<Iptables> {
+    this.tool ??= resolveBackend(this.opts.iptablesBackend, { netns: this.opts.netns }).then(
+      (backend) =>
+        new Iptables({
+          backend,
+          family: this.family,
+          netns: this.opts.netns,
+          binaries: this.opts.binaries,
+          onRestore: this.opts.onRestore,
+          restoreTimeoutMs: this.opts.restoreTimeoutMs,
+        }),
+    );
+    // A failed detection is tried again at the next sync.
+    this.tool.catch(() => {
+      this.tool = null;
     });
-    this.tools.set(family, ipt);
-    return ipt;
+    return this.tool;
+  }
+
+  /** Upstream's NewProxier: route_localnet=1 so that 127.0.0.1:<NodePort>, DNATed, may leave the node. */
+  private async setRouteLocalnet(): Promise<void> {
+    log.info(
+      { event: 'route-localnet', family: this.family },
+      `setting ${ROUTE_LOCALNET}=1 to allow NodePorts on localhost; to change this set iptables.localhostNodePorts false or leave loopback out of nodePortAddresses`,
+    );
+    await ensureSysctl(ROUTE_LOCALNET, '1', this.opts.netns);
+    this.routeLocalnetSet = true;
   }
 
   /** Runs fn after every earlier call has finished: syncs and cleanups never overlap. */

@@ -10,8 +10,9 @@
 //
 // Filter rules only ever see traffic that nat did not DNAT (after DNAT the destination is an
 // endpoint, no longer the frontend); proxier.ts relies on that to order its writes.
+import { cidrContains, familyAddress, hostPort, InvalidValueError, ofFamily, parseCIDR, ruleCIDR, ruleIP, rulePort, ruleProtocol } from '../../model/addr.ts';
 import type { DesiredState, Endpoint, IPFamily, ServicePort } from '../../model/types.ts';
-import { cidrContains, commentSafe, familyOf, fmtCIDR, fmtHostPort, fmtIP, fmtPort, fmtProbability, fmtProtocol, fmtSeconds, quoteComment } from './format.ts';
+import { commentSafe, fmtProbability, fmtSeconds, quoteComment } from './format.ts';
 import {
   endpointChain,
   FILTER_FIXED_CHAINS,
@@ -23,6 +24,7 @@ import {
   KUBE_POSTROUTING,
   KUBE_PROXY_FIREWALL,
   KUBE_SERVICES,
+  KUBELET_FIREWALL,
   MASQ_MARK,
   NAT_FIXED_CHAINS,
   servicePortName,
@@ -67,64 +69,102 @@ export interface RenderContext {
   nodePortCIDRs: string[] | null;
   /** This node's addresses of the family (a source range that holds one also admits the LB IPs as sources). */
   nodeIPs: string[];
+  /**
+   * Upstream's localhostNodePorts: NodePorts also answer on 127.0.0.1 from the node itself. IPv4 only (IPv6 has
+   * no route_localnet), on unless the configuration turns it off or --nodeport-addresses leaves loopback out.
+   * It needs net.ipv4.conf.all.route_localnet=1 (the proxier sets it) and the martian-packet guard in KUBE-FIREWALL.
+   */
+  localhostNodePorts: boolean;
+  /** What is wrong with the configuration for this family (logged once per configuration). */
+  warnings: string[];
 }
+
+/** The loopback range of each family and its first address. */
+const LOOPBACK: Record<IPFamily, { cidr: string; ip: string; range: string }> = {
+  IPv4: { cidr: '127.0.0.0/8', ip: '127.0.0.1', range: '127.0.0.0-127.255.255.255' },
+  IPv6: { cidr: '::1/128', ip: '::1', range: '::1-::1' },
+};
 
 export function renderContext(state: DesiredState): RenderContext {
   const { family, config } = state;
-  const ofFamily = (cidrs: readonly string[]) => cidrs.filter((c) => familyOf(c) === family).map((c) => fmtCIDR(c, family));
+  const cidrs = (list: readonly string[]) => ofFamily(list, family).map((c) => ruleCIDR(c, family));
+  // kube-proxy: with --nodeport-addresses but none of this family, this family has no NodePorts; a /0 is
+  // every address (upstream's MatchAll).
+  let nodePortCIDRs: string[] | null = config.nodePortAddresses.length === 0 ? null : cidrs(config.nodePortAddresses);
+  if (nodePortCIDRs?.some((c) => parseCIDR(c)?.prefix === 0)) nodePortCIDRs = null;
+  const loopback = LOOPBACK[family];
+  const localhostNodePorts =
+    family === 'IPv4' && config.localhostNodePorts !== false && (nodePortCIDRs === null || nodePortCIDRs.some((c) => cidrContains(c, loopback.ip)));
+  const warnings: string[] = [];
+  for (const cidr of nodePortCIDRs ?? []) {
+    if (!localhostNodePorts && onlyLoopback(cidr, family)) {
+      warnings.push(
+        family === 'IPv6'
+          ? `--nodeport-addresses ${cidr} holds only loopback addresses, but localhost NodePorts are not supported on IPv6: left out`
+          : `--nodeport-addresses ${cidr} holds only loopback addresses, but localhost NodePorts are off (iptables.localhostNodePorts false): left out`,
+      );
+    }
+  }
   return {
     family,
-    clusterCIDRs: ofFamily(config.clusterCIDRs),
+    clusterCIDRs: cidrs(config.clusterCIDRs),
     masqueradeAll: config.masqueradeAll,
-    // kube-proxy: with --nodeport-addresses but none of this family, this family has no NodePorts.
-    nodePortCIDRs: config.nodePortAddresses.length === 0 ? null : ofFamily(config.nodePortAddresses),
-    nodeIPs: (state.node?.addresses ?? []).filter((a) => familyOf(a) === family).map((a) => fmtIP(a, family)),
+    nodePortCIDRs,
+    nodeIPs: (state.node?.addresses ?? []).map((a) => familyAddress(a, family)).filter((a) => a !== null),
+    localhostNodePorts,
+    warnings,
   };
+}
+
+/** Whether every address of `cidr` is a loopback address of its family. */
+function onlyLoopback(cidr: string, family: IPFamily): boolean {
+  const c = parseCIDR(cidr);
+  const lo = parseCIDR(LOOPBACK[family].cidr)!;
+  return c !== null && c.prefix >= lo.prefix && cidrContains(lo.cidr, c.network);
 }
 
 /**
  * Renders one service port. Throws InvalidValueError when a value would not make a valid rule;
  * the caller then leaves the whole service port out (never half of it).
+ *
+ * Which endpoints each kind of traffic uses is the model's one decision (ServicePort.internalEndpoints,
+ * externalEndpoints, clusterEndpoints, localEndpoints, hasAnyEndpoints and the policy flags); this only
+ * lays it out as kube-proxy does (pkg/proxy/iptables/proxier.go, syncProxyRules).
  */
 export function renderServicePort(sp: ServicePort, ctx: RenderContext): RenderedServicePort {
   const f = ctx.family;
-  const proto = fmtProtocol(sp.protocol);
+  if (sp.family !== f) throw new InvalidValueError(`an ${sp.family} service port in the ${f} rules`);
+  const proto = ruleProtocol(sp.protocol);
   const name = servicePortName(sp);
   const ch = serviceChains(name, proto);
   /** The name as comments show it (sanitised once; every other part of a comment is safe already). */
   const cn = commentSafe(name);
-  const port = fmtPort(sp.port);
+  const port = rulePort(sp.port);
   const pm = `-m ${proto} -p ${proto}`;
-  const clusterIPs = sp.clusterIPs.map((ip) => fmtIP(ip, f));
-  const externalIPs = sp.externalIPs.map((ip) => fmtIP(ip, f));
-  const lbIPs = sp.loadBalancerIPs.map((ip) => fmtIP(ip, f));
-  const sourceRanges = sp.loadBalancerSourceRanges.map((c) => fmtCIDR(c, f));
-  const nodePort = sp.nodePort ? fmtPort(sp.nodePort) : null;
-  const healthCheckNodePort = sp.healthCheckNodePort ? fmtPort(sp.healthCheckNodePort) : null;
+  const clusterIPs = sp.clusterIPs.map((ip) => ruleIP(ip, f));
+  const externalIPs = sp.externalIPs.map((ip) => ruleIP(ip, f));
+  const lbIPs = sp.loadBalancerIPs.map((ip) => ruleIP(ip, f));
+  const sourceRanges = sp.loadBalancerSourceRanges.map((c) => ruleCIDR(c, f));
+  const nodePort = sp.nodePort !== null ? rulePort(sp.nodePort) : null;
+  const healthCheckNodePort = sp.healthCheckNodePort !== null ? rulePort(sp.healthCheckNodePort) : null;
   const affinitySeconds = sp.affinityTimeoutSeconds !== null ? fmtSeconds(sp.affinityTimeoutSeconds) : null;
 
-  // kube-proxy's categorisation (pkg/proxy/iptables/proxier.go, syncProxyRules).
-  const externallyAccessible = nodePort !== null || externalIPs.length > 0 || lbIPs.length > 0;
-  const internalLocal = sp.internalTrafficPolicy === 'Local';
-  const externalLocal = externallyAccessible && sp.externalTrafficPolicy === 'Local';
-  const cluster = sp.clusterEndpoints;
-  const local = sp.localEndpoints;
-  const hasInternal = (internalLocal ? local : cluster).length > 0;
-  const hasExternal = (externalLocal ? local : cluster).length > 0;
-  const hasAny = cluster.length > 0 || local.length > 0;
-  // Cluster endpoints also serve the pod/node short-circuit of an external Local policy.
-  const usesClusterChain = cluster.length > 0 && (!internalLocal || externallyAccessible);
-  const usesLocalChain = local.length > 0 && (internalLocal || externalLocal);
-  const internalChain = internalLocal ? ch.svl : ch.svc;
-  const externalPolicyChain = externalLocal ? ch.svl : ch.svc;
-  const usesExtChain = hasAny && externallyAccessible;
-  const usesFwChain = hasAny && lbIPs.length > 0 && sourceRanges.length > 0;
+  // The chains upstream uses, from the model's decision. The Cluster chain also serves the short circuit
+  // of pods and the node itself to external frontends under a Local external policy.
+  const hasEndpoints = sp.hasAnyEndpoints;
+  const hasInternal = sp.internalEndpoints.length > 0;
+  const hasExternal = sp.externalEndpoints.length > 0;
+  const usesClusterChain = sp.clusterEndpoints.length > 0 && (!sp.internalPolicyLocal || sp.externallyAccessible);
+  const usesLocalChain = sp.localEndpoints.length > 0 && (sp.internalPolicyLocal || sp.externalPolicyLocal);
+  const internalChain = sp.internalPolicyLocal ? ch.svl : ch.svc;
+  const externalPolicyChain = sp.externalPolicyLocal ? ch.svl : ch.svc;
+  // Based on hasEndpoints, not hasExternal: the short-circuit rules are needed even without local endpoints.
+  const usesExtChain = hasEndpoints && sp.externallyAccessible;
+  const usesFwChain = hasEndpoints && lbIPs.length > 0 && sourceRanges.length > 0;
   const lbChain = usesFwChain ? ch.fw : ch.ext;
 
-  const noEndpoints = `${cn} has no endpoints`;
-  const noLocalEndpoints = `${cn} has no local endpoints`;
-  const internalFilter = hasAny ? { target: 'DROP', comment: noLocalEndpoints } : { target: 'REJECT', comment: noEndpoints };
-  const externalFilter = hasAny ? { target: 'DROP', comment: noLocalEndpoints } : { target: 'REJECT', comment: noEndpoints };
+  // Without any endpoint every frontend REJECTs; with some but none for a Local policy, that traffic is DROPped.
+  const filterVerdict = hasEndpoints ? { target: 'DROP', comment: `${cn} has no local endpoints` } : { target: 'REJECT', comment: `${cn} has no endpoints` };
   const c = quoteComment;
 
   const frontends: Rule[] = [];
@@ -137,21 +177,22 @@ export function renderServicePort(sp: ServicePort, ctx: RenderContext): Rendered
     } else {
       filter.push({
         chain: KUBE_SERVICES,
-        spec: `-m comment --comment ${c(internalFilter.comment)} ${pm} -d ${ip} --dport ${port} -j ${internalFilter.target}`,
+        spec: `-m comment --comment ${c(filterVerdict.comment)} ${pm} -d ${ip} --dport ${port} -j ${filterVerdict.target}`,
       });
     }
   }
   for (const ip of externalIPs) {
-    if (hasAny) frontends.push({ chain: KUBE_SERVICES, spec: `-m comment --comment ${c(`${cn} external IP`)} ${pm} -d ${ip} --dport ${port} -j ${ch.ext}` });
+    if (hasEndpoints)
+      frontends.push({ chain: KUBE_SERVICES, spec: `-m comment --comment ${c(`${cn} external IP`)} ${pm} -d ${ip} --dport ${port} -j ${ch.ext}` });
     if (!hasExternal) {
       filter.push({
         chain: KUBE_EXTERNAL_SERVICES,
-        spec: `-m comment --comment ${c(externalFilter.comment)} ${pm} -d ${ip} --dport ${port} -j ${externalFilter.target}`,
+        spec: `-m comment --comment ${c(filterVerdict.comment)} ${pm} -d ${ip} --dport ${port} -j ${filterVerdict.target}`,
       });
     }
   }
   for (const ip of lbIPs) {
-    if (hasAny)
+    if (hasEndpoints)
       frontends.push({ chain: KUBE_SERVICES, spec: `-m comment --comment ${c(`${cn} loadbalancer IP`)} ${pm} -d ${ip} --dport ${port} -j ${lbChain}` });
     // What KUBE-FW-* did not accept was not DNATed and still has the LB IP as destination.
     if (usesFwChain) {
@@ -165,16 +206,16 @@ export function renderServicePort(sp: ServicePort, ctx: RenderContext): Rendered
     for (const ip of lbIPs) {
       filter.push({
         chain: KUBE_EXTERNAL_SERVICES,
-        spec: `-m comment --comment ${c(externalFilter.comment)} ${pm} -d ${ip} --dport ${port} -j ${externalFilter.target}`,
+        spec: `-m comment --comment ${c(filterVerdict.comment)} ${pm} -d ${ip} --dport ${port} -j ${filterVerdict.target}`,
       });
     }
   }
   if (nodePort !== null) {
-    if (hasAny) frontends.push({ chain: KUBE_NODEPORTS, spec: `-m comment --comment ${c(cn)} ${pm} --dport ${nodePort} -j ${ch.ext}` });
+    if (hasEndpoints) frontends.push({ chain: KUBE_NODEPORTS, spec: `-m comment --comment ${c(cn)} ${pm} --dport ${nodePort} -j ${ch.ext}` });
     if (!hasExternal) {
       filter.push({
         chain: KUBE_EXTERNAL_SERVICES,
-        spec: `-m comment --comment ${c(externalFilter.comment)} -m addrtype --dst-type LOCAL ${pm} --dport ${nodePort} -j ${externalFilter.target}`,
+        spec: `-m comment --comment ${c(filterVerdict.comment)} -m addrtype --dst-type LOCAL ${pm} --dport ${nodePort} -j ${filterVerdict.target}`,
       });
     }
   }
@@ -187,11 +228,11 @@ export function renderServicePort(sp: ServicePort, ctx: RenderContext): Rendered
 
   if (usesExtChain) {
     const rules: string[] = [];
-    if (!externalLocal) {
+    if (!sp.externalPolicyLocal) {
       // The endpoint may be on another node: masquerade so the reply comes back through this one.
       rules.push(`-m comment --comment ${c(`masquerade traffic for ${cn} external destinations`)} -j ${KUBE_MARK_MASQ}`);
     } else {
-      // Pods and the node itself are not subject to the external policy: they use every endpoint.
+      // Pods and the node itself are not subject to the external policy: they use the Cluster endpoints.
       for (const cidr of ctx.clusterCIDRs) {
         rules.push(`-m comment --comment ${c(`pod traffic for ${cn} external destinations`)} -s ${cidr} -j ${ch.svc}`);
       }
@@ -216,17 +257,18 @@ export function renderServicePort(sp: ServicePort, ctx: RenderContext): Rendered
   // Endpoint chain names, computed once per endpoint.
   const seps = new Map<string, { chain: string; ip: string; hostPort: string }>();
   const sepOf = (ep: Endpoint) => {
-    const hostPort = fmtHostPort(ep.ip, ep.port, f);
-    let s = seps.get(hostPort);
+    const ip = ruleIP(ep.ip, f);
+    const dest = hostPort(ip, Number(rulePort(ep.port)));
+    let s = seps.get(dest);
     if (!s) {
-      s = { chain: endpointChain(name, proto, hostPort), ip: fmtIP(ep.ip, f), hostPort };
-      seps.set(hostPort, s);
+      s = { chain: endpointChain(name, proto, dest), ip, hostPort: dest };
+      seps.set(dest, s);
     }
     return s;
   };
-  const policyChain = (chain: string, eps: readonly Endpoint[], isInternal: boolean): ChainRules => {
+  const policyChain = (chain: string, eps: readonly Endpoint[]): ChainRules => {
     const rules: string[] = [];
-    if (isInternal && hasInternal) rules.push(...clusterIPMasqRules(ctx, cn, pm, clusterIPs, port));
+    if (chain === internalChain && hasInternal) rules.push(...clusterIPMasqRules(ctx, cn, pm, clusterIPs, port));
     const targets = eps.map(sepOf);
     // Affinity first: a client seen recently goes back to its endpoint.
     if (affinitySeconds !== null) {
@@ -244,8 +286,8 @@ export function renderServicePort(sp: ServicePort, ctx: RenderContext): Rendered
     });
     return { name: chain, rules };
   };
-  if (usesClusterChain) chains.push(policyChain(ch.svc, cluster, internalChain === ch.svc));
-  if (usesLocalChain) chains.push(policyChain(ch.svl, local, internalChain === ch.svl));
+  if (usesClusterChain) chains.push(policyChain(ch.svc, sp.clusterEndpoints));
+  if (usesLocalChain) chains.push(policyChain(ch.svl, sp.localEndpoints));
 
   const sepComment = `-m comment --comment ${c(cn)}`;
   const endpoints: ChainRules[] = [];
@@ -304,6 +346,17 @@ export const JUMPS: readonly Jump[] = [
   jump('filter', 'OUTPUT', 'kubernetes load balancer firewall', KUBE_PROXY_FIREWALL, NEW),
   jump('filter', 'OUTPUT', 'kubernetes service portals', KUBE_SERVICES, NEW),
 ];
+
+/** The jumps into kubelet's KUBE-FIREWALL, first in INPUT and OUTPUT, without a comment (as kubelet and kube-proxy write them). */
+const GUARD_JUMPS: readonly Jump[] = [
+  { table: 'filter', chain: 'INPUT', spec: `-j ${KUBELET_FIREWALL}` },
+  { table: 'filter', chain: 'OUTPUT', spec: `-j ${KUBELET_FIREWALL}` },
+];
+
+/** The jumps of one table for this configuration: JUMPS, and the martian-packet guard's with localhost NodePorts. */
+export function jumpsFor(ctx: RenderContext, table: Table): Jump[] {
+  return [...(ctx.localhostNodePorts ? GUARD_JUMPS : []), ...JUMPS].filter((j) => j.table === table);
+}
 
 /**
  * Restore lines inserting `jumps` at the top of their built-in chains, last first, so that they
@@ -449,24 +502,48 @@ export function writeServicePortRules(out: TextBuffer, r: RenderedServicePort): 
   if (lines.length > 0) out.line(lines.join('\n'));
 }
 
-/** The last rules of KUBE-SERVICES: NodePorts on local addresses (or the --nodeport-addresses ones). */
+/**
+ * The last rules of KUBE-SERVICES: NodePorts on local addresses (or the --nodeport-addresses ones). Loopback
+ * destinations are left out unless localhost NodePorts are on (IPv4 with route_localnet): a DNATed packet
+ * with a loopback source would be dropped as a martian, and local servers on 127.0.0.1/::1 keep their ports.
+ */
 export function nodePortJumps(ctx: RenderContext): string[] {
   const head = `-A ${KUBE_SERVICES} -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain"`;
-  if (ctx.nodePortCIDRs === null) return [`${head} -m addrtype --dst-type LOCAL -j ${KUBE_NODEPORTS}`];
-  return ctx.nodePortCIDRs.map((cidr) => `${head} -d ${cidr} -m addrtype --dst-type LOCAL -j ${KUBE_NODEPORTS}`);
+  const loopback = LOOPBACK[ctx.family];
+  if (ctx.nodePortCIDRs === null) {
+    const exclude = ctx.localhostNodePorts ? '' : ` ! -d ${loopback.cidr}`;
+    return [`${head} -m addrtype --dst-type LOCAL${exclude} -j ${KUBE_NODEPORTS}`];
+  }
+  return ctx.nodePortCIDRs.flatMap((cidr) => {
+    const rule = `${head} -d ${cidr} -m addrtype --dst-type LOCAL`;
+    if (ctx.localhostNodePorts || !cidrContains(cidr, loopback.ip)) return [`${rule} -j ${KUBE_NODEPORTS}`];
+    if (onlyLoopback(cidr, ctx.family)) return []; // reported in ctx.warnings
+    // A range wider than loopback: -d takes one CIDR per rule, so the loopback part is cut out with iprange.
+    return [`${rule} -m iprange ! --dst-range ${loopback.range} -j ${KUBE_NODEPORTS}`];
+  });
 }
 
 /**
- * The whole filter table part: fixed chains (declared, so flushed under --noflush), KUBE-FORWARD,
- * then every service port's filter rules in the given order, then `tail` (chain removals, jump edits).
+ * Upstream's guard for route_localnet (kubernetes issue 90259): with it, a packet from another host to
+ * 127.0.0.1 would be accepted; drop those that are not replies and were not DNATed. Kubelet writes the
+ * same rule in the same chain; kube-proxy flushes and rewrites it with its filter table, as here.
  */
-export function filterText(rulesByPort: Iterable<readonly Rule[]>, tail: readonly string[] = []): string {
+const LOCALNET_GUARD = `-A ${KUBELET_FIREWALL} -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP`;
+
+/**
+ * The whole filter table part: fixed chains (declared, so flushed under --noflush), KUBE-FORWARD, the
+ * localnet guard, then every service port's filter rules in the given order, then `tail` (chain removals,
+ * jump edits).
+ */
+export function filterText(ctx: RenderContext, rulesByPort: Iterable<readonly Rule[]>, tail: readonly string[] = []): string {
   const lines = ['*filter'];
   for (const chain of FILTER_FIXED_CHAINS) lines.push(`:${chain} - [0:0]`);
+  if (ctx.localhostNodePorts) lines.push(`:${KUBELET_FIREWALL} - [0:0]`);
   lines.push(
     `-A ${KUBE_FORWARD} -m comment --comment "kubernetes forwarding rules" -m mark --mark ${MASQ_MARK}/${MASQ_MARK} -j ACCEPT`,
     `-A ${KUBE_FORWARD} -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
   );
+  if (ctx.localhostNodePorts) lines.push(LOCALNET_GUARD);
   for (const rules of rulesByPort) for (const r of rules) lines.push(`-A ${r.chain} ${r.spec}`);
   lines.push(...tail, 'COMMIT', '');
   return lines.join('\n');
