@@ -4,8 +4,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { buildState } from '../model/store.ts';
+import { buildStates } from '../model/store.ts';
 import { stateToTable } from '../model/view.ts';
+import { modeDefinition } from '../modes/index.ts';
 import type { ModeName } from '../modes/types.ts';
 import { judge } from './sandbox/judge.ts';
 import { startPodServers } from './sandbox/podserver.ts';
@@ -15,6 +16,8 @@ import { REPO_ROOT, formatProbeTarget, loadScenario, writeObjectsFile } from './
 import { ADDRESSES, Topology } from './sandbox/topology.ts';
 
 export const DEMO_SCENARIO = path.join(REPO_ROOT, 'examples', 'demo.yaml');
+/** The IPv6 pod CIDR of the scenario topology. */
+const IPV6_CLUSTER_CIDR = '2001:2:0:10::/60';
 
 export async function runDemo(mode: ModeName, file: string = DEMO_SCENARIO, out: NodeJS.WritableStream = process.stdout): Promise<number> {
   if (process.getuid?.() !== 0) throw new Error('the demo builds network namespaces and needs root (sudo npm run demo)');
@@ -22,13 +25,13 @@ export async function runDemo(mode: ModeName, file: string = DEMO_SCENARIO, out:
   const tmp = mkdtempSync(path.join(tmpdir(), 'kpt-demo-'));
   const objectsFile = path.join(tmp, 'objects.yaml');
   writeObjectsFile(scenario, objectsFile);
-  const { state } = buildState(scenario.objects as never[], {
+  const { states } = buildStates(scenario.objects as never[], {
     hostname: 'node-a',
-    clusterCIDRs: [ADDRESSES.clusterCIDR],
+    clusterCIDRs: [ADDRESSES.clusterCIDR, IPV6_CLUSTER_CIDR],
     masqueradeAll: false,
     nodePortAddresses: [],
   });
-  out.write(`kube-proxy-ts demo: scenario "${scenario.name}", mode ${mode}\n\nWhat node-a will program (kube-proxy-ts state):\n\n${stateToTable(state)}\n`);
+  out.write(`kube-proxy-ts demo: scenario "${scenario.name}", mode ${mode}\n\nWhat node-a will program (kube-proxy-ts state):\n\n${stateToTable(states)}\n`);
   const topo = await Topology.create(scenario);
   let failed = 0;
   try {
@@ -39,7 +42,8 @@ export async function runDemo(mode: ModeName, file: string = DEMO_SCENARIO, out:
     const rows: string[][] = [['FROM', 'TO', 'ANSWERED BY', 'SOURCE SEEN', 'EXPECTED', '']];
     for (const p of scenario.probes) {
       const r = await runProbe(topo, p);
-      const v = judge(r.tries, p.expect, mode === 'userspace' ? { ignore: ['sourceIP', 'sourceNot'] } : {});
+      // A proxy that opens its own connections (userspace) hides the client's address from the backend.
+      const v = judge(r.tries, p.expect, modeDefinition(mode).keepsClientAddress ? {} : { ignore: ['sourceIP', 'sourceNot'] });
       const counts = new Map<string, number>();
       const sources = new Set<string>();
       for (const t of r.tries) {
