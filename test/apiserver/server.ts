@@ -10,6 +10,9 @@
 // resourceVersion older than the compacted history gets 410 Gone (as an HTTP status, or as an ERROR event if
 // tooOldAs is 'event'). allowWatchBookmarks=true watches get BOOKMARK events every bookmarkIntervalMs and
 // on bookmark(); timeoutSeconds ends a watch normally.
+//
+// Accounting per client (its remote address; in a benchmark each node has its own): requests by kind,
+// bytes sent, watch events and resumes, so that a benchmark can show what each proxy asks of the server.
 import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
@@ -57,6 +60,8 @@ interface HistoryEntry {
 interface WatchConn {
   res: ServerResponse;
   socket: Socket;
+  /** The accounting of the client that opened it. */
+  client: ClientStats;
   resource: Resource;
   namespace: string | null;
   labels: Selector;
@@ -67,12 +72,48 @@ interface WatchConn {
 }
 
 export interface RequestRecord {
+  /** The client's address (IPv4-mapped IPv6 shown as IPv4). */
+  client: string;
   method: string;
   path: string;
   query: Record<string, string>;
   watch: boolean;
   status: number;
   authorization: string | undefined;
+}
+
+/** What one client (by remote address) asked of the server and what it was sent. Controls are not counted. */
+export interface ClientStats {
+  /** Collection GETs answered with a list (200). */
+  lists: number;
+  /** Watch requests answered with a stream (200). */
+  watches: number;
+  /** Of those, watches from a resourceVersion (a resume: no replay of every object). */
+  resumedWatches: number;
+  /** Single-object GETs answered (200). */
+  gets: number;
+  /** Requests answered with an error status (401, 404, 410, injected 5xx, ...). */
+  errors: number;
+  /** Bytes of list and get answers. */
+  listBytes: number;
+  /** Bytes of watch streams (events, bookmarks and errors). */
+  watchBytes: number;
+  /** ADDED/MODIFIED/DELETED events written to its watches, initial ADDED replays included. */
+  watchEvents: number;
+  /** Of those, events replayed from the history to resumed watches. */
+  replayedEvents: number;
+  /** Watches it holds open now. */
+  openWatches: number;
+}
+
+function emptyClientStats(): ClientStats {
+  return { lists: 0, watches: 0, resumedWatches: 0, gets: 0, errors: 0, listBytes: 0, watchBytes: 0, watchEvents: 0, replayedEvents: 0, openWatches: 0 };
+}
+
+/** The client address of a socket as a person writes it. */
+function clientAddress(socket: Socket): string {
+  const a = socket.remoteAddress ?? 'unknown';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
 }
 
 export interface TestApiServerOptions {
@@ -130,6 +171,7 @@ export class TestApiServer {
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
   private readonly watches = new Set<WatchConn>();
+  private readonly clients = new Map<string, ClientStats>();
   private readonly store = new Map<string, ApiObject>();
   private history: HistoryEntry[] = [];
   private rv = 1;
@@ -312,6 +354,11 @@ export class TestApiServer {
     return this.watches.size;
   }
 
+  /** The accounting of every client seen so far, by address (copies). */
+  clientStats(): Record<string, ClientStats> {
+    return Object.fromEntries([...this.clients].map(([client, st]) => [client, { ...st }]));
+  }
+
   /** Cuts every open watch connection (as a network failure would); returns how many. */
   dropWatches(): number {
     const n = this.watches.size;
@@ -364,6 +411,12 @@ export class TestApiServer {
 
   // ---- internals ----
 
+  private clientOf(rec: RequestRecord): ClientStats {
+    let st = this.clients.get(rec.client);
+    if (!st) this.clients.set(rec.client, (st = emptyClientStats()));
+    return st;
+  }
+
   private key(kind: string, namespace: string | undefined, name: string): string {
     const r = BY_KIND.get(kind as WatchedKind);
     return `${kind}/${r?.namespaced ? (namespace ?? 'default') : ''}/${name}`;
@@ -413,18 +466,27 @@ export class TestApiServer {
 
   private write(w: WatchConn, type: string, object: unknown, force = false): void {
     if ((w.silent && !force) || w.res.writableEnded || w.res.destroyed) return;
-    w.res.write(`${JSON.stringify({ type, object })}\n`);
+    const line = `${JSON.stringify({ type, object })}\n`;
+    w.client.watchBytes += Buffer.byteLength(line);
+    if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') w.client.watchEvents++;
+    w.res.write(line);
   }
 
   private closeWatch(w: WatchConn): void {
     if (!this.watches.delete(w)) return;
+    w.client.openWatches--;
     if (w.timer) clearTimeout(w.timer);
     if (!w.res.writableEnded) w.res.end();
   }
 
   private send(req: IncomingMessage, res: ServerResponse, status: number, body: unknown, rec: RequestRecord | null): void {
-    if (rec) rec.status = status;
     const text = JSON.stringify(body);
+    if (rec) {
+      rec.status = status;
+      const client = this.clientOf(rec);
+      if (status >= 400) client.errors++;
+      else client.listBytes += Buffer.byteLength(text);
+    }
     res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
     res.end(req.method === 'HEAD' ? undefined : text);
   }
@@ -443,7 +505,15 @@ export class TestApiServer {
     }
     const query = Object.fromEntries(url.searchParams);
     const watch = query.watch === 'true' || query.watch === '1';
-    const rec: RequestRecord = { method: req.method ?? 'GET', path: url.pathname, query, watch, status: 0, authorization: req.headers.authorization };
+    const rec: RequestRecord = {
+      client: clientAddress(req.socket),
+      method: req.method ?? 'GET',
+      path: url.pathname,
+      query,
+      watch,
+      status: 0,
+      authorization: req.headers.authorization,
+    };
     this.requests.push(rec);
     const d = this.delays;
     if (d && (d.only === null || d.only === (watch ? 'watch' : 'list'))) {
@@ -496,6 +566,7 @@ export class TestApiServer {
         this.fail(req, res, 404, `${resource.plural} "${name}" not found`, rec);
         return;
       }
+      this.clientOf(rec).gets++;
       this.send(req, res, 200, o, rec);
       return;
     }
@@ -503,6 +574,7 @@ export class TestApiServer {
     const conn: WatchConn = {
       res,
       socket: req.socket,
+      client: this.clientOf(rec),
       resource,
       namespace,
       labels,
@@ -519,6 +591,7 @@ export class TestApiServer {
           return rest;
         });
       const list = { kind: `${resource.kind}List`, apiVersion: resource.apiVersion, metadata: { resourceVersion: String(this.rv) }, items };
+      conn.client.lists++;
       this.send(req, res, 200, list, rec);
     } else this.startWatch(req, res, conn, query, rec);
   }
@@ -543,17 +616,25 @@ export class TestApiServer {
     res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private' });
     res.flushHeaders();
     if (tooOld) {
-      res.end(`${JSON.stringify({ type: 'ERROR', object: statusBody(410, 'Expired', `too old resource version: ${from} (${this.compactedRv})`) })}\n`);
+      const line = `${JSON.stringify({ type: 'ERROR', object: statusBody(410, 'Expired', `too old resource version: ${from} (${this.compactedRv})`) })}\n`;
+      w.client.errors++;
+      w.client.watchBytes += Buffer.byteLength(line);
+      res.end(line);
       return;
     }
     this.watches.add(w);
+    w.client.watches++;
+    w.client.openWatches++;
     res.on('close', () => this.closeWatch(w));
     if (from === null) {
       const current = [...this.store.values()].filter((o) => o.kind === w.resource.kind && this.matches(w, o));
       current.sort((a, b) => Number(a.metadata?.resourceVersion) - Number(b.metadata?.resourceVersion));
       for (const o of current) this.write(w, 'ADDED', o);
     } else {
+      w.client.resumedWatches++;
+      const before = w.client.watchEvents;
       for (const e of this.history) if (e.rv > from && e.kind === w.resource.kind) this.deliver(w, e);
+      w.client.replayedEvents += w.client.watchEvents - before;
     }
     const timeout = Number(query.timeoutSeconds);
     if (Number.isFinite(timeout) && timeout > 0) {
@@ -586,6 +667,7 @@ export class TestApiServer {
     const body = (text.trim() ? JSON.parse(text) : {}) as Record<string, any>;
     const ok = (result: unknown) => this.send(req, res, 200, { ok: true, result }, null);
     if (req.method === 'GET' && url.pathname === '/_test/objects') return ok(this.list());
+    if (req.method === 'GET' && url.pathname === '/_test/clients') return ok(this.clientStats());
     if (req.method !== 'POST') return this.fail(req, res, 405, 'controls take POST', null);
     switch (url.pathname) {
       case '/_test/apply': {

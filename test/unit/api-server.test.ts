@@ -246,6 +246,26 @@ describe('TestApiServer', () => {
     expect(server.requests.filter((q) => q.status === 503)).toHaveLength(2);
   });
 
+  it('accounts per client address: lists, watches (resumed ones and their replayed events), errors, bytes', async () => {
+    server.create(svc('web'));
+    const listed = await get(server, '/api/v1/services');
+    const rv = listed.body.metadata.resourceVersion;
+    const w = await watch(`/api/v1/services?watch=true&resourceVersion=${rv}`);
+    server.update({ ...svc('web'), spec: {} });
+    await waitFor(() => w.events.length === 1);
+    await get(server, '/api/v1/services', null); // 401
+    w.close();
+    await waitFor(() => server.watchCount === 0);
+    const again = await watch(`/api/v1/services?watch=true&resourceVersion=${rv}`); // resumes: replays the update
+    await waitFor(() => again.events.length === 1);
+    const all = server.clientStats();
+    expect(Object.keys(all)).toEqual(['127.0.0.1']);
+    expect(all['127.0.0.1']).toMatchObject({ lists: 1, watches: 2, resumedWatches: 2, gets: 0, errors: 1, watchEvents: 2, replayedEvents: 1, openWatches: 1 });
+    expect(all['127.0.0.1']!.listBytes).toBeGreaterThan(100);
+    expect(all['127.0.0.1']!.watchBytes).toBeGreaterThan(100);
+    expect(server.requests.every((q) => q.client === '127.0.0.1')).toBe(true);
+  });
+
   it('writes a kubeconfig pointing at itself', async () => {
     const file = await server.writeKubeconfig(join(dir, 'kubeconfig'));
     const kc = parse(readFileSync(file, 'utf8'));
