@@ -6,7 +6,7 @@ import type { ChangeSet, DesiredState, ServicePort } from '../../src/model/types
 import { createProxier, detectBackend, RestoreError } from '../../src/modes/iptables/index.ts';
 import type { Backend } from '../../src/modes/iptables/restore.ts';
 import { desiredState, endpoint, type PortSpec, servicePort } from '../unit/model-fixtures.ts';
-import { createNetns, deleteAllNetns, iptablesOptions, recorder, referenceSnapshot, restore, save, snapshot, tablesOf } from './iptables-helpers.ts';
+import { createNetns, deleteAllNetns, iptablesOptions, recorder, referenceSnapshot, restore, save, snapshot, sysctl, tablesOf } from './iptables-helpers.ts';
 
 afterEach(deleteAllNetns);
 
@@ -32,7 +32,7 @@ function replace(ports: ServicePort[], ...changed: ServicePort[]): ServicePort[]
   return [...byKey.values()];
 }
 
-const changes = (c: Partial<ChangeSet>): ChangeSet => ({ added: [], updated: [], removed: [], ...c });
+const changes = (c: Partial<ChangeSet>): ChangeSet => ({ added: [], updated: [], removed: [], previous: new Map(), ...c });
 
 /** Deletes, behind the proxier's back, the one rule of `table` that iptables-save prints as `which` selects. */
 async function deleteSavedRule(ns: string, backend: Backend, table: string, which: (line: string) => boolean): Promise<void> {
@@ -47,7 +47,7 @@ function chainsIn(input: string): Set<string> {
 }
 
 function ownChains(state: DesiredState, key: string): Set<string> {
-  const text = createProxier({ config: state.config, iptablesBackend: 'nft' }).dryRun({
+  const text = createProxier({ config: state.config, iptablesBackend: 'nft', family: state.family }).dryRun({
     ...state,
     servicePorts: new Map([[key, state.servicePorts.get(key) as ServicePort]]),
   });
@@ -297,11 +297,14 @@ describe.each(['nft', 'legacy'] as const)('iptables mode on the %s backend', (ba
       );
       await restore(ns, b, '*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n');
     }
+    // Kubelet's KUBE-FIREWALL stays as it is, and with it the localnet guard the proxier wrote there (route_localnet stays 1).
+    const kubeletLines = async (b: Backend) => (await save(ns, b, 'filter')).split('\n').filter((l) => l.includes('KUBE-FIREWALL'));
+    const kubelet = { [backend]: await kubeletLines(backend), [other]: await kubeletLines(other) };
     await proxier.cleanup();
     for (const b of [backend, other]) {
       const all = ['nat', 'filter', 'mangle'].map((t) => save(ns, b, t));
       const text = (await Promise.all(all)).join('\n');
-      expect(text.split('\n').filter((l) => /KUBE-/.test(l))).toEqual([':KUBE-FIREWALL - [0:0]', '-A INPUT -j KUBE-FIREWALL']);
+      expect(text.split('\n').filter((l) => /KUBE-/.test(l))).toEqual(kubelet[b]);
       expect(text).toContain('-A FORWARD -s 198.18.9.9/32 -j DROP');
       expect(text).toContain('-A POSTROUTING -s 198.18.9.0/24 -j MASQUERADE');
     }
@@ -312,22 +315,67 @@ describe.each(['nft', 'legacy'] as const)('iptables mode on the %s backend', (ba
     expect(await jumpCounts(ns, backend)).toEqual(Array(12).fill(1));
   });
 
-  it('programs IPv6 service ports with the ip6tables binaries', async () => {
+  it('programs IPv6 with the ip6tables binaries, and each family cleans up only its own rules', async () => {
     const ns = await createNetns();
-    const v6 = servicePort({
-      namespace: 'shop',
-      name: 'web6',
-      family: 'IPv6',
-      clusterIPs: ['fd00:100::10'],
-      nodePort: 30081,
-      endpoints: [endpoint('fd00:19:1::11', 8080)],
-    });
-    const state = desiredState([v6], { clusterCIDRs: ['fd00:19::/48'] }, 'IPv6');
-    await createProxier(iptablesOptions(ns, backend)).sync(state, null);
+    const a6 = endpoint('2001:2:0:11::11', 8080);
+    const ports = [
+      servicePort({
+        namespace: 'shop',
+        name: 'web6',
+        family: 'IPv6',
+        clusterIPs: ['2001:2:0:100::10'],
+        nodePort: 30081,
+        affinityTimeoutSeconds: 300,
+        endpoints: [a6, endpoint('2001:2:0:12::11', 8080, { node: 'node-b' })],
+      }),
+      servicePort({ namespace: 'shop', name: 'empty6', family: 'IPv6', clusterIPs: ['2001:2:0:100::30'] }),
+    ];
+    const state6 = desiredState(ports, { clusterCIDRs: ['198.19.0.0/16', '2001:2:0:10::/60'] }, 'IPv6');
+    const v6 = createProxier(iptablesOptions(ns, backend, { family: 'IPv6' }));
+    const v4 = createProxier(iptablesOptions(ns, backend));
+    await v4.sync(desiredState(cluster(2)), null);
+    const ipv4Rules = await snapshot(ns, backend);
+    expect((await v6.sync(state6, null)).full).toBe(true);
+
     const nat6 = await save(ns, backend, 'nat', true);
-    expect(nat6).toContain('--to-destination [fd00:19:1::11]:8080');
-    expect(await save(ns, backend, 'nat')).not.toContain('KUBE-SVC-');
-    expect(await snapshot(ns, backend, true)).toBe(await referenceSnapshot(state, backend));
+    expect(nat6).toContain('--to-destination [2001:2:0:11::11]:8080');
+    expect(nat6).toMatch(/-m recent --rcheck --seconds 300 --reap --name KUBE-SEP-\S+ --mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff --rsource -j KUBE-SEP-/);
+    expect(nat6).toMatch(/! -d ::1\/128 .*-j KUBE-NODEPORTS/);
+    expect(await save(ns, backend, 'filter', true)).toMatch(/-d 2001:2:0:100::30\/128 .*has no endpoints.* -j REJECT --reject-with icmp6-port-unreachable/);
+    expect(await snapshot(ns, backend, true)).toBe(await referenceSnapshot(state6, backend));
+    expect(await snapshot(ns, backend)).toBe(ipv4Rules); // the IPv4 tables are the IPv4 proxier's
+
+    await v6.cleanup();
+    for (const table of ['nat', 'filter']) expect(await save(ns, backend, table, true)).not.toContain('KUBE-');
+    expect(await snapshot(ns, backend)).toBe(ipv4Rules);
+    await v6.sync(state6, null);
+    await v4.cleanup();
+    expect(await save(ns, backend, 'nat')).not.toContain('KUBE-SERVICES');
+    expect(await snapshot(ns, backend, true)).toBe(await referenceSnapshot(state6, backend));
+  });
+
+  it('localhost NodePorts: route_localnet and the localnet guard with them, ! -d 127.0.0.0/8 without', async () => {
+    const on = await createNetns();
+    expect(await sysctl(on, 'net.ipv4.conf.all.route_localnet')).toBe('0');
+    await createProxier(iptablesOptions(on, backend)).sync(desiredState(cluster(1)), null);
+    expect(await sysctl(on, 'net.ipv4.conf.all.route_localnet')).toBe('1');
+    const filter = (await save(on, backend, 'filter')).split('\n');
+    for (const chain of ['INPUT', 'OUTPUT']) expect(filter.find((l) => l.startsWith(`-A ${chain} `))).toBe(`-A ${chain} -j KUBE-FIREWALL`);
+    expect(filter.filter((l) => l.startsWith('-A KUBE-FIREWALL '))).toEqual([expect.stringContaining('-j DROP')]);
+    expect((await save(on, backend, 'nat')).split('\n').find((l) => l.includes('-j KUBE-NODEPORTS') && l.startsWith('-A KUBE-SERVICES'))).not.toContain(
+      '127.0.0.0/8',
+    );
+
+    const off = await createNetns();
+    await createProxier(iptablesOptions(off, backend)).sync(desiredState(cluster(1), { localhostNodePorts: false }), null);
+    expect(await sysctl(off, 'net.ipv4.conf.all.route_localnet')).toBe('0');
+    expect(await save(off, backend, 'filter')).not.toContain('KUBE-FIREWALL');
+    expect(await save(off, backend, 'nat')).toMatch(/! -d 127\.0\.0\.0\/8 .*-j KUBE-NODEPORTS/);
+    // IPv6 never: the IPv6 proxier leaves route_localnet alone.
+    const v6 = await createNetns();
+    await createProxier(iptablesOptions(v6, backend, { family: 'IPv6' })).sync(desiredState([], {}, 'IPv6'), null);
+    expect(await sysctl(v6, 'net.ipv4.conf.all.route_localnet')).toBe('0');
+    expect(await save(v6, backend, 'filter', true)).not.toContain('KUBE-FIREWALL');
   });
 });
 

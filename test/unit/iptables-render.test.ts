@@ -5,7 +5,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DesiredState, IPFamily, ServicePort } from '../../src/model/types.ts';
 import { createProxier, definition } from '../../src/modes/iptables/index.ts';
-import { renderContext, renderServicePort, TextBuffer } from '../../src/modes/iptables/render.ts';
+import { renderContext, renderServicePort } from '../../src/modes/iptables/render.ts';
+import { TextBuffer } from '../../src/modes/iptables/text-buffer.ts';
 import { config, desiredState, endpoint, servicePort } from './model-fixtures.ts';
 
 const GOLDEN = path.resolve(import.meta.dirname, '..', 'golden', 'iptables');

@@ -56,13 +56,13 @@ import {
   renderServicePort,
   type Rule,
   sortedPorts,
-  TextBuffer,
   writeNatFixedRules,
   writeServicePortRules,
 } from './render.ts';
 import { type Backend, Iptables, type IptablesBinaries, RestoreError } from './restore.ts';
 import { countRules, parseSave, planTable, removalLines, type TablePlan } from './save.ts';
 import { ensureSysctl, ROUTE_LOCALNET } from './sysctl.ts';
+import { TextBuffer } from './text-buffer.ts';
 
 export interface IptablesModeOptions extends ModeOptions {
   /** Run every iptables command inside this network namespace (tests, benchmarks). */
