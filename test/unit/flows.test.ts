@@ -1,0 +1,271 @@
+// Every flow of the behaviour table (flows.ts, upstream kube-proxy's packet-flow tests) through both kernel
+// modes: each case is rendered by the mode itself (its Proxier.dryRun, exactly what --dry-run prints), loaded
+// into the mode's packet simulator (iptables-sim.ts, nftables-sim.ts), and the first packet of each flow is
+// followed along every random choice the rules make. The answer must be the table's: the set of endpoints,
+// each as likely, and masquerade or not; or REJECT, DROP, or nothing.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { hostPort, inAnyCIDR } from '../../src/model/addr.ts';
+import type { DesiredState } from '../../src/model/types.ts';
+import { createProxier as iptablesProxier } from '../../src/modes/iptables/index.ts';
+import { createProxier as nftablesProxier } from '../../src/modes/nftables/index.ts';
+import { BASE_CONFIG, type Expect, type Flow, FLOW_CASES, type FlowCase, KERNEL_MODES, type KernelMode, NODE_ADDRESSES } from './flows.ts';
+import { Table as IptablesTable } from './iptables-sim.ts';
+import { desiredState, endpoint, NODE, servicePort } from './model-fixtures.ts';
+import { commands } from './nftables-fixtures.ts';
+import { type Outcome, type Packet, Table as NftTable } from './nftables-sim.ts';
+
+// ---- the flow as a packet, and outcomes as comparable text ----
+
+const LOOPBACK = ['127.0.0.0/8', '::1/128'];
+const isNodeAddress = (ip: string) => NODE_ADDRESSES.includes(ip) || inAnyCIDR(LOOPBACK, ip);
+
+function packetOf(f: Flow): Packet {
+  return {
+    saddr: f.from,
+    daddr: f.to,
+    proto: (f.protocol ?? 'TCP').toLowerCase() as Packet['proto'],
+    dport: f.port,
+    saddrLocal: isNodeAddress(f.from),
+    daddrLocal: isNodeAddress(f.to),
+  };
+}
+
+function outcomeText(o: Outcome): string {
+  switch (o.verdict) {
+    case 'dnat':
+      return `DNAT ${hostPort(o.addr, o.port)}${o.masquerade ? ', masqueraded' : ''}`;
+    case 'accept':
+      return o.masquerade ? 'pass, masqueraded' : 'pass';
+    default:
+      return o.verdict.toUpperCase();
+  }
+}
+
+/** Outcome text -> probability, rounded so that 1/3 from iptables' 10-decimal probabilities compares equal. */
+type Distribution = Record<string, number>;
+
+function expected(e: Expect): Distribution {
+  if (e.verdict === 'dnat') {
+    return Object.fromEntries(e.endpoints.map((ep) => [`DNAT ${ep}${e.masquerade ? ', masqueraded' : ''}`, round(1 / e.endpoints.length)]));
+  }
+  return { [e.verdict === 'pass' ? 'pass' : e.verdict.toUpperCase()]: 1 };
+}
+
+const round = (p: number) => Math.round(p * 1e6) / 1e6;
+
+/** Picks one of several alternatives of the given weights (a numgen value, a statistic match taken or not). */
+type Pick = (weights: readonly number[]) => number;
+
+/** Every outcome of `run` over every sequence of choices it makes, with its probability. */
+function everyOutcome(run: (pick: Pick) => Outcome): Distribution {
+  const out: Distribution = {};
+  const pending: number[][] = [[]];
+  for (let paths = 0; pending.length > 0; paths++) {
+    if (paths > 10_000) throw new Error('more than 10000 paths through the rules');
+    const prefix = pending.pop()!;
+    const taken: number[] = [];
+    let probability = 1;
+    const outcome = run((weights) => {
+      const depth = taken.length;
+      if (depth >= prefix.length) for (let j = 1; j < weights.length; j++) pending.push([...taken, j]);
+      const i = depth < prefix.length ? prefix[depth]! : 0;
+      taken.push(i);
+      probability *= weights[i]!;
+      return i;
+    });
+    if (probability === 0) continue;
+    const key = outcomeText(outcome);
+    out[key] = round((out[key] ?? 0) + probability);
+  }
+  return out;
+}
+
+// ---- the two modes, rendered and simulated ----
+
+interface Simulated {
+  outcomes(p: Packet): Distribution;
+  /** What to print when a flow goes wrong. */
+  explain(p: Packet): string;
+}
+
+function stateOf(c: FlowCase): DesiredState {
+  const state = desiredState(c.ports, { ...BASE_CONFIG, ...c.config }, c.family);
+  return { ...state, node: { name: NODE, labels: {}, zone: '', addresses: [...NODE_ADDRESSES], podCIDRs: [], deleting: false } };
+}
+
+/** What `--dry-run` prints for this state, from the mode's own proxier. */
+function rulesOf(mode: KernelMode, state: DesiredState): string {
+  const create = mode === 'iptables' ? iptablesProxier : nftablesProxier;
+  const proxier = create({ config: state.config, family: state.family, iptablesBackend: 'nft' });
+  // The iptables mode notes on stderr that localhost NodePorts need route_localnet: not this test's business.
+  const write = process.stderr.write;
+  process.stderr.write = () => true;
+  try {
+    return proxier.dryRun(state);
+  } finally {
+    process.stderr.write = write;
+  }
+}
+
+function simulate(mode: KernelMode, state: DesiredState): Simulated {
+  const rules = rulesOf(mode, state);
+  return mode === 'iptables' ? iptablesSimulated(rules) : nftablesSimulated(rules);
+}
+
+function iptablesSimulated(restoreText: string): Simulated {
+  const t = new IptablesTable(restoreText);
+  return {
+    outcomes: (p) => everyOutcome((pick) => t.trace(p, { decide: (probability) => pick([probability, 1 - probability]) === 0 }).outcome),
+    explain: (p) => `rules matched on the first path:\n  ${t.trace(p).rules.join('\n  ')}`,
+  };
+}
+
+/** The base chains the path below knows; any other in a batch fails the test rather than being ignored. */
+const NFT_BASE_CHAINS = ['filter-input', 'filter-forward', 'filter-output', 'nat-prerouting', 'nat-output', 'nat-postrouting'];
+
+function nftablesSimulated(batch: string): Simulated {
+  const t = new NftTable(batch);
+  const prio = new Map<string, number>();
+  for (const [verb, kind, body] of commands(batch)) {
+    if (verb !== 'add' || kind !== 'chain' || body.hook === undefined) continue;
+    if (!NFT_BASE_CHAINS.includes(body.name as string)) {
+      throw new Error(`base chain ${String(body.name)} (${String(body.type)} hook ${String(body.hook)}): flows.test.ts does not follow packets through it yet`);
+    }
+    prio.set(body.name as string, body.prio as number);
+  }
+  // In the output hook, a filter chain before nat's DNAT sees the service address, one after it the endpoint.
+  const outputFilterFirst = (prio.get('filter-output') ?? 0) < (prio.get('nat-output') ?? 0);
+  return {
+    outcomes: (p) => everyOutcome((pick) => nftPath(t, p, (mod) => pick(Array<number>(mod).fill(1 / mod)), outputFilterFirst)),
+    explain: () => '(the nftables simulator does not list matched rules)',
+  };
+}
+
+/**
+ * The first packet through the table's hooks: from the node itself filter and nat output (in priority order),
+ * then filter input if it stays on the node; from elsewhere nat prerouting, then filter input (for the node)
+ * or forward. nat postrouting (masquerade) is part of nat() for what leaves the node.
+ */
+function nftPath(t: NftTable, p: Packet, random: (mod: number) => number, outputFilterFirst: boolean): Outcome {
+  const filter = (hook: 'input' | 'forward' | 'output', q: Packet): Outcome | null => {
+    if (!t.chains.has(`filter-${hook}`)) return null;
+    const v = t.filter(hook, q);
+    return v === 'accept' ? null : { verdict: v };
+  };
+  const fromNode = p.saddrLocal ?? false;
+  if (fromNode && outputFilterFirst) {
+    const stop = filter('output', p);
+    if (stop) return stop;
+  }
+  const nat = t.nat(p, random);
+  if (nat.verdict === 'drop' || nat.verdict === 'reject') return nat;
+  const q: Packet = nat.verdict === 'dnat' ? { ...p, daddr: nat.addr, dport: nat.port, daddrLocal: false } : p;
+  const hooks: ('input' | 'forward' | 'output')[] = fromNode
+    ? [...(outputFilterFirst ? [] : ['output' as const]), ...(q.daddrLocal ? ['input' as const] : [])]
+    : [q.daddrLocal ? 'input' : 'forward'];
+  for (const hook of hooks) {
+    const stop = filter(hook, q);
+    if (stop) return stop;
+  }
+  // Delivered to the node itself: never masqueraded.
+  return nat.verdict === 'accept' && q.daddrLocal ? { verdict: 'accept', masquerade: false } : nat;
+}
+
+// ---- the table ----
+
+/** A flow's expectation for one mode, and why it differs from the table's when it does. */
+function expectationFor(f: Flow, mode: KernelMode): { want: Expect; why: string | null } {
+  const m = f.modes?.[mode];
+  return m ? { want: m.expect, why: m.why } : { want: f.expect, why: null };
+}
+
+describe('the behaviour table', () => {
+  it('names every case and every flow of a case once', () => {
+    const names = FLOW_CASES.map((c) => c.name);
+    expect(names.length).toBe(new Set(names).size);
+    for (const c of FLOW_CASES) {
+      const flows = c.flows.map((f) => f.name);
+      expect(flows.length, c.name).toBe(new Set(flows).size);
+    }
+  });
+
+  it('gives a reason wherever a mode or the table departs, and a mode departs only to differ', () => {
+    for (const c of FLOW_CASES) {
+      for (const f of c.flows) {
+        for (const [mode, m] of Object.entries(f.modes ?? {})) {
+          expect(m.why.length, `${c.name} / ${f.name} / ${mode}`).toBeGreaterThan(20);
+          expect(m.expect, `${c.name} / ${f.name} / ${mode}`).not.toEqual(f.expect);
+        }
+        if (f.departs) expect(f.departs.why.length, `${c.name} / ${f.name}`).toBeGreaterThan(20);
+      }
+    }
+  });
+});
+
+for (const c of FLOW_CASES) {
+  describe(c.name, () => {
+    for (const mode of KERNEL_MODES) {
+      describe(mode, () => {
+        let sim: Simulated;
+        beforeAll(() => {
+          sim = simulate(mode, stateOf(c));
+        });
+        for (const f of c.flows) {
+          const { want, why } = expectationFor(f, mode);
+          it(why ? `${f.name} (differs in this mode)` : f.name, () => {
+            const p = packetOf(f);
+            const got = sim.outcomes(p);
+            const context = `${f.protocol ?? 'TCP'} ${f.from} -> ${hostPort(f.to, f.port)}${why ? `\n(${mode} differs: ${why})` : ''}\n${sim.explain(p)}`;
+            expect(got, context).toEqual(expected(want));
+          });
+        }
+      });
+    }
+  });
+}
+
+// ---- the iptables simulator itself ----
+
+describe('iptables simulator', () => {
+  const load = (...lines: string[]) => new IptablesTable(['*nat', ':KUBE-X - [0:0]', ...lines, 'COMMIT', ''].join('\n'));
+  const pkt: Packet = { saddr: '198.19.1.2', daddr: '198.18.100.1', proto: 'tcp', dport: 80 };
+
+  it('refuses what iptables-restore refuses, and options the iptables mode never writes', () => {
+    expect(() => load('-A KUBE-X -j KUBE-MISSING')).toThrow(/missing chain KUBE-MISSING/);
+    expect(() => load('-A KUBE-X -m multiport --dports 80,443 -j ACCEPT')).toThrow(/unknown match module multiport/);
+    expect(() => load('-A KUBE-X -i eth0 -j ACCEPT')).toThrow(/unknown option -i/);
+    expect(() => load('-A KUBE-X -s 10.0.0.1/8 -j ACCEPT')).toThrow(/not a canonical CIDR/);
+    expect(() => new IptablesTable('*nat\n-A PREROUTING -j ACCEPT\n')).toThrow(/without COMMIT/);
+  });
+
+  it('keeps tables between loads, as --noflush does; a declaration flushes its chain; -D and -X remove', () => {
+    const t = load('-A KUBE-X -j DNAT --to-destination 198.19.1.11:8080', '-A PREROUTING -j KUBE-X');
+    expect(t.trace(pkt).outcome).toEqual({ verdict: 'dnat', addr: '198.19.1.11', port: 8080, masquerade: false });
+    t.apply('*nat\n:KUBE-X - [0:0]\n-A KUBE-X -j DNAT --to-destination [2001:2:0:11::11]:8080\nCOMMIT\n');
+    expect(t.chain('nat', 'KUBE-X')).toEqual(['-A KUBE-X -j DNAT --to-destination [2001:2:0:11::11]:8080']);
+    t.apply('*nat\n-D PREROUTING -j KUBE-X\n-F KUBE-X\n-X KUBE-X\nCOMMIT\n');
+    expect(t.chain('nat', 'KUBE-X')).toBeUndefined();
+    expect(t.trace(pkt).outcome).toEqual({ verdict: 'accept', masquerade: false });
+  });
+
+  it('leaves the tables as they were when a part fails', () => {
+    const t = load('-A PREROUTING -j KUBE-X');
+    expect(() => t.apply('*nat\n-F PREROUTING\n-A KUBE-X -j KUBE-NONE\nCOMMIT\n')).toThrow();
+    expect(t.chain('nat', 'PREROUTING')).toEqual(['-A PREROUTING -j KUBE-X']);
+  });
+
+  it('follows ClientIP affinity (-m recent) across connections, until the timeout', () => {
+    const eps = [endpoint('198.19.1.11'), endpoint('198.19.2.11', 8080, { node: 'node-b' })];
+    const sticky = servicePort({ name: 'sticky', clusterIPs: ['198.18.100.1'], affinityTimeoutSeconds: 10, endpoints: eps });
+    const state = desiredState([sticky], BASE_CONFIG);
+    const t = new IptablesTable(rulesOf('iptables', state));
+    const p = { ...pkt, dport: 80 };
+    // A first connection that takes the first endpoint, recorded as a real one.
+    expect(t.trace(p, { decide: () => true, record: true }).outcome).toMatchObject({ addr: '198.19.1.11' });
+    // Without the record, the statistic rules alone would now pick the last endpoint.
+    expect(t.trace(p).outcome).toMatchObject({ addr: '198.19.1.11' });
+    expect(t.trace({ ...p, saddr: '198.19.1.3' }).outcome).toMatchObject({ addr: '198.19.2.11' });
+    t.now += 11;
+    expect(t.trace(p).outcome).toMatchObject({ addr: '198.19.2.11' });
+  });
+});
