@@ -11,5 +11,15 @@ for b in model iptables nftables daemon; do
     node --expose-gc --disable-warning=ExperimentalWarning "bench/$b.ts" "$@"
   fi
 done
+# Many nodes against one API server (about 5 minutes; --quick about 2), then the soak (30 minutes; --quick 3,
+# printed only: docs/benchmarks.md keeps the figures of a full-length soak). They take --quick and nothing else.
+quick=()
+for a in "$@"; do
+  if [ "$a" = --quick ]; then quick=(--quick); fi
+done
+for b in multinode soak; do
+  echo "== bench/$b.ts" >&2
+  node --disable-warning=ExperimentalWarning "bench/$b.ts" "${quick[@]}"
+done
 echo "== compare" >&2
 node --disable-warning=ExperimentalWarning bin/kube-proxy-ts.js compare "$@"
