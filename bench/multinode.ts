@@ -44,6 +44,10 @@ const ENDPOINTS = 10;
 const SINGLE_CHANGES = QUICK ? 10 : 30;
 const CHURN_RATE = Number(flags.rate ?? 100);
 const CHURN_SECONDS = QUICK ? 20 : 60;
+/** Nothing changes for this long: how often do quiet watches come back? */
+const QUIET_SECONDS = QUICK ? 35 : 65;
+/** kube-apiserver sends each watch that allows them a bookmark about every minute (its cacher's bookmarkFrequency). */
+const BOOKMARK_MS = 60_000;
 /** After a dropped watch, this long is judged apart from the steady churn. */
 const AFTER_DROP_MS = 10_000;
 const PROJECTED_NODES = 5000;
@@ -194,7 +198,14 @@ const namespaces: string[] = [];
 try {
   process.stderr.write(`multinode: ${NODES} nodes, ${SERVICES} services x ${ENDPOINTS} endpoints\n`);
   const net = await buildNetwork(NODES, namespaces);
-  api = await ApiServerProcess.start({ objectsFile, kubeconfig, host: API_IP, port: API_PORT, spawn: (argv) => spawnIn(net.lan, argv) });
+  api = await ApiServerProcess.start({
+    objectsFile,
+    kubeconfig,
+    host: API_IP,
+    port: API_PORT,
+    bookmarkMs: BOOKMARK_MS,
+    spawn: (argv) => spawnIn(net.lan, argv),
+  });
   const changer = new SliceChanger(api, ENDPOINTS);
 
   // 1. Start-up: every node at once, as after a DaemonSet rollout.
@@ -208,7 +219,13 @@ try {
   await sleep(3000);
   const afterStart = await api.stats();
 
-  // 2. Single changes, spaced so that each gets a sync of its own on every node.
+  // 2. Quiet: no change at all. Watches stay open; those that come back anyway show in the request counts.
+  await sleep(QUIET_SECONDS * 1000);
+  const afterQuiet = await api.stats();
+  const quiet = perNode(nodes, afterStart, afterQuiet);
+  const quietWatchesPerMinute = sum(quiet.map((c) => c.watches)) / NODES / (QUIET_SECONDS / 60);
+
+  // 3. Single changes, spaced so that each gets a sync of its own on every node.
   const single: number[] = [];
   const slowestNode: number[] = [];
   for (let k = 0; k < SINGLE_CHANGES; k++) {
@@ -221,7 +238,7 @@ try {
   }
   process.stderr.write(`multinode: single changes p50 ${fmtMs(percentile(single, 50))} p99 ${fmtMs(percentile(single, 99))}\n`);
 
-  // 3. Churn, with every watch dropped halfway through: each node must resume its watches from their
+  // 4. Churn, with every watch dropped halfway through: each node must resume its watches from their
   //    resourceVersion (no list), and catch up on the events it missed from the server's history.
   const meter = new CpuMeter([api.child.pid!, ...nodes.map((n) => n.child.pid!)]);
   const beforeChurn = await api.stats();
@@ -257,7 +274,7 @@ try {
   const dropDelta = perNode(nodes, beforeDrop, afterResume);
   process.stderr.write(`multinode: churn p99 ${fmtMs(percentile(steady, 99))}, after the drop max ${fmtMs(Math.max(...afterDrop))}\n`);
 
-  // 4. The history lost (410 Expired on every watch, as after an etcd compaction overtook them): every node
+  // 5. The history lost (410 Expired on every watch, as after an etcd compaction overtook them): every node
   //    must relist. Not a fault of the proxy: what it costs the API server, for the projection.
   const beforeExpiry = await api.stats();
   const relistsBefore = nodes.map((n) => n.log.events.filter((e) => e.event === 'relisted').length);
@@ -306,9 +323,11 @@ try {
   const proxyCpuPerNode = sum(proxyCpu) / NODES;
   const watchesPerNode = sum(whole.map((c) => c.openWatches)) / NODES;
   const fanoutPerChange = bytesPerChange * PROJECTED_NODES;
-  // client-node picks each watch's timeoutSeconds in 300-599 s as client-go does: a new watch request per
-  // watch every 450 s on average, each resuming from its resourceVersion.
-  const watchRenewalsPerSecond = (watchesPerNode * PROJECTED_NODES) / 450;
+  // client-go (kube-proxy) renews a watch when its timeoutSeconds (300-599 s) ends: every 450 s on average.
+  const clientGoRenewalsPerSecond = (watchesPerNode * PROJECTED_NODES) / 450;
+  const quietRenewalsPerSecond = (quietWatchesPerMinute * PROJECTED_NODES) / 60;
+  // More than one renewal per watch and minute: they come back before the server's bookmark (see the bullet).
+  const quietRenewalsEarly = quietWatchesPerMinute > watchesPerNode;
   const mb = (b: number) => fmtBytes(b);
 
   const body = `## Many nodes (\`bench/multinode.ts\`)
@@ -361,6 +380,7 @@ What each node asked of the API server (min–max across the ${NODES} nodes; the
 | phase | lists | watches | errors | list bytes | watch bytes | watch events (replayed on resume) |
 |---|---|---|---|---|---|---|
 ${statRow('start-up', startup)}
+${statRow(`${QUIET_SECONDS} s without any change`, quiet)}
 ${statRow(`every watch dropped mid-churn, until all were back`, dropDelta)}
 ${statRow('410 on every watch (what it added)', expiryDelta)}
 ${statRow('whole run', whole)}
@@ -375,7 +395,7 @@ each once at start-up, and then only resumes watches. Multiplying the measured p
 |---|---|---|
 | open watches | ${watchesPerNode.toFixed(0)} | ${(watchesPerNode * PROJECTED_NODES).toLocaleString('en')} |
 | start-up lists (every node at once, e.g. a DaemonSet rollout) | 3, ${mb(listBytes)} | ${(3 * PROJECTED_NODES).toLocaleString('en')}, ${mb(listBytes * PROJECTED_NODES)} |
-| watch renewals (server-side timeout 300–599 s, resumed from the resourceVersion) | ${((watchesPerNode * 3600) / 450).toFixed(0)} per hour | ${watchRenewalsPerSecond.toFixed(0)} per second, no lists |
+| watch requests while nothing changes (resumed from the resourceVersion; bookmarks every ${BOOKMARK_MS / 1000} s as kube-apiserver sends them) | ${quietWatchesPerMinute.toFixed(1)} per minute | ${quietRenewalsPerSecond.toFixed(0)} per second, no lists (kube-proxy: about ${clientGoRenewalsPerSecond.toFixed(0)} per second) |
 | one EndpointSlice change (${ENDPOINTS} endpoints), watch fan-out | 1 event, ${mb(bytesPerChange)} | ${PROJECTED_NODES.toLocaleString('en')} events, ${mb(fanoutPerChange)} |
 | ${CHURN_RATE} changes/s | ${mb(bytesPerChange * CHURN_RATE)}/s | ${mb(fanoutPerChange * CHURN_RATE)}/s |
 | a dropped watch (network blip, API server replica restart with its watch cache) | 0 lists, 1 resumed watch | 0 lists |
@@ -383,7 +403,7 @@ each once at start-up, and then only resumes watches. Multiplying the measured p
 | proxy CPU at ${CHURN_RATE} changes/s | ${Math.round(proxyCpuPerNode * 100)}% of a core | the same on each node |
 
 - The bytes are JSON, as this proxy asks for them (client-node speaks no protobuf); kube-proxy defaults to protobuf
-  (\`clientConnection.contentType\`), which makes the same events and lists several times smaller. The API server
+  (\`clientConnection.contentType\`), a more compact encoding of the same events and lists (no field names). The API server
   serializes an event once for all its watchers (its watch cache), so fan-out costs it bytes and connections rather
   than encoding work; ${(watchesPerNode * PROJECTED_NODES).toLocaleString('en')} watches is the load kube-proxy itself puts on a ${PROJECTED_NODES.toLocaleString('en')}-node cluster (same 3 watches per node).
 - The proxy side does not grow with the cluster's node count: network programming latency per node depends on the
@@ -393,9 +413,21 @@ each once at start-up, and then only resumes watches. Multiplying the measured p
 - Upstream's figure (KEP-3453, "Minimizing iptables-restore input size", measured on the \`gce-5000Nodes\` scalability
   job): kube-proxy's iptables mode had a p50 network programming latency of about 27 s; partial restores brought it
   to about 13 s, and \`--iptables-min-sync-period 1s\` to about 5 s, with p90/p99 still dominated by full resyncs.
-  Here the p99 of a single change on every node is ${fmtMs(percentile(single, 99))} and a periodic full sync of this cluster is a check of
-  the table (see the nftables section), not a rewrite, so it does not dominate the tail.
-- A relist is the expensive event: one ${PROJECTED_NODES.toLocaleString('en')}-node 410 storm moves ${mb(relistBytes * PROJECTED_NODES)} of JSON. This proxy relists
+  Here the p99 of a single change on every node is ${fmtMs(percentile(single, 99))}${
+    MODE === 'nftables'
+      ? ', and a periodic full sync of this cluster compares the table with its record (see the nftables section) instead of rewriting it, so full syncs do not dominate the tail'
+      : ''
+  }.
+${
+  quietRenewalsEarly
+    ? `- Quiet watches come back every 30 s: client-node's \`Watch\` aborts a watch that received nothing for 30 s (its
+  inactivity timeout), which is shorter than kube-apiserver's one-minute bookmark period, and the informer resumes it.
+  Each renewal is cheap (a resumed watch served from the watch cache, no list), but it is about ${(quietRenewalsPerSecond / clientGoRenewalsPerSecond).toFixed(0)} times the rate of
+  client-go, which renews a watch only when its 5–10 minute timeout ends. Raising that inactivity timeout above the bookmark
+  period (the reflector in \`src/watch\` has its own 90 s silent-watch check) would bring it to client-go's.
+`
+    : ''
+}- A relist is the expensive event: one ${PROJECTED_NODES.toLocaleString('en')}-node 410 storm moves ${mb(relistBytes * PROJECTED_NODES)} of JSON. This proxy relists
   only on a 410 (or a restart): dropped connections, watch timeouts and API server errors resume from the last
   resourceVersion (shown above: 0 lists after every watch was cut).`;
   writeSection('multinode', body);

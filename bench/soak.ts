@@ -95,7 +95,8 @@ const topo = await Topology.create({ pods: PODS });
 try {
   process.stderr.write(`soak: ${MODE}, ${SERVICES} services x ${ENDPOINTS} endpoints, ${RATE} changes/s for ${MINUTES} min\n`);
   await startPodServers(topo);
-  const api = await ApiServerProcess.start({ objectsFile, kubeconfig, spawn: (argv) => topo.spawn('node-a', argv) });
+  // Bookmarks about every minute, as kube-apiserver sends them.
+  const api = await ApiServerProcess.start({ objectsFile, kubeconfig, bookmarkMs: 60_000, spawn: (argv) => topo.spawn('node-a', argv) });
   const proxy = await startProxy(
     topo,
     [

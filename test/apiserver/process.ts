@@ -20,6 +20,8 @@ export interface ApiServerProcessOptions {
   kubeconfig: string;
   host?: string;
   port?: number;
+  /** Send watches that allow them a BOOKMARK this often (kube-apiserver: about every minute); default none. */
+  bookmarkMs?: number;
   /** Starts the command (e.g. through `ip netns exec`); default: a plain child process. */
   spawn?: (argv: string[]) => ChildProcess;
   /** How long loading the objects may take (default 120 s). */
@@ -56,6 +58,7 @@ export class ApiServerProcess {
     const argv = [process.execPath, '--disable-warning=ExperimentalWarning', MAIN, '--control-stdin', '--from', o.objectsFile, '--kubeconfig', o.kubeconfig];
     if (o.host) argv.push('--host', o.host);
     if (o.port !== undefined) argv.push('--port', String(o.port));
+    if (o.bookmarkMs !== undefined) argv.push('--bookmark-ms', String(o.bookmarkMs));
     const child = o.spawn ? o.spawn(argv) : spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     track(child);
     child.stderr?.setEncoding('utf8').on('data', (d: string) => process.stderr.write(d.replace(/^(?=.)/gm, 'apiserver: ')));
