@@ -4,7 +4,7 @@
 // and the Local policy; topology hints (same node first, then same zone) narrow the ready Cluster
 // endpoints only, and only when every ready endpoint carries such a hint and one is for this node/zone.
 // Every mode, explain and the daemon read the result from the ServicePort; nothing else decides this.
-import type { Endpoint, TopologyMode, TrafficPolicy } from './types.ts';
+import type { Endpoint, ServicePort, TopologyMode, TrafficPolicy } from './types.ts';
 
 /** What the decision needs to know about the service port. */
 export interface PolicyInput {
@@ -21,16 +21,18 @@ export interface NodeTopology {
   zone: string;
 }
 
-export interface EndpointCategories {
-  internalPolicyLocal: boolean;
-  externalPolicyLocal: boolean;
-  topologyMode: TopologyMode;
-  clusterEndpoints: Endpoint[];
-  localEndpoints: Endpoint[];
-  internalEndpoints: Endpoint[];
-  externalEndpoints: Endpoint[];
-  hasAnyEndpoints: boolean;
-}
+/** The decision, as the ServicePort fields of the same names carry it (documented there). */
+export type EndpointCategories = Pick<
+  ServicePort,
+  | 'internalPolicyLocal'
+  | 'externalPolicyLocal'
+  | 'topologyMode'
+  | 'clusterEndpoints'
+  | 'localEndpoints'
+  | 'internalEndpoints'
+  | 'externalEndpoints'
+  | 'hasAnyEndpoints'
+>;
 
 const usable = (e: Endpoint) => e.ready || (e.serving && e.terminating);
 
