@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { Balancer, FAILED_ENDPOINT_BACKOFF_MS, listenerClasses } from '../../src/modes/userspace/balancer.ts';
-import { SourceClassifier, cidrWithin, intersectCidrs, plainAddress } from '../../src/modes/userspace/sources.ts';
+import { SourceClassifier, cidrWithin, intersectCidrs } from '../../src/modes/userspace/sources.ts';
 import { endpoint, servicePort } from './userspace-fixtures.ts';
 
-const clients = new SourceClassifier({ clusterCIDRs: ['198.19.0.0/16'], readAddresses: () => ['198.18.0.1', '198.19.1.1'] });
+const clients = new SourceClassifier({ family: 'IPv4', clusterCIDRs: ['198.19.0.0/16'], readAddresses: () => ['198.18.0.1', '198.19.1.1'] });
 const A = endpoint('198.19.1.11', 8080, true);
 const B = endpoint('198.19.2.11', 8080);
 const C = endpoint('198.19.2.12', 8080);
@@ -125,15 +125,28 @@ describe('client classification and CIDRs', () => {
     expect(clients.isNodeLocal('198.18.0.1')).toBe(true);
     expect(clients.isNodeLocal('127.0.0.5')).toBe(true);
     expect(clients.isNodeLocal('198.18.0.100')).toBe(false);
-    expect(new SourceClassifier({ clusterCIDRs: [] }).isPod('198.19.1.1')).toBe(false);
-    expect(plainAddress('::ffff:198.19.1.12')).toBe('198.19.1.12');
-    expect(plainAddress('2001:db8::1')).toBe('2001:db8::1');
+    expect(new SourceClassifier({ family: 'IPv4', clusterCIDRs: [] }).isPod('198.19.1.1')).toBe(false);
+  });
+
+  it('knows only its own family: pod CIDRs, node addresses and loopback of that family', () => {
+    const read = (family: string) => (family === 'IPv6' ? ['2001:2::1'] : ['198.18.0.1']);
+    const v6 = new SourceClassifier({ family: 'IPv6', clusterCIDRs: ['198.19.0.0/16', '2001:2:0:10::/60'], readAddresses: read });
+    expect(v6.isPod('2001:2:0:11::62')).toBe(true);
+    expect(v6.isPod('2001:2::100')).toBe(false);
+    expect(v6.isPod('198.19.1.12')).toBe(false);
+    expect(v6.isNodeLocal('::1')).toBe(true);
+    expect(v6.isNodeLocal('2001:2::1')).toBe(true);
+    expect(v6.isNodeLocal('2001:2::100')).toBe(false);
+    expect(v6.isNodeLocal('127.0.0.1')).toBe(false);
+    const v4 = new SourceClassifier({ family: 'IPv4', clusterCIDRs: ['198.19.0.0/16', '2001:2:0:10::/60'], readAddresses: read });
+    expect(v4.isPod('2001:2:0:11::62')).toBe(false);
+    expect(v4.isNodeLocal('2001:2::1')).toBe(false);
   });
 
   it('re-reads the node addresses once they are older than the refresh interval', () => {
     let now = 0;
     let addresses = ['198.18.0.1'];
-    const c = new SourceClassifier({ clusterCIDRs: [], readAddresses: () => addresses, refreshMs: 1000, now: () => now });
+    const c = new SourceClassifier({ family: 'IPv4', clusterCIDRs: [], readAddresses: () => addresses, refreshMs: 1000, now: () => now });
     expect(c.isNodeLocal('198.18.0.7')).toBe(false);
     addresses = ['198.18.0.1', '198.18.0.7'];
     expect(c.isNodeLocal('198.18.0.7')).toBe(false);
@@ -147,5 +160,27 @@ describe('client classification and CIDRs', () => {
     expect(intersectCidrs([null], ['198.19.0.0/16'])).toEqual(['198.19.0.0/16']);
     expect(intersectCidrs(['198.19.5.0/24', '198.18.0.0/24', '198.0.0.0/8'], ['198.19.0.0/16'])).toEqual(['198.19.5.0/24', '198.19.0.0/16']);
     expect(intersectCidrs(['10.0.0.0/8'], ['198.19.0.0/16'])).toEqual([]);
+    expect(cidrWithin('2001:2:0:11::/64', '2001:2:0:10::/60')).toBe(true);
+    expect(cidrWithin('2001:2:0:11::/64', '198.19.0.0/16')).toBe(false);
+    expect(intersectCidrs(['2001:2::/48'], ['2001:2:0:10::/60'])).toEqual(['2001:2:0:10::/60']);
+  });
+});
+
+describe('the model’s endpoint decision, as the balancer takes it', () => {
+  it('uses serving-and-terminating endpoints when no endpoint is ready (the model’s fallback)', () => {
+    const gone = endpoint('198.19.2.21', 8080);
+    const terminating = { ...gone, ready: false, serving: true, terminating: true };
+    const b = new Balancer(servicePort('t', { endpoints: [terminating] }), clients);
+    expect(picks(b, 2)).toEqual([terminating.id, terminating.id]);
+  });
+
+  it('splits listeners whenever internal and external frontends may choose differently', () => {
+    // internalTrafficPolicy Local on an externally accessible port: ClusterIPs local, NodePort cluster-wide.
+    const sp = servicePort('a', { endpoints: [A, B], nodePort: 30080, internalTrafficPolicy: 'Local' });
+    expect(listenerClasses(sp)).toEqual(['internal', 'external']);
+    const b = new Balancer(sp, clients);
+    expect(new Set(picks(b, 4, '198.19.1.12', 'internal'))).toEqual(new Set([A.id]));
+    expect(new Set(picks(b, 4, '198.18.0.100', 'external'))).toEqual(new Set([A.id, B.id]));
+    expect(b.needsClient('external')).toBe(false);
   });
 });

@@ -1,47 +1,21 @@
-// ServicePort and Endpoint builders for the userspace mode's unit tests.
-import type { DesiredState, Endpoint, ProxyConfig, ServicePort } from '../../src/model/types.ts';
+// ServicePort and Endpoint builders for the userspace mode's unit tests: the shared model fixtures (the
+// model's one endpoint decision) with this mode's defaults, a ClusterIP and node-a / node-b endpoints.
+import type { DesiredState, Endpoint, IPFamily, ProxyConfig, ServicePort } from '../../src/model/types.ts';
+import { config, endpoint as modelEndpoint, servicePort as modelServicePort, type PortSpec } from './model-fixtures.ts';
 
-export const CONFIG: ProxyConfig = { hostname: 'node-a', clusterCIDRs: ['198.19.0.0/16'], masqueradeAll: false, nodePortAddresses: [] };
+export const CONFIG: ProxyConfig = config();
 
+/** An endpoint on node-a (local) or node-b. */
 export function endpoint(ip: string, port: number, isLocal = false): Endpoint {
-  return { ip, port, id: `${ip}:${port}`, nodeName: isLocal ? 'node-a' : 'node-b', isLocal, ready: true, serving: true, terminating: false };
+  return modelEndpoint(ip, port, { node: isLocal ? 'node-a' : 'node-b' });
 }
 
-/**
- * A service port; `endpoints` are split into cluster and local sets the way the model does it
- * (local = those on node-a). Anything can be overridden.
- */
-export function servicePort(name: string, over: Partial<ServicePort> & { endpoints?: Endpoint[] } = {}): ServicePort {
-  const { endpoints = [], ...rest } = over;
-  const sorted = [...endpoints].sort((a, b) => (a.id < b.id ? -1 : 1));
-  const sp: ServicePort = {
-    key: `shop/${name}:http`,
-    service: `shop/${name}`,
-    namespace: 'shop',
-    name,
-    portName: 'http',
-    protocol: 'TCP',
-    family: 'IPv4',
-    port: 80,
-    clusterIPs: ['198.18.100.10'],
-    nodePort: null,
-    externalIPs: [],
-    loadBalancerIPs: [],
-    loadBalancerSourceRanges: [],
-    affinityTimeoutSeconds: null,
-    externalTrafficPolicy: 'Cluster',
-    internalTrafficPolicy: 'Cluster',
-    healthCheckNodePort: null,
-    hasExternal: false,
-    clusterEndpoints: sorted,
-    localEndpoints: sorted.filter((e) => e.isLocal),
-    allEndpoints: sorted,
-    ...rest,
-  };
-  if (over.hasExternal === undefined) sp.hasExternal = sp.nodePort !== null || sp.externalIPs.length > 0 || sp.loadBalancerIPs.length > 0;
-  return sp;
+/** A service port with the model's endpoint decision; the ClusterIP defaults to 198.18.100.10 (2001:2:0:100::10 for IPv6). */
+export function servicePort(name: string, over: Omit<PortSpec, 'name'> = {}): ServicePort {
+  const clusterIPs = over.clusterIPs ?? [over.family === 'IPv6' ? '2001:2:0:100::10' : '198.18.100.10'];
+  return modelServicePort({ name, ...over, clusterIPs });
 }
 
-export function state(sps: ServicePort[], config: ProxyConfig = CONFIG): DesiredState {
-  return { family: 'IPv4', config, node: null, servicePorts: new Map(sps.map((sp) => [sp.key, sp])) };
+export function state(sps: ServicePort[], c: ProxyConfig = CONFIG, family: IPFamily = 'IPv4'): DesiredState {
+  return { family, config: c, node: null, servicePorts: new Map(sps.map((sp) => [sp.key, sp])) };
 }

@@ -15,7 +15,8 @@ import { UdpListener } from '../../src/modes/userspace/udp.ts';
 import { endpoint, servicePort } from './userspace-fixtures.ts';
 
 const LO = '127.0.0.1';
-const clients = new SourceClassifier({ clusterCIDRs: [] });
+const clients = new SourceClassifier({ family: 'IPv4', clusterCIDRs: [] });
+const clients6 = new SourceClassifier({ family: 'IPv6', clusterCIDRs: [] });
 const cleanups: (() => void)[] = [];
 afterEach(() => {
   for (const c of cleanups.splice(0)) c();
@@ -302,5 +303,69 @@ describe('UDP listener', () => {
     for (let i = 0; i < 8; i++) await udpClient(listener.port, 1, `m${i}`);
     expect(listener.stats.sessionsOpened).toBe(8);
     expect(listener.active).toBe(5);
+  });
+});
+
+describe('IPv6 listeners (over ::1)', () => {
+  const LO6 = '::1';
+
+  it('proxies TCP between IPv6 clients and IPv6 endpoints', async () => {
+    const server = createServer((c) => c.end(`v6 ${c.remoteAddress}\n`));
+    await new Promise<void>((r) => server.listen({ port: 0, host: LO6, ipv6Only: true }, r));
+    cleanups.push(() => server.close());
+    const ep = endpoint(LO6, (server.address() as { port: number }).port);
+    const balancer = new Balancer(servicePort('t6', { family: 'IPv6', endpoints: [ep] }), clients6);
+    const listener = await TcpListener.open({ family: 'IPv6', balancer, cls: 'all', ports: new PortAllocator(null), bindAddress: LO6 });
+    cleanups.push(() => listener.destroy());
+    const text = await new Promise<string>((resolve, reject) => {
+      let got = '';
+      const s = connect({ host: LO6, port: listener.port });
+      s.setEncoding('utf8').on('data', (d: string) => (got += d));
+      s.on('end', () => resolve(got));
+      s.on('error', reject);
+    });
+    // The endpoint sees the proxy's own IPv6 connection.
+    expect(text).toBe('v6 ::1\n');
+  });
+
+  it('proxies UDP over IPv6 and answers from the socket the datagram came in on', async () => {
+    const backend6 = createSocket({ type: 'udp6', ipv6Only: true });
+    backend6.on('message', (m, r) => backend6.send(`b6 ${m.toString()}`, r.port, r.address));
+    await new Promise<void>((r) => backend6.bind(0, LO6, () => r()));
+    cleanups.push(() => backend6.close());
+    const balancer = new Balancer(servicePort('u6', { family: 'IPv6', protocol: 'UDP', endpoints: [endpoint(LO6, backend6.address().port)] }), clients6);
+    const listener = await UdpListener.open({ family: 'IPv6', balancer, cls: 'all', ports: new PortAllocator(null), bindAddress: LO6 });
+    cleanups.push(() => listener.destroy());
+    for (const port of [listener.port, listener.hostPort]) {
+      const s = createSocket('udp6');
+      cleanups.push(() => s.close());
+      const answer = await new Promise<{ text: string; from: string }>((resolve) => {
+        s.once('message', (m, r) => resolve({ text: m.toString(), from: `[${r.address}]:${r.port}` }));
+        s.bind(0, LO6, () => s.send('ping', port, LO6));
+      });
+      expect(answer).toEqual({ text: 'b6 ping', from: `[::1]:${port}` });
+    }
+  });
+
+  it('lets the IPv4 and the IPv6 proxier hold the same listener port number at once', async () => {
+    const range = { min: 0, max: 0 };
+    const free = createServer();
+    await new Promise<void>((r) => free.listen(0, LO, r));
+    range.min = range.max = (free.address() as { port: number }).port;
+    await new Promise<void>((r) => free.close(() => r()));
+    const ep = endpoint(LO, 9);
+    const open = (family: 'IPv4' | 'IPv6', host: string) =>
+      TcpListener.open({
+        family,
+        balancer: new Balancer(servicePort('same', { family, endpoints: [ep] }), family === 'IPv4' ? clients : clients6),
+        cls: 'all',
+        ports: new PortAllocator(range),
+        bindAddress: host,
+      });
+    const v4 = await open('IPv4', LO);
+    cleanups.push(() => v4.destroy());
+    const v6 = await open('IPv6', LO6);
+    cleanups.push(() => v6.destroy());
+    expect([v4.port, v6.port]).toEqual([range.min, range.min]);
   });
 });

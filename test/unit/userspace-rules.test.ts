@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { ServicePort } from '../../src/model/types.ts';
+import { InvalidValueError } from '../../src/model/addr.ts';
+import type { IPFamily, ProxyConfig, ServicePort } from '../../src/model/types.ts';
 import type { ListenerClass } from '../../src/modes/userspace/balancer.ts';
-import { createProxier } from '../../src/modes/userspace/index.ts';
-import { CHAINS, renderRules, tableText } from '../../src/modes/userspace/rules.ts';
+import { createProxier, definition } from '../../src/modes/userspace/index.ts';
+import { CHAINS, familyConfig, frontendsOf, renderRules, tableText } from '../../src/modes/userspace/rules.ts';
 import type { PortalTarget, RenderedRules } from '../../src/modes/userspace/rules.ts';
 import { splitSaved } from '../../src/modes/userspace/kernel.ts';
 import { CONFIG, endpoint, servicePort, state } from './userspace-fixtures.ts';
@@ -11,11 +12,15 @@ const A = endpoint('198.19.1.11', 8080, true);
 const B = endpoint('198.19.2.11', 8080);
 
 /** Listener ports: 40000 + 10 * index of the service port + class offset; UDP host ports + 5. */
-function render(sps: ServicePort[], config = CONFIG, listenerPorts = { tcp: [] as number[], udp: [] as number[] }): RenderedRules {
+function render(
+  sps: ServicePort[],
+  config: ProxyConfig = CONFIG,
+  listenerPorts = { tcp: [] as number[], udp: [] as number[] },
+  family: IPFamily = 'IPv4',
+): RenderedRules {
   const offset: Record<ListenerClass, number> = { all: 0, internal: 1, external: 2 };
   return renderRules({
-    family: 'IPv4',
-    config,
+    config: familyConfig(config, family),
     servicePorts: sps,
     target: (sp, cls): PortalTarget | null => {
       if (sp.protocol === 'SCTP') return null;
@@ -98,7 +103,14 @@ describe('renderRules', () => {
     expect(r.filter[0]).toMatch(/-j DROP$/);
 
     // Local policy without local endpoints: pods must be in a source range too.
-    const local = render([{ ...sp, externalTrafficPolicy: 'Local', clusterEndpoints: [B], localEndpoints: [], allEndpoints: [B] }]);
+    const local = render([
+      servicePort('fw', {
+        endpoints: [B],
+        externalTrafficPolicy: 'Local',
+        loadBalancerIPs: ['198.18.200.70'],
+        loadBalancerSourceRanges: ['198.18.0.0/24', '198.19.7.0/24'],
+      }),
+    ]);
     const container = byChain(local.nat, CHAINS.container).filter((l) => l.includes('198.18.200.70'));
     expect(container.map((l) => /-s (\S+)/.exec(l)?.[1])).toEqual(['198.19.7.0/24']);
   });
@@ -132,11 +144,14 @@ describe('renderRules', () => {
   });
 
   it('refuses malformed addresses and ports instead of writing them into rules', () => {
-    expect(() => render([servicePort('x', { endpoints: [A], clusterIPs: ['198.18.100.1 -j ACCEPT'] })])).toThrow(/invalid IPv4 address/);
-    expect(() => render([servicePort('x', { endpoints: [A], nodePort: 70000 })])).toThrow(/invalid node port/);
-    expect(() => render([servicePort('x', { endpoints: [A], loadBalancerIPs: ['198.18.200.1'], loadBalancerSourceRanges: ['nope'] })])).toThrow(
-      /invalid IPv4 CIDR/,
-    );
+    const config = familyConfig(CONFIG, 'IPv4');
+    const refused = (sp: ServicePort) => () => frontendsOf(sp, config);
+    expect(refused(servicePort('x', { endpoints: [A], clusterIPs: ['198.18.100.1 -j ACCEPT'] }))).toThrow(InvalidValueError);
+    expect(refused(servicePort('x', { endpoints: [A], clusterIPs: ['198.18.100.1 -j ACCEPT'] }))).toThrow(/not an IPv4 address/);
+    expect(refused(servicePort('x', { endpoints: [A], nodePort: 70000 }))).toThrow(/not a port: 70000/);
+    expect(refused(servicePort('x', { endpoints: [A], loadBalancerIPs: ['198.18.200.1'], loadBalancerSourceRanges: ['nope'] }))).toThrow(/not an IPv4 CIDR/);
+    // An address of the other family is as wrong as a malformed one.
+    expect(refused(servicePort('x', { endpoints: [A], externalIPs: ['2001:2:0:200::1'] }))).toThrow(/not an IPv4 address/);
   });
 
   it('keeps comments free of characters that would change the rule', () => {
@@ -158,7 +173,7 @@ describe('tableText and dryRun', () => {
       servicePort('web', { endpoints: [A, B], nodePort: 30080, externalTrafficPolicy: 'Local' }),
       servicePort('dns', { protocol: 'UDP', port: 53, clusterIPs: ['198.18.100.70'], endpoints: [A, B] }),
     ];
-    const p = createProxier({ config: CONFIG, iptablesBackend: 'nft' });
+    const p = createProxier({ config: CONFIG, iptablesBackend: 'nft', family: 'IPv4' });
     const out = p.dryRun(state(sps));
     const comments = out.split('\n').filter((l) => l.startsWith('#'));
     expect(comments).toContain('#   udp 0.0.0.0:32768 + 127.0.0.1:32769 shop/dns:http (all frontends) -> 198.19.1.11:8080 198.19.2.11:8080');
@@ -176,9 +191,148 @@ describe('tableText and dryRun', () => {
   });
 
   it('numbers dry-run listeners from a configured port range', () => {
-    const p = createProxier({ config: CONFIG, iptablesBackend: 'nft', portRange: { min: 50000, max: 50100 } });
+    const p = createProxier({ config: CONFIG, iptablesBackend: 'nft', family: 'IPv4', portRange: { min: 50000, max: 50100 } });
     const out = p.dryRun(state([servicePort('web', { endpoints: [A] })]));
     expect(out).toContain('from the configured range 50000-50100');
     expect(out).toContain('--to-ports 50000');
+  });
+});
+
+describe('IPv6 rules', () => {
+  const A6 = endpoint('2001:2:0:11::11', 8080, true);
+  const B6 = endpoint('2001:2:0:12::11', 8080);
+  const DUAL: ProxyConfig = { ...CONFIG, clusterCIDRs: ['198.19.0.0/16', '2001:2:0:10::/60'] };
+  const render6 = (sps: ServicePort[], config: ProxyConfig = DUAL, listenerPorts = { tcp: [] as number[], udp: [] as number[] }) =>
+    render(sps, config, listenerPorts, 'IPv6');
+  const v6 = (name: string, over: Parameters<typeof servicePort>[1] = {}) => servicePort(name, { family: 'IPv6', ...over });
+
+  it('redirects an IPv6 ClusterIP (/128) from pods and from the node', () => {
+    const r = render6([v6('web', { endpoints: [A6, B6] })]);
+    expect(r.nat).toEqual([
+      '-A KUBE-PORTALS-CONTAINER -d 2001:2:0:100::10/128 -p tcp -m tcp --dport 80 -m comment --comment "shop/web:http cluster IP" -j REDIRECT --to-ports 40000',
+      '-A KUBE-PORTALS-HOST -d 2001:2:0:100::10/128 -p tcp -m tcp --dport 80 -m comment --comment "shop/web:http cluster IP" -j REDIRECT --to-ports 40000',
+    ]);
+    expect(r.filter).toEqual([]);
+  });
+
+  it('rejects every frontend of an IPv6 service port without endpoints (plain REJECT: ICMPv6 port unreachable)', () => {
+    const r = render6([v6('empty', { nodePort: 30040, externalIPs: ['2001:2:0:200::40'] })]);
+    expect(r.nat).toEqual([]);
+    expect(r.filter).toEqual([
+      '-A KUBE-PORTALS-DENY -d 2001:2:0:100::10/128 -p tcp -m tcp --dport 80 -m comment --comment "shop/empty:http cluster IP has no endpoints" -j REJECT',
+      '-A KUBE-PORTALS-DENY -d 2001:2:0:200::40/128 -p tcp -m tcp --dport 80 -m comment --comment "shop/empty:http external IP has no endpoints" -j REJECT',
+      '-A KUBE-PORTALS-DENY -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 30040 -m comment --comment "shop/empty:http node port has no endpoints" -j REJECT',
+    ]);
+  });
+
+  it('under externalTrafficPolicy Local without local endpoints redirects only IPv6 pods (their cluster CIDR) and the node', () => {
+    const r = render6([v6('ing', { endpoints: [B6], externalTrafficPolicy: 'Local', loadBalancerIPs: ['2001:2:0:200::60'], nodePort: 30060 })]);
+    expect(byChain(r.nat, CHAINS.container)).toEqual([
+      '-A KUBE-PORTALS-CONTAINER -d 2001:2:0:100::10/128 -p tcp -m tcp --dport 80 -m comment --comment "shop/ing:http cluster IP" -j REDIRECT --to-ports 40001',
+      '-A KUBE-PORTALS-CONTAINER -s 2001:2:0:10::/60 -d 2001:2:0:200::60/128 -p tcp -m tcp --dport 80 -m comment --comment "shop/ing:http load balancer IP" -j REDIRECT --to-ports 40002',
+      '-A KUBE-PORTALS-CONTAINER -s 2001:2:0:10::/60 -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 30060 -m comment --comment "shop/ing:http node port" -j REDIRECT --to-ports 40002',
+    ]);
+    expect(r.filter.map((l) => l.replace(/ -m comment .*? -j/, ' -j'))).toEqual([
+      '-A KUBE-PORTALS-DENY -d 2001:2:0:200::60/128 -p tcp -m tcp --dport 80 -j DROP',
+      '-A KUBE-PORTALS-DENY -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 30060 -j DROP',
+    ]);
+  });
+
+  it('intersects IPv6 loadBalancerSourceRanges with the IPv6 cluster CIDR', () => {
+    const sp = v6('fw', {
+      endpoints: [B6],
+      externalTrafficPolicy: 'Local',
+      loadBalancerIPs: ['2001:2:0:200::70'],
+      loadBalancerSourceRanges: ['2001:2::/64', '2001:2:0:17::/64'],
+    });
+    const container = byChain(render6([sp]).nat, CHAINS.container).filter((l) => l.includes('2001:2:0:200::70'));
+    expect(container.map((l) => /-s (\S+)/.exec(l)?.[1])).toEqual(['2001:2:0:17::/64']);
+  });
+
+  it('guards IPv6 listener ports as IPv4 ones', () => {
+    const r = render6([], DUAL, { tcp: [41000], udp: [42000] });
+    expect(r.filter).toEqual([
+      '-A KUBE-PORTALS-GUARD -m conntrack --ctstate DNAT -m comment --comment "redirected to a listener" -j RETURN',
+      '-A KUBE-PORTALS-GUARD -p tcp -m multiport --dports 41000 -m comment --comment "direct connection to a listener" -j REJECT --reject-with tcp-reset',
+      '-A KUBE-PORTALS-GUARD -p udp -m multiport --dports 42000 -m comment --comment "direct connection to a listener" -j REJECT',
+    ]);
+  });
+});
+
+describe('--nodeport-addresses of both families', () => {
+  const MIXED: ProxyConfig = { ...CONFIG, clusterCIDRs: ['198.19.0.0/16', '2001:2:0:10::/60'], nodePortAddresses: ['198.18.0.0/24', '2001:2::/64'] };
+  const nodePortMatches = (r: RenderedRules) => byChain(r.nat, CHAINS.container).map((l) => /^-A \S+ (.*?) -p tcp/.exec(l)?.[1]);
+
+  it('each family matches only its own CIDRs', () => {
+    expect(familyConfig(MIXED, 'IPv4')).toMatchObject({ clusterCIDRs: ['198.19.0.0/16'], nodePortCIDRs: ['198.18.0.0/24'] });
+    expect(familyConfig(MIXED, 'IPv6')).toMatchObject({ clusterCIDRs: ['2001:2:0:10::/60'], nodePortCIDRs: ['2001:2::/64'] });
+    const np = { endpoints: [endpoint('198.19.1.11', 8080, true)], nodePort: 30080, clusterIPs: [] };
+    expect(nodePortMatches(render([servicePort('np', np)], MIXED))).toEqual(['-d 198.18.0.0/24 -m addrtype --dst-type LOCAL']);
+    const np6 = { family: 'IPv6' as const, endpoints: [endpoint('2001:2:0:11::11', 8080, true)], nodePort: 30080, clusterIPs: [] };
+    expect(nodePortMatches(render([servicePort('np', np6)], MIXED, undefined, 'IPv6'))).toEqual(['-d 2001:2::/64 -m addrtype --dst-type LOCAL']);
+  });
+
+  it('a family without CIDRs of its own, or with a /0, accepts NodePorts on every local address (upstream MatchAll)', () => {
+    expect(familyConfig({ ...CONFIG, nodePortAddresses: ['198.18.0.0/24'] }, 'IPv6').nodePortCIDRs).toBeNull();
+    expect(familyConfig({ ...CONFIG, nodePortAddresses: ['198.18.0.0/24', '0.0.0.0/0'] }, 'IPv4').nodePortCIDRs).toBeNull();
+    expect(familyConfig({ ...CONFIG, nodePortAddresses: [] }, 'IPv4').nodePortCIDRs).toBeNull();
+  });
+
+  it('both families’ proxiers render a full rule set (no throw) from one mixed configuration', () => {
+    for (const family of ['IPv4', 'IPv6'] as const) {
+      const ip = family === 'IPv4' ? '198.19.1.11' : '2001:2:0:11::11';
+      const sp = servicePort('np', { family, endpoints: [endpoint(ip, 8080, true)], nodePort: 30080 });
+      const out = createProxier({ config: MIXED, iptablesBackend: 'nft', family }).dryRun(state([sp], MIXED, family));
+      expect(out).toContain(`-d ${family === 'IPv4' ? '198.18.0.0/24' : '2001:2::/64'} -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 30080`);
+      expect(out).not.toContain(family === 'IPv4' ? '2001:2' : '198.18.0.0/24');
+    }
+  });
+});
+
+describe('the IPv6 proxier', () => {
+  const config: ProxyConfig = { ...CONFIG, clusterCIDRs: ['198.19.0.0/16', '2001:2:0:10::/60'] };
+  const A6 = endpoint('2001:2:0:11::11', 8080, true);
+
+  it('prints IPv6 listeners and ip6tables-restore input for its family', () => {
+    const sps = [
+      servicePort('web', { family: 'IPv6', endpoints: [A6] }),
+      servicePort('dns', { family: 'IPv6', protocol: 'UDP', port: 53, clusterIPs: ['2001:2:0:100::53'], endpoints: [A6] }),
+    ];
+    const out = createProxier({ config, iptablesBackend: 'nft', family: 'IPv6' }).dryRun(state(sps, config, 'IPv6'));
+    expect(out).toContain('# kube-proxy-ts userspace mode, node node-a, IPv6: 2 service ports');
+    expect(out).toContain('#   udp [::]:32768 + [::1]:32769 shop/dns:http (all frontends) -> [2001:2:0:11::11]:8080');
+    expect(out).toContain('#   tcp [::]:32770 shop/web:http (all frontends) -> [2001:2:0:11::11]:8080');
+    expect(out).toContain(
+      '-A KUBE-PORTALS-HOST -d 2001:2:0:100::53/128 -p udp -m udp --dport 53 -m comment --comment "shop/dns:http cluster IP" -j REDIRECT --to-ports 32769',
+    );
+  });
+
+  it('refuses a state of the other family', () => {
+    const p = createProxier({ config, iptablesBackend: 'nft', family: 'IPv6' });
+    expect(() => p.dryRun(state([], config, 'IPv4'))).toThrow(/IPv6 userspace proxier was handed an IPv4 state/);
+    expect(p.family).toBe('IPv6');
+  });
+
+  it('leaves out a service port with a value that cannot reach a rule, and keeps the others', () => {
+    const bad = servicePort('bad', { family: 'IPv6', endpoints: [A6], externalIPs: ['198.18.200.1'] });
+    const good = servicePort('good', { family: 'IPv6', endpoints: [A6], clusterIPs: ['2001:2:0:100::20'] });
+    const out = createProxier({ config, iptablesBackend: 'nft', family: 'IPv6' }).dryRun(state([bad, good], config, 'IPv6'));
+    expect(out).toContain('#   shop/bad:http: left out');
+    expect(out).not.toContain('shop/bad:http cluster IP');
+    expect(out).toContain('-d 2001:2:0:100::20/128');
+  });
+});
+
+describe('definition', () => {
+  it('declares a mode whose backends see the node, with one restore output per family', () => {
+    expect(definition).toMatchObject({
+      name: 'userspace',
+      keepsClientAddress: false,
+      failureMetric: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total',
+      dryRun: { kind: 'restore', combine: null },
+    });
+    expect(definition.dryRun.loadCommand('IPv4', 'f')).toEqual(['iptables-restore', '--noflush', 'f']);
+    expect(definition.dryRun.loadCommand('IPv6', 'f')).toEqual(['ip6tables-restore', '--noflush', 'f']);
+    expect(definition.create({ config: CONFIG, iptablesBackend: 'nft', family: 'IPv6' }).family).toBe('IPv6');
   });
 });

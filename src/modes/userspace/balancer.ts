@@ -1,19 +1,18 @@
-// Endpoint choice for one service port: round robin, ClientIP session affinity, and the traffic
-// policies of the kernel modes. Pure apart from the clock.
+// Endpoint choice for one service port: round robin and ClientIP session affinity over the endpoints the
+// model decided (ServicePort.internalEndpoints, externalEndpoints, clusterEndpoints). Pure apart from the clock.
 import type { Endpoint, ServicePort } from '../../model/types.ts';
-import { internalEndpoints } from '../../model/types.ts';
 
 /**
  * Which frontends of a service port a listener serves. A service port gets one listener ('all')
  * unless its internal and external frontends choose endpoints differently (a Local traffic policy
- * with external frontends): then one for the ClusterIPs ('internal') and one for NodePort,
+ * on an externally accessible port): then one for the ClusterIPs ('internal') and one for NodePort,
  * externalIPs and LB IPs ('external'). After REDIRECT the listener is the only way to tell them apart.
  */
 export type ListenerClass = 'all' | 'internal' | 'external';
 
 /** The listeners a service port needs. */
 export function listenerClasses(sp: ServicePort): ListenerClass[] {
-  const split = sp.hasExternal && (sp.externalTrafficPolicy === 'Local' || sp.internalTrafficPolicy === 'Local');
+  const split = sp.externallyAccessible && (sp.internalPolicyLocal || sp.externalPolicyLocal);
   return split ? ['internal', 'external'] : ['all'];
 }
 
@@ -80,25 +79,23 @@ export class Balancer {
   }
 
   /**
-   * The endpoints a client may reach through a listener of this class: the internal set for
-   * ClusterIPs; for external frontends under a Local policy the local set, except for pod and
-   * node-local clients, which use the cluster set as in kube-proxy (not subject to either policy).
+   * The endpoints a client may reach through a listener of this class: ClusterIP traffic uses
+   * internalEndpoints, outside traffic to an external frontend externalEndpoints. Under a Local external
+   * policy, pods and the node itself reaching an external frontend use clusterEndpoints instead
+   * (upstream's short circuit: as if they went out to a load balancer and came back in).
+   * `kind` names the list, so that round robin keeps one position per list.
    */
   candidates(cls: ListenerClass, client: string): { kind: 'cluster' | 'local'; endpoints: Endpoint[] } {
     const sp = this.#sp;
-    if (cls !== 'external') {
-      const endpoints = internalEndpoints(sp);
-      return { kind: endpoints === sp.localEndpoints ? 'local' : 'cluster', endpoints };
-    }
-    if (sp.externalTrafficPolicy === 'Cluster' || this.#clients.isPod(client) || this.#clients.isNodeLocal(client)) {
-      return { kind: 'cluster', endpoints: sp.clusterEndpoints };
-    }
-    return { kind: 'local', endpoints: sp.localEndpoints };
+    if (cls !== 'external') return { kind: sp.internalPolicyLocal ? 'local' : 'cluster', endpoints: sp.internalEndpoints };
+    if (!sp.externalPolicyLocal) return { kind: 'cluster', endpoints: sp.externalEndpoints };
+    if (this.#clients.isPod(client) || this.#clients.isNodeLocal(client)) return { kind: 'cluster', endpoints: sp.clusterEndpoints };
+    return { kind: 'local', endpoints: sp.externalEndpoints };
   }
 
   /** Whether pick() looks at the client address for this class (affinity, or a Local external policy). */
   needsClient(cls: ListenerClass): boolean {
-    return this.#sp.affinityTimeoutSeconds !== null || (cls === 'external' && this.#sp.externalTrafficPolicy === 'Local');
+    return this.#sp.affinityTimeoutSeconds !== null || (cls === 'external' && this.#sp.externalPolicyLocal);
   }
 
   /**

@@ -4,24 +4,27 @@
 // (tcp.ts, udp.ts). The backend sees the proxy's address as the source, never the client's.
 import { performance } from 'node:perf_hooks';
 import { log } from '../../log.ts';
+import { hostPort, InvalidValueError } from '../../model/addr.ts';
 import type { ChangeSet, DesiredState, IPFamily, ServicePort } from '../../model/types.ts';
-import { externalEndpoints, internalEndpoints } from '../../model/types.ts';
 import { sortedServicePorts } from '../../model/view.ts';
-import type { ModeOptions, Proxier, SyncResult } from '../types.ts';
+import { Iptables } from '../iptables/index.ts';
+import type { ModeDefinition, ModeOptions, Proxier, SyncResult } from '../types.ts';
 import { Balancer, type ListenerClass, listenerClasses } from './balancer.ts';
-import { Iptables } from '../iptables/restore.ts';
 import { deleteUdpFlows, ensureJumps, iptablesFor, removeAll } from './kernel.ts';
 import { type Listener, PortAllocator, type PortRange, bindAddresses } from './listener.ts';
 import {
+  type FamilyConfig,
+  type Frontend,
   type ListenerPorts,
   type PortalTarget,
   type RenderContext,
   type RenderedRules,
   type ServicePortRules,
   assembleRules,
+  familyConfig,
+  frontendsOf,
   jumpLines,
   renderGuard,
-  renderRules,
   renderServicePort,
   sameRules,
   tableText,
@@ -47,8 +50,15 @@ interface Entry {
 /** First example port of --dry-run listings when no range is configured (the kernel picks real ones). */
 const EXAMPLE_PORT = 32768;
 
+/**
+ * One family's userspace proxy. Two run side by side in one process (IPv4 and IPv6) without meeting:
+ * their chains live in different tables (iptables, ip6tables), their listeners in different socket
+ * families (an IPv6 socket is IPv6-only, so both may hold the same port number), and each deletes only
+ * its own family's conntrack entries.
+ */
 export class UserspaceProxier implements Proxier {
   readonly mode = 'userspace' as const;
+  readonly family: IPFamily;
   readonly #opts: UserspaceOptions;
   readonly #ports: PortAllocator;
   #sources: SourceClassifier;
@@ -70,15 +80,16 @@ export class UserspaceProxier implements Proxier {
   /** A listener opened or closed since the guard chain was rendered. */
   #listenersChanged = true;
   #iptables: Iptables | null = null;
-  #family: IPFamily | null = null;
   #needFull = true;
   #closed = false;
+  /** Warnings already logged (SCTP ports, values refused), so that resyncs do not repeat them. */
   readonly #warned = new Set<string>();
 
   constructor(opts: UserspaceOptions) {
     this.#opts = opts;
+    this.family = opts.family;
     this.#ports = new PortAllocator(opts.portRange ?? null);
-    this.#sources = new SourceClassifier({ clusterCIDRs: opts.config.clusterCIDRs });
+    this.#sources = new SourceClassifier({ family: this.family, clusterCIDRs: opts.config.clusterCIDRs });
     this.#sourcesKey = opts.config.clusterCIDRs.join(',');
   }
 
@@ -95,15 +106,12 @@ export class UserspaceProxier implements Proxier {
   async sync(state: DesiredState, changes: ChangeSet | null): Promise<SyncResult> {
     const started = performance.now();
     if (this.#closed) throw new Error('the userspace proxier is closed');
-    if (this.#family !== null && this.#family !== state.family) {
-      throw new Error(`the userspace proxier serves ${this.#family}; create another one for ${state.family}`);
-    }
-    this.#family = state.family;
+    if (state.family !== this.family) throw new Error(`the ${this.family} userspace proxier was handed an ${state.family} state`);
     const full = changes === null || this.#needFull;
     this.#needFull = true;
     const cidrs = state.config.clusterCIDRs.join(',');
     if (cidrs !== this.#sourcesKey) {
-      this.#sources = new SourceClassifier({ clusterCIDRs: state.config.clusterCIDRs });
+      this.#sources = new SourceClassifier({ family: this.family, clusterCIDRs: state.config.clusterCIDRs });
       this.#sourcesKey = cidrs;
     }
     this.#sources.refresh();
@@ -112,17 +120,19 @@ export class UserspaceProxier implements Proxier {
       ? new Set([...state.servicePorts.keys(), ...this.#entries.keys(), ...this.#rules.keys()])
       : new Set([...(changes as ChangeSet).added, ...(changes as ChangeSet).updated, ...(changes as ChangeSet).removed]);
     const ctx: RenderContext = {
-      family: state.family,
-      config: state.config,
+      config: familyConfig(state.config, this.family),
       target: (sp, cls) => this.#entries.get(sp.key)?.listeners.get(cls) ?? null,
     };
     let written = 0;
     let rulesChanged = full;
     for (const key of keys) {
-      const sp = state.servicePorts.get(key);
-      if (await this.#reconcile(key, sp, state.family)) written++;
+      let sp = state.servicePorts.get(key);
+      const frontends = sp ? this.#checkedFrontends(sp, ctx.config) : null;
+      // A service port with a value that must not reach a rule is left out whole: no listener, no rule.
+      if (!frontends) sp = undefined;
+      if (await this.#reconcile(key, sp)) written++;
       const before = this.#rules.get(key);
-      if (!sp) {
+      if (!sp || !frontends) {
         if (before) {
           this.#rules.delete(key);
           this.#sortedKeys = null;
@@ -130,7 +140,7 @@ export class UserspaceProxier implements Proxier {
         }
         continue;
       }
-      const after = renderServicePort(sp, ctx);
+      const after = renderServicePort(sp, ctx, frontends);
       if (!before) this.#sortedKeys = null;
       if (!before || !sameRules(before, after)) rulesChanged = true;
       this.#rules.set(key, after);
@@ -157,7 +167,7 @@ export class UserspaceProxier implements Proxier {
         if (!now || lines.some((line) => !now.includes(line))) flows.push(port);
       }
       this.#previousUdp = rendered.udpRedirects;
-      if (flows.length > 0) await deleteUdpFlows(state.family, flows);
+      if (flows.length > 0) await deleteUdpFlows(this.family, flows);
     }
 
     // The rules no longer send anything to retired listeners.
@@ -170,8 +180,23 @@ export class UserspaceProxier implements Proxier {
 
     this.#needFull = false;
     const durationMs = performance.now() - started;
-    log.debug({ mode: 'userspace', full, durationMs, bytes, servicePorts: written }, 'userspace sync done');
+    log.debug({ mode: 'userspace', family: this.family, full, durationMs, bytes, servicePorts: written }, 'userspace sync done');
     return { full, durationMs, bytes, servicePortsWritten: written };
+  }
+
+  /** The frontends of a service port, or null (logged once) when one of its values must not reach a rule. */
+  #checkedFrontends(sp: ServicePort, config: FamilyConfig): Frontend[] | null {
+    try {
+      return frontendsOf(sp, config);
+    } catch (err) {
+      if (!(err instanceof InvalidValueError)) throw err;
+      const warning = `${sp.key}|${err.message}`;
+      if (!this.#warned.has(warning)) {
+        this.#warned.add(warning);
+        log.warn({ event: 'userspace-invalid-service-port', family: this.family, key: sp.key, err: err.message }, 'service port left out');
+      }
+      return null;
+    }
   }
 
   /** Ports of the wildcard sockets of every listener in service. */
@@ -183,12 +208,12 @@ export class UserspaceProxier implements Proxier {
   }
 
   /** Brings one service port's listeners and balancer in line with `sp`; returns whether it had anything to do. */
-  async #reconcile(key: string, sp: ServicePort | undefined, family: IPFamily): Promise<boolean> {
+  async #reconcile(key: string, sp: ServicePort | undefined): Promise<boolean> {
     let entry = this.#entries.get(key);
     if (sp?.protocol === 'SCTP') {
       if (!this.#warned.has(key)) {
         this.#warned.add(key);
-        log.warn({ servicePort: key }, 'the userspace mode cannot proxy SCTP (Node has no SCTP sockets); its frontends are rejected');
+        log.warn({ servicePort: key, family: this.family }, 'the userspace mode cannot proxy SCTP (Node has no SCTP sockets); its frontends are rejected');
       }
       sp = undefined;
     }
@@ -215,7 +240,7 @@ export class UserspaceProxier implements Proxier {
     }
     for (const cls of wanted) {
       if (entry.listeners.has(cls)) continue;
-      const ctx = { family, balancer: entry.balancer, cls, ports: this.#ports };
+      const ctx = { family: this.family, balancer: entry.balancer, cls, ports: this.#ports };
       const listener =
         sp.protocol === 'TCP'
           ? await TcpListener.open({ ...ctx, connectTimeoutsMs: this.#opts.connectTimeoutsMs })
@@ -245,7 +270,7 @@ export class UserspaceProxier implements Proxier {
     const natChanged = full || !prev || prev.nat.join('\n') !== rendered.nat.join('\n');
     const filterChanged = full || !prev || prev.filter.join('\n') !== rendered.filter.join('\n');
     if (!natChanged && !filterChanged) return 0;
-    this.#iptables ??= await iptablesFor(this.#opts.iptablesBackend, this.#family ?? 'IPv4');
+    this.#iptables ??= await iptablesFor(this.#opts.iptablesBackend, this.family);
     const ipt = this.#iptables;
     this.#applied = null;
     let bytes = 0;
@@ -266,42 +291,46 @@ export class UserspaceProxier implements Proxier {
   }
 
   dryRun(state: DesiredState): string {
-    const sps = sortedServicePorts(state);
+    if (state.family !== this.family) throw new Error(`the ${this.family} userspace proxier was handed an ${state.family} state`);
+    const config = familyConfig(state.config, this.family);
     let next = this.#opts.portRange?.min ?? EXAMPLE_PORT;
     const targets = new Map<string, PortalTarget>();
     const tcp: number[] = [];
     const udp: number[] = [];
-    const { any, loopback } = bindAddresses(state.family);
+    const { any, loopback } = bindAddresses(this.family);
     const listing: string[] = [];
+    const perServicePort: ServicePortRules[] = [];
+    const ctx: RenderContext = { config, target: (sp, cls) => targets.get(`${sp.key}|${cls}`) ?? null };
+    const sps = sortedServicePorts(state);
     for (const sp of sps) {
-      if (sp.protocol === 'SCTP') {
-        listing.push(`#   ${sp.key} SCTP: not proxied (no SCTP sockets in Node); its frontends are rejected`);
+      const frontends = this.#checkedFrontends(sp, config);
+      if (!frontends) {
+        listing.push(`#   ${sp.key}: left out (a value that cannot be written into a rule; see the log)`);
         continue;
       }
-      for (const cls of listenerClasses(sp)) {
-        const port = next++;
-        const hostPort = sp.protocol === 'UDP' ? next++ : port;
-        targets.set(`${sp.key}|${cls}`, { port, hostPort });
-        (sp.protocol === 'TCP' ? tcp : udp).push(port);
-        const sockets = sp.protocol === 'UDP' ? `${any}:${port} + ${loopback}:${hostPort}` : `${any}:${port}`;
-        const endpoints = (cls === 'external' ? externalEndpoints(sp) : internalEndpoints(sp)).map((e) => e.id);
-        listing.push(
-          `#   ${sp.protocol.toLowerCase()} ${sockets} ${sp.key} (${cls === 'all' ? 'all frontends' : `${cls} frontends`}) -> ${endpoints.length > 0 ? endpoints.join(' ') : '<no endpoints>'}`,
-        );
+      if (sp.protocol === 'SCTP') {
+        listing.push(`#   ${sp.key} SCTP: not proxied (no SCTP sockets in Node); its frontends are rejected`);
+      } else {
+        for (const cls of listenerClasses(sp)) {
+          const port = next++;
+          const hostPortNumber = sp.protocol === 'UDP' ? next++ : port;
+          targets.set(`${sp.key}|${cls}`, { port, hostPort: hostPortNumber });
+          (sp.protocol === 'TCP' ? tcp : udp).push(port);
+          const sockets = sp.protocol === 'UDP' ? `${hostPort(any, port)} + ${hostPort(loopback, hostPortNumber)}` : hostPort(any, port);
+          const endpoints = (cls === 'external' ? sp.externalEndpoints : sp.internalEndpoints).map((e) => e.id);
+          listing.push(
+            `#   ${sp.protocol.toLowerCase()} ${sockets} ${sp.key} (${cls === 'all' ? 'all frontends' : `${cls} frontends`}) -> ${endpoints.length > 0 ? endpoints.join(' ') : '<no endpoints>'}`,
+          );
+        }
       }
+      perServicePort.push(renderServicePort(sp, ctx, frontends));
     }
-    const rendered = renderRules({
-      family: state.family,
-      config: state.config,
-      servicePorts: sps,
-      target: (sp, cls) => targets.get(`${sp.key}|${cls}`) ?? null,
-      listenerPorts: { tcp, udp },
-    });
+    const rendered = assembleRules(perServicePort, renderGuard({ tcp, udp }));
     const portsNote = this.#opts.portRange
       ? `from the configured range ${this.#opts.portRange.min}-${this.#opts.portRange.max}, in order`
       : `examples: the kernel picks the real ports when the proxy starts`;
     return [
-      `# kube-proxy-ts userspace mode, node ${state.config.hostname}, ${state.family}: ${sps.length} service ports`,
+      `# kube-proxy-ts userspace mode, node ${state.config.hostname}, ${this.family}: ${sps.length} service ports`,
       `# listeners (${portsNote}; external frontends under a Local policy serve pod and node clients from the cluster endpoints):`,
       ...(listing.length > 0 ? listing : ['#   none']),
       tableText('filter', rendered.filter, jumpLines('filter')),
@@ -309,11 +338,11 @@ export class UserspaceProxier implements Proxier {
     ].join('\n');
   }
 
-  /** Removes our rules (and the historic userspace mode's leftovers) from both backends. */
+  /** Removes this family's rules of ours (and the historic userspace mode's leftovers) from both backends. */
   async cleanup(): Promise<void> {
     for (const backend of ['nft', 'legacy'] as const) {
-      const ipt = new Iptables({ backend, family: this.#family ?? 'IPv4' });
-      if (await removeAll(ipt)) log.info({ backend, family: ipt.family }, 'removed the userspace mode rules');
+      const ipt = new Iptables({ backend, family: this.family });
+      if (await removeAll(ipt)) log.info({ backend, family: this.family }, 'removed the userspace mode rules');
     }
     this.#applied = null;
     this.#needFull = true;
@@ -329,6 +358,23 @@ export class UserspaceProxier implements Proxier {
   }
 }
 
+/** A proxier with this mode's options beyond ModeOptions (listener port range, timeouts: tests, compare). */
 export function createProxier(opts: UserspaceOptions): Proxier {
   return new UserspaceProxier(opts);
 }
+
+export const definition: ModeDefinition = {
+  name: 'userspace',
+  summary: 'a Node.js TCP/UDP proxy per service port behind iptables REDIRECT rules (the historic mode, to compare); backends see the node as the source',
+  create: createProxier,
+  // The proxy opens its own connection to the endpoint.
+  keepsClientAddress: false,
+  dryRun: {
+    kind: 'restore',
+    // One family per output: iptables-restore and ip6tables-restore each load their own.
+    combine: null,
+    loadCommand: (family: IPFamily, file: string) => [family === 'IPv6' ? 'ip6tables-restore' : 'iptables-restore', '--noflush', file],
+  },
+  // Its applies are iptables-restore runs: upstream's counter of those.
+  failureMetric: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total',
+};

@@ -1,10 +1,10 @@
-// Everything the userspace mode asks of the kernel's tools: iptables-restore of our chains, the jumps
-// from the built-in chains, their removal, and UDP conntrack entries of listeners that went away.
+// Everything the userspace mode asks of the kernel's tools, for one family: iptables-restore (ip6tables-restore)
+// of our chains, the jumps from the built-in chains, their removal, and UDP conntrack entries of listeners
+// that went away. The binaries come from the iptables mode's exported wrapper.
 import { run } from '../../exec.ts';
 import { log } from '../../log.ts';
 import type { IPFamily } from '../../model/types.ts';
-import { resolveBackend } from '../iptables/backend.ts';
-import { Iptables } from '../iptables/restore.ts';
+import { Iptables, resolveBackend } from '../iptables/index.ts';
 import type { IptablesBackend } from '../types.ts';
 import type { Jump, Table } from './rules.ts';
 import { JUMPS, TABLE_CHAINS } from './rules.ts';

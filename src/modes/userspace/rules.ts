@@ -1,10 +1,12 @@
-// The userspace mode's kernel rules, rendered as iptables-restore input. Pure.
+// The userspace mode's kernel rules for one family, rendered as iptables-restore input (ip6tables-restore
+// for IPv6: the same chains in that family's tables). Pure.
 //
 // nat (where traffic is sent to our listeners):
 //   PREROUTING -> KUBE-PORTALS-CONTAINER  traffic from pods and from outside: REDIRECT to the listener
 //                                         (the kernel rewrites the destination to the incoming
 //                                         interface's address and the listener's port)
 //   OUTPUT     -> KUBE-PORTALS-HOST       the node's own traffic: REDIRECT to the loopback address
+//                                         (127.0.0.1, or ::1)
 // filter (what is not redirected):
 //   INPUT, FORWARD, OUTPUT -> KUBE-PORTALS-DENY   REJECT for service ports without endpoints, DROP for
 //                                                 Local policies without local endpoints and for
@@ -13,9 +15,9 @@
 //                                 are reachable only through the frontends that redirect to them
 // A frontend that is redirected never meets its deny rule: REDIRECT has rewritten the destination
 // by the time filter looks at the packet. NodePorts come last in the portal chains, as in kube-proxy.
-import { classifyIP, parseCIDR } from '../../model/ip.ts';
+// REJECT is the kernel's default for the family: ICMP port unreachable, ICMPv6 port unreachable for IPv6.
+import { InvalidValueError, ofFamily, parseCIDR, ruleCIDR, ruleIP, rulePort, ruleProtocol } from '../../model/addr.ts';
 import type { IPFamily, ProxyConfig, ServicePort } from '../../model/types.ts';
-import { externalEndpoints, hasEndpoints, internalEndpoints } from '../../model/types.ts';
 import type { ListenerClass } from './balancer.ts';
 import { listenerClasses } from './balancer.ts';
 import { intersectCidrs } from './sources.ts';
@@ -63,9 +65,28 @@ export interface PortalTarget {
   hostPort: number;
 }
 
-export interface RenderContext {
+/** What the rules take from the configuration, for one family. */
+export interface FamilyConfig {
   family: IPFamily;
-  config: ProxyConfig;
+  /** This family's --cluster-cidr entries: the pod sources. */
+  clusterCIDRs: string[];
+  /**
+   * This family's --nodeport-addresses, or null for every local address: none given for this family, or a
+   * /0 among them (upstream's NodePortAddresses: each family uses its own CIDRs, and MatchAll without any).
+   */
+  nodePortCIDRs: string[] | null;
+}
+
+/** The configuration as one family's rules use it: the other family's CIDRs are left out. */
+export function familyConfig(config: ProxyConfig, family: IPFamily): FamilyConfig {
+  const cidrs = (list: readonly string[]) => ofFamily(list, family).map((c) => ruleCIDR(c, family));
+  const nodePort = cidrs(config.nodePortAddresses);
+  const matchAll = nodePort.length === 0 || nodePort.some((c) => parseCIDR(c)?.prefix === 0);
+  return { family, clusterCIDRs: cidrs(config.clusterCIDRs), nodePortCIDRs: matchAll ? null : nodePort };
+}
+
+export interface RenderContext {
+  config: FamilyConfig;
   /** The listener of a service port's class, or null when it has none (its frontends are then refused). */
   target(sp: ServicePort, cls: ListenerClass): PortalTarget | null;
 }
@@ -116,25 +137,8 @@ function commentText(text: string): string {
   return text.replace(/[^A-Za-z0-9 ._:/-]/g, '_').slice(0, 240);
 }
 
-function checkPort(port: number, what: string): string {
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid ${what} ${port}`);
-  return String(port);
-}
-
-/** "ip/32" (or /128) for an address of the family; throws on anything else. */
-function hostCidr(ip: string, family: IPFamily): string {
-  const a = classifyIP(ip);
-  if (a?.family !== family) throw new Error(`invalid ${family} address ${JSON.stringify(ip)}`);
-  return `${a.ip}/${family === 'IPv4' ? 32 : 128}`;
-}
-
-function checkCidr(cidr: string, family: IPFamily): string {
-  const c = parseCIDR(cidr);
-  if (c?.family !== family) throw new Error(`invalid ${family} CIDR ${JSON.stringify(cidr)}`);
-  return c.cidr;
-}
-
-interface Frontend {
+/** One frontend of a service port as the rules match it. */
+export interface Frontend {
   kind: 'internal' | 'external';
   /** Destination match: address (or local-address type) and port. */
   match: string[];
@@ -144,79 +148,63 @@ interface Frontend {
   comment: string;
 }
 
-function frontendsOf(sp: ServicePort, config: ProxyConfig, family: IPFamily, proto: string): Frontend[] {
+/**
+ * The frontends of a service port, every value checked for the family (model/addr.ts). Throws
+ * InvalidValueError on a value that must not reach a rule: the caller leaves the whole service port out.
+ */
+export function frontendsOf(sp: ServicePort, config: FamilyConfig): Frontend[] {
+  const { family } = config;
+  if (sp.family !== family) throw new InvalidValueError(`an ${sp.family} service port in the ${family} rules`);
+  const proto = ruleProtocol(sp.protocol);
   const svc = commentText(sp.key);
-  const portMatch = (port: number, what: string) => ['-p', proto, '-m', proto, '--dport', checkPort(port, what)];
+  const portMatch = (port: number) => ['-p', proto, '-m', proto, '--dport', rulePort(port)];
+  const hostCIDR = (ip: string) => `${ruleIP(ip, family)}/${family === 'IPv4' ? 32 : 128}`;
   const out: Frontend[] = [];
   const add = (kind: Frontend['kind'], ip: string, what: string, ranges: string[] = []): void => {
-    out.push({
-      kind,
-      match: ['-d', hostCidr(ip, family), ...portMatch(sp.port, 'service port')],
-      sourceRanges: ranges,
-      nodePort: false,
-      comment: `${svc} ${what}`,
-    });
+    out.push({ kind, match: ['-d', hostCIDR(ip), ...portMatch(sp.port)], sourceRanges: ranges, nodePort: false, comment: `${svc} ${what}` });
   };
   for (const ip of sp.clusterIPs) add('internal', ip, 'cluster IP');
   for (const ip of sp.externalIPs) add('external', ip, 'external IP');
-  const ranges = sp.loadBalancerSourceRanges.map((c) => checkCidr(c, family));
+  const ranges = sp.loadBalancerSourceRanges.map((c) => ruleCIDR(c, family));
   for (const ip of sp.loadBalancerIPs) add('external', ip, 'load balancer IP', ranges);
   if (sp.nodePort !== null) {
     const local = ['-m', 'addrtype', '--dst-type', 'LOCAL'];
-    const dsts = config.nodePortAddresses.length > 0 ? config.nodePortAddresses.map((c) => ['-d', checkCidr(c, family)]) : [[]];
+    const dsts = config.nodePortCIDRs?.map((c) => ['-d', c]) ?? [[]];
     for (const d of dsts) {
-      out.push({
-        kind: 'external',
-        match: [...d, ...local, ...portMatch(sp.nodePort, 'node port')],
-        sourceRanges: [],
-        nodePort: true,
-        comment: `${svc} node port`,
-      });
+      out.push({ kind: 'external', match: [...d, ...local, ...portMatch(sp.nodePort)], sourceRanges: [], nodePort: true, comment: `${svc} node port` });
     }
   }
   return out;
 }
 
-/** Renders one service port's rules. */
-export function renderServicePort(sp: ServicePort, ctx: RenderContext): ServicePortRules {
-  const { family, config } = ctx;
+/**
+ * Renders one service port's rules from the model's endpoint decision: no endpoint anywhere REJECTs every
+ * frontend; ClusterIPs without internalEndpoints DROP; external frontends without externalEndpoints (a Local
+ * policy, no local endpoint) redirect only pods and the node itself (who use clusterEndpoints) and DROP the rest.
+ * `frontends` are frontendsOf(sp), when the caller has them already.
+ */
+export function renderServicePort(sp: ServicePort, ctx: RenderContext, frontends: readonly Frontend[] = frontendsOf(sp, ctx.config)): ServicePortRules {
   const out: ServicePortRules = { container: [], host: [], nodePortContainer: [], nodePortHost: [], deny: [], udp: [] };
-  const proto = sp.protocol.toLowerCase();
   const redirect = (chain: 'container' | 'host', f: Frontend, source: string | null, port: number): void => {
-    const args = [
-      ...(source ? ['-s', source] : []),
-      ...f.match,
-      '-m',
-      'comment',
-      '--comment',
-      f.comment,
-      '-j',
-      'REDIRECT',
-      '--to-ports',
-      checkPort(port, 'listener port'),
-    ];
+    const args = [...(source ? ['-s', source] : []), ...f.match, '-m', 'comment', '--comment', f.comment, '-j', 'REDIRECT', '--to-ports', rulePort(port)];
     const line = ruleLine('-A', chain === 'container' ? CHAINS.container : CHAINS.host, args);
     if (chain === 'container') (f.nodePort ? out.nodePortContainer : out.container).push(line);
     else (f.nodePort ? out.nodePortHost : out.host).push(line);
-    if (proto === 'udp') out.udp.push([port, line]);
+    if (sp.protocol === 'UDP') out.udp.push([port, line]);
   };
   const refuse = (f: Frontend, verdict: 'REJECT' | 'DROP', why: string): void => {
     out.deny.push(ruleLine('-A', CHAINS.deny, [...f.match, '-m', 'comment', '--comment', `${f.comment} ${why}`, '-j', verdict]));
   };
 
-  const frontends = frontendsOf(sp, config, family, proto);
-  if (!hasEndpoints(sp)) {
+  if (!sp.hasAnyEndpoints) {
     for (const f of frontends) refuse(f, 'REJECT', 'has no endpoints');
     return out;
   }
-  const clusterCIDRs = config.clusterCIDRs.filter((c) => parseCIDR(c)?.family === family);
   const split = listenerClasses(sp)[0] !== 'all';
   const internalTarget = ctx.target(sp, split ? 'internal' : 'all');
   const externalTarget = split ? ctx.target(sp, 'external') : internalTarget;
-  const noInternal = internalEndpoints(sp).length === 0;
-  // Local external policy without local endpoints: only pod and node-local clients, which use
-  // the cluster set, are served; everyone else's traffic is dropped.
-  const noExternal = externalEndpoints(sp).length === 0;
+  const noInternal = sp.internalEndpoints.length === 0;
+  const noExternal = sp.externalEndpoints.length === 0;
   for (const f of frontends) {
     const target = f.kind === 'internal' ? internalTarget : externalTarget;
     if (!target) {
@@ -233,7 +221,9 @@ export function renderServicePort(sp: ServicePort, ctx: RenderContext): ServiceP
       continue;
     }
     const sources: (string | null)[] = f.sourceRanges.length > 0 ? f.sourceRanges : [null];
-    for (const src of noExternal ? intersectCidrs(sources, clusterCIDRs) : sources) redirect('container', f, src, target.port);
+    // Without externalEndpoints only the short circuit is left: pods (the container chain sees them by
+    // their cluster CIDR) and the node itself (the host chain).
+    for (const src of noExternal ? intersectCidrs(sources, ctx.config.clusterCIDRs) : sources) redirect('container', f, src, target.port);
     for (const src of sources) redirect('host', f, src, target.hostPort);
     if (noExternal) refuse(f, 'DROP', 'has no local endpoints');
     else if (f.sourceRanges.length > 0) refuse(f, 'DROP', 'source not in loadBalancerSourceRanges');
@@ -262,7 +252,7 @@ export function renderGuard(ports: ListenerPorts): string[] {
     ['tcp', ports.tcp, ['--reject-with', 'tcp-reset']],
     ['udp', ports.udp, []],
   ] as const) {
-    const sorted = [...list].sort((a, b) => a - b).map((p) => checkPort(p, 'listener port'));
+    const sorted = [...list].sort((a, b) => a - b).map(rulePort);
     // multiport takes at most 15 ports per rule.
     for (let i = 0; i < sorted.length; i += 15) {
       const dports = sorted.slice(i, i + 15).join(',');

@@ -9,7 +9,7 @@ import type { Endpoint } from '../../model/types.ts';
 import type { Balancer, ListenerClass } from './balancer.ts';
 import type { Listener, ListenerContext } from './listener.ts';
 import { bindAddresses } from './listener.ts';
-import { plainAddress } from './sources.ts';
+import { plainAddress } from '../../model/addr.ts';
 
 /** Timeout of each connection attempt, in order; the length is the number of attempts (as the historic proxy). */
 export const DEFAULT_CONNECT_TIMEOUTS_MS: readonly number[] = [250, 500, 1000, 2000];

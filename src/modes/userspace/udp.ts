@@ -13,7 +13,7 @@ import type { Endpoint } from '../../model/types.ts';
 import type { Balancer, ListenerClass } from './balancer.ts';
 import type { Listener, ListenerContext } from './listener.ts';
 import { bindAddresses } from './listener.ts';
-import { plainAddress } from './sources.ts';
+import { plainAddress } from '../../model/addr.ts';
 
 export const DEFAULT_UDP_IDLE_TIMEOUT_MS = 10_000;
 export const DEFAULT_UDP_MAX_SESSIONS = 16_384;
