@@ -1,9 +1,10 @@
 // What the generated rules and elements do to the first packet of a connection, followed through the
 // table by a small interpreter (nftables-sim.ts): endpoint choice, masquerade, Local policies, REJECT
-// and DROP, source ranges, NodePorts, ClientIP affinity across incremental syncs.
+// and DROP, source ranges, NodePorts, ClientIP affinity across incremental syncs, cluster-ips-check, IPv6.
 import { describe, expect, it } from 'vitest';
+import { hostPort } from '../../src/model/addr.ts';
 import { Planner } from '../../src/modes/nftables/planner.ts';
-import type { ServicePort } from '../../src/model/types.ts';
+import type { IPFamily, ServicePort } from '../../src/model/types.ts';
 import { config, desiredState, endpoint, servicePort } from './nftables-fixtures.ts';
 import { type Packet, Table } from './nftables-sim.ts';
 
@@ -11,9 +12,9 @@ const POD = '198.19.1.12';
 const CLIENT = '198.18.0.100';
 const NODE_IP = '198.18.0.1';
 
-function install(ports: ServicePort[], cfg = {}): { p: Planner; t: Table } {
-  const p = new Planner({ family: 'IPv4', config: config(cfg) });
-  return { p, t: new Table(p.full(desiredState(ports, cfg)).json!) };
+function install(ports: ServicePort[], cfg = {}, family: IPFamily = 'IPv4'): { p: Planner; t: Table } {
+  const p = new Planner({ family, config: config(cfg) });
+  return { p, t: new Table(p.full(desiredState(ports, cfg, family)).json!) };
 }
 
 const to = (daddr: string, dport: number, saddr = POD, extra: Partial<Packet> = {}): Packet => ({ saddr, daddr, proto: 'tcp', dport, ...extra });
@@ -29,7 +30,7 @@ function everyChoice(t: Table, pkt: Packet): { mods: number[]; addrs: string[] }
   const addrs: string[] = [];
   for (let r = 0; r < n; r++) {
     const o = t.nat(pkt, () => r);
-    addrs.push(o.verdict === 'dnat' ? `${o.addr}:${o.port}` : o.verdict);
+    addrs.push(o.verdict === 'dnat' ? hostPort(o.addr, o.port) : o.verdict);
   }
   return { mods, addrs };
 }
@@ -218,5 +219,90 @@ describe('ClientIP affinity', () => {
     const { t } = install([clusterIP('spread', '198.18.100.51', eps(2))]);
     expect(t.nat(to('198.18.100.51', 80), () => 0)).toMatchObject({ addr: '198.19.1.10' });
     expect(t.nat(to('198.18.100.51', 80), () => 1)).toMatchObject({ addr: '198.19.1.11' });
+  });
+});
+
+describe('cluster-ips-check', () => {
+  const remote = endpoint('198.19.2.11', 8080, { node: 'node-b' });
+  const { t } = install([
+    clusterIP('web', '198.18.100.1', eps(2)),
+    servicePort({ name: 'empty', clusterIPs: ['198.18.100.40'] }),
+    servicePort({ name: 'remote-only', clusterIPs: ['198.18.100.113'], internalTrafficPolicy: 'Local', endpoints: [remote] }),
+  ]);
+  const fromNode = (daddr: string, dport: number, extra: Partial<Packet> = {}) => to(daddr, dport, NODE_IP, { saddrLocal: true, ...extra });
+
+  it('refuses at once a port or protocol of a ClusterIP that no service port serves, from pods and from the node', () => {
+    expect(t.connect(to('198.18.100.1', 81))).toEqual({ verdict: 'reject' });
+    expect(t.connect(to('198.18.100.1', 80, POD, { proto: 'udp' }))).toEqual({ verdict: 'reject' });
+    expect(t.connect(fromNode('198.18.100.1', 81))).toEqual({ verdict: 'reject' });
+    // The check runs after DNAT: the node's own packets meet it in filter-output-post-dnat, not before nat.
+    expect(t.filter('output', fromNode('198.18.100.1', 81))).toBe('accept');
+    expect(t.filter('output-post-dnat', fromNode('198.18.100.1', 81))).toBe('reject');
+  });
+
+  it('lets served ports through (translated), and addresses that are no ClusterIP alone', () => {
+    expect(t.connect(to('198.18.100.1', 80))).toMatchObject({ verdict: 'dnat', port: 8080 });
+    expect(t.connect(fromNode('198.18.100.1', 80))).toMatchObject({ verdict: 'dnat', port: 8080 });
+    expect(t.connect(to('198.18.100.2', 80))).toEqual({ verdict: 'accept', masquerade: false });
+    expect(t.connect(to('198.18.100.1', 81, POD, { ctState: 'established' }))).toMatchObject({ verdict: 'accept' });
+  });
+
+  it('keeps the other verdicts of a served port: no endpoints REJECT; internalTrafficPolicy Local without a local endpoint DROP', () => {
+    expect(t.connect(to('198.18.100.40', 80))).toEqual({ verdict: 'reject' });
+    expect(t.connect(to('198.18.100.113', 80))).toEqual({ verdict: 'drop' });
+    expect(t.connect(fromNode('198.18.100.113', 80))).toEqual({ verdict: 'drop' });
+  });
+});
+
+describe('IPv6', () => {
+  const V6_POD = '2001:2:0:11::12';
+  const V6_NODE = '2001:2::1';
+  const V6_CLIENT = '2001:2::100';
+  const a1 = endpoint('2001:2:0:11::11');
+  const b1 = endpoint('2001:2:0:12::11', 8080, { node: 'node-b' });
+  const cfg = { clusterCIDRs: ['198.19.0.0/16', '2001:2:0:10::/60'] };
+  const v6 = (name: string, extra: object) => servicePort({ name, family: 'IPv6', endpoints: [a1, b1], ...extra });
+
+  it('ClusterIP: every endpoint, pods unmasqueraded, outside sources masqueraded; unserved ports refused', () => {
+    const { t } = install([v6('web', { clusterIPs: ['2001:2:0:100::10'] })], cfg, 'IPv6');
+    expect(everyChoice(t, to('2001:2:0:100::10', 80, V6_POD)).addrs.sort()).toEqual(['[2001:2:0:11::11]:8080', '[2001:2:0:12::11]:8080']);
+    expect(t.connect(to('2001:2:0:100::10', 80, V6_POD))).toMatchObject({ verdict: 'dnat', masquerade: false });
+    expect(t.connect(to('2001:2:0:100::10', 80, V6_CLIENT))).toMatchObject({ verdict: 'dnat', masquerade: true });
+    expect(t.connect(to('2001:2:0:100::10', 81, V6_POD))).toEqual({ verdict: 'reject' });
+    // Hairpin: the endpoint reaching itself is masqueraded.
+    expect(t.connect(to('2001:2:0:100::10', 80, '2001:2:0:11::11'), () => 0)).toMatchObject({ addr: '2001:2:0:11::11', masquerade: true });
+  });
+
+  it('NodePort on the node’s IPv6 address under the Local policy, with affinity; LB source ranges', () => {
+    const { t } = install(
+      [
+        v6('lb', {
+          clusterIPs: ['2001:2:0:100::20'],
+          nodePort: 30443,
+          loadBalancerIPs: ['2001:2:0:200::20'],
+          loadBalancerSourceRanges: ['2001:2::/64'],
+          externalTrafficPolicy: 'Local',
+          affinityTimeoutSeconds: 30,
+        }),
+      ],
+      cfg,
+      'IPv6',
+    );
+    const np = to(V6_NODE, 30443, V6_CLIENT, { daddrLocal: true });
+    expect(t.connect(np)).toEqual({ verdict: 'dnat', addr: '2001:2:0:11::11', port: 8080, masquerade: false });
+    expect(t.connect(to('::1', 30443, '::1', { daddrLocal: true, saddrLocal: true }))).toMatchObject({ verdict: 'accept' });
+    expect(t.connect(to('2001:2:0:200::20', 80, V6_CLIENT))).toMatchObject({ verdict: 'dnat', addr: '2001:2:0:11::11', masquerade: false });
+    expect(t.connect(to('2001:2:0:200::20', 80, '2001:db8::1'))).toEqual({ verdict: 'drop' });
+    // Affinity: the pod's first choice sticks whatever numgen says.
+    const pod = to('2001:2:0:100::20', 80, V6_POD);
+    const first = t.connect(pod, () => 1);
+    expect(first).toMatchObject({ verdict: 'dnat', addr: '2001:2:0:12::11' });
+    expect(t.connect(pod, () => 0)).toMatchObject({ addr: '2001:2:0:12::11' });
+  });
+
+  it('no endpoints: REJECT (ICMPv6 in the kernel) on the ClusterIP and the NodePort', () => {
+    const { t } = install([servicePort({ name: 'empty', family: 'IPv6', clusterIPs: ['2001:2:0:100::30'], nodePort: 30030 })], cfg, 'IPv6');
+    expect(t.connect(to('2001:2:0:100::30', 80, V6_POD))).toEqual({ verdict: 'reject' });
+    expect(t.connect(to(V6_NODE, 30030, V6_CLIENT, { daddrLocal: true }))).toEqual({ verdict: 'reject' });
   });
 });

@@ -1,15 +1,22 @@
 // Helpers for the nftables mode's tests (model objects come from model-fixtures.ts).
-import { type ElemList, frontendsOf, type RenderedPort, renderPort } from '../../src/modes/nftables/elements.ts';
-import { FAMILIES } from '../../src/modes/nftables/layout.ts';
+import { checkPort, type ElemList, type RenderedPort, renderPort } from '../../src/modes/nftables/elements.ts';
 import { SlotAllocator } from '../../src/modes/nftables/slots.ts';
-import type { IPFamily, ServicePort } from '../../src/model/types.ts';
+import { categorizeEndpoints } from '../../src/model/endpoints.ts';
+import type { Endpoint, ServicePort } from '../../src/model/types.ts';
+import { NODE } from './model-fixtures.ts';
 
 export { NODE, config, desiredState, endpoint, servicePort, type EndpointSpec, type PortSpec } from './model-fixtures.ts';
 
-export function render(sp: ServicePort, family: IPFamily = 'IPv4'): RenderedPort {
+/** The elements of one service port of its own family, as the planner renders it when the port owns its frontends. */
+export function render(sp: ServicePort): RenderedPort {
   const slots = new SlotAllocator(() => 0);
-  const fam = FAMILIES[family];
-  return renderPort(sp, { family: fam, owns: () => true, slots: (id, ids, hold) => slots.assign(id, ids, hold) }, frontendsOf(sp, fam));
+  return renderPort(checkPort(sp, sp.family), { owns: () => true, slots: (id, ids, hold) => slots.assign(id, ids, hold) });
+}
+
+/** `sp` with other endpoints, and the model's endpoint decision for them (as an EndpointSlice change gives it). */
+export function withEndpoints(sp: ServicePort, endpoints: readonly Endpoint[]): ServicePort {
+  const sorted = [...endpoints].sort((a, b) => (a.id < b.id ? -1 : 1));
+  return { ...sp, allEndpoints: sorted, ...categorizeEndpoints(sorted, sp, { name: NODE, zone: '' }) };
 }
 
 /** The elements of `set` in a flat element list, keys and values parsed from their JSON. */
@@ -37,12 +44,14 @@ export function keysOf(list: ElemList, set: string): unknown[] {
   return [...new Set(elemsOf(list, set).map((e) => JSON.stringify(e.key)))].map((k) => JSON.parse(k));
 }
 
-/** Every command of an nft JSON batch, as [verb, object kind, body]. */
+/** Every command of an nft JSON batch, as [verb, object kind, body] (the metainfo that opens a batch is no command). */
 export function commands(json: string): [string, string, Record<string, unknown>][] {
   const doc = JSON.parse(json) as { nftables: Record<string, Record<string, Record<string, unknown>>>[] };
-  return doc.nftables.map((c) => {
-    const verb = Object.keys(c)[0]!;
-    const kind = Object.keys(c[verb]!)[0]!;
-    return [verb, kind, c[verb]![kind]!];
-  });
+  return doc.nftables
+    .filter((c) => !('metainfo' in c))
+    .map((c) => {
+      const verb = Object.keys(c)[0]!;
+      const kind = Object.keys(c[verb]!)[0]!;
+      return [verb, kind, c[verb]![kind]!];
+    });
 }

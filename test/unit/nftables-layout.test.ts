@@ -14,12 +14,13 @@ const text = (c: ChainSpec) => JSON.stringify(c.rules);
 describe('base chains', () => {
   const chains = chainSpecs(cfg, emptyNeeds());
 
-  it('hook nat prerouting/output/postrouting and filter input/forward/output at kube-proxy’s priorities', () => {
+  it('hook nat prerouting/output/postrouting and filter input/forward/output (before and after DNAT) at kube-proxy’s priorities', () => {
     const bases = chains.filter((c) => c.base).map((c) => [c.name, c.base!.type, c.base!.hook, c.base!.prio]);
     expect(bases).toEqual([
       ['filter-input', 'filter', 'input', -110],
       ['filter-forward', 'filter', 'forward', -110],
       ['filter-output', 'filter', 'output', -110],
+      ['filter-output-post-dnat', 'filter', 'output', -90],
       ['nat-prerouting', 'nat', 'prerouting', -100],
       ['nat-output', 'nat', 'output', -100],
       ['nat-postrouting', 'nat', 'postrouting', 100],
@@ -32,6 +33,29 @@ describe('base chains', () => {
     expect(input).toContain('{"match":{"op":"==","left":{"fib":{"result":"type","flags":["daddr"]}},"right":"local"}}');
     expect(input).toContain('{"prefix":{"addr":"127.0.0.0","len":8}}');
     expect(text(chain(chains, 'reject-chain'))).toBe('[[{"reject":{"type":"icmp","expr":"port-unreachable"}}]]');
+  });
+
+  it('cluster-ips-check: after DNAT (forward, output-post-dnat), new connections still to a ClusterIP are rejected; after the no-endpoint REJECT', () => {
+    const forward = chain(chains, 'filter-forward').rules.map((r) => JSON.stringify(r));
+    const jumpCheck = '[{"match":{"op":"in","left":{"ct":{"key":"state"}},"right":"new"}},{"jump":{"target":"cluster-ips-check"}}]';
+    expect(forward.indexOf(jumpCheck)).toBeGreaterThan(forward.findIndex((r) => r.includes('@no-endpoint-services')));
+    expect(chain(chains, 'filter-output-post-dnat').rules.map((r) => JSON.stringify(r))).toEqual([jumpCheck]);
+    expect(text(chain(chains, 'filter-output'))).not.toContain('cluster-ips-check');
+    expect(text(chain(chains, 'filter-input'))).not.toContain('cluster-ips-check');
+    expect(text(chain(chains, 'cluster-ips-check'))).toBe(
+      '[[{"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"daddr"}},"right":"@cluster-ips"}},{"reject":{"type":"icmp","expr":"port-unreachable"}}]]',
+    );
+  });
+
+  it('IPv6: ip6 payloads, ICMPv6 port unreachable, NodePorts never on ::1', () => {
+    const v6 = chainSpecs({ ...cfg, family: FAMILIES.IPv6, clusterCIDRs: ['2001:2:0:10::/60'] }, emptyNeeds());
+    const all = JSON.stringify(v6);
+    expect(all).not.toContain('"protocol":"ip"');
+    expect(text(chain(v6, 'reject-chain'))).toBe('[[{"reject":{"type":"icmpv6","expr":"port-unreachable"}}]]');
+    expect(text(chain(v6, 'cluster-ips-check'))).toContain('{"reject":{"type":"icmpv6","expr":"port-unreachable"}}');
+    expect(text(chain(v6, 'services'))).toContain('{"prefix":{"addr":"::1","len":128}}');
+    expect(text(chain(v6, 'svc-dnat'))).toContain('"dnat":{"family":"ip6"');
+    expect(text(chain(v6, 'cluster-ip'))).toContain('{"payload":{"protocol":"ip6","field":"saddr"}}');
   });
 
   it('restricts NodePorts to --nodeport-addresses when given', () => {

@@ -5,7 +5,7 @@ import { Planner } from '../../src/modes/nftables/planner.ts';
 import { SlotAllocator } from '../../src/modes/nftables/slots.ts';
 import { MAX_ENDPOINTS, SLOT_BASE } from '../../src/modes/nftables/layout.ts';
 import type { ServicePort } from '../../src/model/types.ts';
-import { commands, config, desiredState, endpoint, servicePort } from './nftables-fixtures.ts';
+import { commands, config, desiredState, endpoint, servicePort, withEndpoints } from './nftables-fixtures.ts';
 
 const planner = (now?: () => number) => new Planner({ family: 'IPv4', config: config(), ...(now ? { now } : {}) });
 
@@ -60,8 +60,8 @@ describe('update()', () => {
   it('one endpoint replaced: one address deleted, one added, nothing else', () => {
     const p = planner();
     p.full(desiredState([svc(1), svc(2)]));
-    const changed = svc(1);
-    changed.clusterEndpoints = [changed.clusterEndpoints[0]!, endpoint('198.19.9.9', 8080, { node: 'node-b' })];
+    const one = svc(1);
+    const changed = withEndpoints(one, [one.clusterEndpoints[0]!, endpoint('198.19.9.9', 8080, { node: 'node-b' })]);
     const plan = p.update(desiredState([changed, svc(2)]), [changed.key]);
     expect(summary(plan.json)).toEqual([
       ['delete', 'element', 'svc-addr', 1],
@@ -77,8 +77,8 @@ describe('update()', () => {
       const ports = Array.from({ length: n }, (_, i) => svc(i, 10));
       const p = planner();
       p.full(desiredState(ports));
-      const changed = svc(7, 10);
-      changed.clusterEndpoints = changed.clusterEndpoints.slice(1);
+      const seven = svc(7, 10);
+      const changed = withEndpoints(seven, seven.clusterEndpoints.slice(1));
       ports[7] = changed;
       return p.update(desiredState(ports), [changed.key]).json!.length;
     });
@@ -205,17 +205,52 @@ describe('SlotAllocator', () => {
   });
 });
 
-describe('problems', () => {
-  it('reports values left out, per service port', () => {
+describe('invalid values and warnings', () => {
+  const bad = servicePort({
+    name: 'bad',
+    clusterIPs: ['198.18.100.1'],
+    externalIPs: ['not-an-ip'],
+    endpoints: [endpoint('198.19.1.1')],
+  });
+
+  it('leaves a service port with a value that fails the one rule out whole, and reports it', () => {
     const p = planner();
-    const bad = servicePort({
-      name: 'bad',
-      clusterIPs: ['198.18.100.1'],
-      externalIPs: ['not-an-ip'],
-      endpoints: [endpoint('198.19.1.1'), endpoint('fd00::1')],
-    });
-    const plan = p.full(desiredState([bad]));
-    expect(plan.problems).toEqual([{ key: 'shop/bad:http', problems: ['external address "not-an-ip"', 'endpoint "[fd00::1]:8080"'] }]);
-    expect(p.elementCount('svc-addr')).toBe(1);
+    const plan = p.full(desiredState([bad, svc(2)]));
+    expect(plan.issues).toEqual([{ key: 'shop/bad:http', message: 'not an IPv4 address: "not-an-ip"', leftOut: true }]);
+    expect(p.elements('service-ips').map(([k]) => JSON.parse(k).concat[0])).toEqual(['198.18.64.2']);
+    expect(p.elements('cluster-ips').map(([k]) => JSON.parse(k))).toEqual(['198.18.64.2']);
+    expect([...p.portKeys()]).toEqual(['shop/svc-2:http']);
+  });
+
+  it('an installed service port that turns invalid loses every element; valid again, it gets them back', () => {
+    const p = planner();
+    const good = servicePort({ name: 'bad', clusterIPs: ['198.18.100.1'], endpoints: [endpoint('198.19.1.1')] });
+    p.full(desiredState([good]));
+    const gone = p.update(desiredState([bad]), [bad.key]);
+    expect(gone.issues.map((i) => i.leftOut)).toEqual([true]);
+    expect(summary(gone.json)).toEqual(
+      expect.arrayContaining([
+        ['delete', 'element', 'service-ips', 1],
+        ['delete', 'element', 'cluster-ips', 1],
+        ['delete', 'element', 'hairpin', 1],
+      ]),
+    );
+    expect(summary(gone.json).filter(([v, k]) => v === 'add' && k === 'element')).toEqual([]);
+    const back = p.update(desiredState([good]), [good.key]);
+    expect(back.issues).toEqual([]);
+    expect(summary(back.json)).toContainEqual(['add', 'element', 'service-ips', 1]);
+  });
+
+  it('refuses endpoints of the other family as invalid values', () => {
+    const mixed = servicePort({ name: 'mixed', clusterIPs: ['198.18.100.2'], endpoints: [endpoint('198.19.1.1'), endpoint('2001:2:0:11::1')] });
+    expect(planner().full(desiredState([mixed])).issues).toEqual([{ key: 'shop/mixed:http', message: 'not an IPv4 address: "2001:2:0:11::1"', leftOut: true }]);
+  });
+
+  it(`routes a service port with more than ${MAX_ENDPOINTS} endpoints to the first ${MAX_ENDPOINTS}, with a warning`, () => {
+    const many = Array.from({ length: MAX_ENDPOINTS + 1 }, (_, i) => endpoint(`198.19.${128 + (i >> 8)}.${i & 255}`, 8080, { node: 'node-b' }));
+    const p = planner();
+    const plan = p.full(desiredState([servicePort({ name: 'huge', clusterIPs: ['198.18.100.3'], endpoints: many })]));
+    expect(plan.issues).toEqual([{ key: 'shop/huge:http', message: `more than ${MAX_ENDPOINTS} endpoints: the rest are left out`, leftOut: false }]);
+    expect(p.elementCount('svc-addr')).toBe(MAX_ENDPOINTS);
   });
 });

@@ -1,10 +1,10 @@
 // What each kind of service port contributes to the nftables table (elements.ts).
 import { describe, expect, it } from 'vitest';
-import { disjointCIDRs, frontendsOf } from '../../src/modes/nftables/elements.ts';
-import { COUNT_BASE, FAMILIES, LOCAL_BIT, SLOT_BASE } from '../../src/modes/nftables/layout.ts';
+import { InvalidValueError } from '../../src/model/addr.ts';
+import { checkPort, disjointCIDRs } from '../../src/modes/nftables/elements.ts';
+import { COUNT_BASE, LOCAL_BIT, SLOT_BASE } from '../../src/modes/nftables/layout.ts';
 import { elemsOf, endpoint, keysOf, render, servicePort } from './nftables-fixtures.ts';
 
-const V4 = FAMILIES.IPv4;
 const web = (extra: Parameters<typeof servicePort>[0] | object = {}) =>
   servicePort({
     name: 'web',
@@ -160,39 +160,80 @@ describe('ClientIP affinity', () => {
   });
 });
 
-describe('frontends and validation', () => {
-  it('keeps the first of equal frontends and reports invalid values', () => {
-    const problems: string[] = [];
-    const f = frontendsOf(web({ externalIPs: ['198.18.100.10', 'not-an-ip', '2001:db8::1'] }), V4, problems);
-    expect(f.map((x) => x.role)).toEqual(['cluster-ip']);
-    expect(problems).toEqual(['external address "not-an-ip"', 'external address "2001:db8::1"']);
+describe('cluster-ips', () => {
+  it('holds every ClusterIP, with endpoints or without (traffic to a port no service port serves is rejected)', () => {
+    expect(elemsOf(render(web()).shared, 'cluster-ips')).toEqual([{ key: '198.18.100.10', value: null }]);
+    expect(elemsOf(render(web({ endpoints: [] })).shared, 'cluster-ips')).toEqual([{ key: '198.18.100.10', value: null }]);
+    expect(elemsOf(render(web({ externalIPs: ['198.18.200.10'] })).shared, 'cluster-ips').map((e) => e.key)).toEqual(['198.18.100.10']);
+  });
+});
+
+describe('values checked by the one rule (model/addr.ts)', () => {
+  it('keeps the first of equal frontends', () => {
+    expect(checkPort(web({ externalIPs: ['198.18.100.10'] }), 'IPv4').frontends.map((x) => x.role)).toEqual(['cluster-ip']);
   });
 
-  it('leaves out endpoints with an address of the other family', () => {
-    const r = render(web({ endpoints: [endpoint('198.19.1.11'), endpoint('2001:db8::5')] }));
-    expect(elemsOf(r.elems, 'svc-addr').map((e) => e.value)).toEqual(['198.19.1.11']);
-    expect(r.problems).toEqual(['endpoint "[2001:db8::5]:8080"']);
-  });
-
-  it('renders IPv6 service ports for the ip6 table', () => {
-    const r = render(
-      servicePort({
-        name: 'v6',
-        family: 'IPv6',
-        clusterIPs: ['fd00:10::a'],
-        endpoints: [endpoint('fd00:1::b'), endpoint('fd00:1::c', 8080, { node: 'node-b' })],
-      }),
-      'IPv6',
-    );
-    expect(elemsOf(r.elems, 'svc-addr').map((e) => [e.key, e.value])).toEqual([
-      [['fd00:10::a', 'tcp', 80, SLOT_BASE], 'fd00:1::b'],
-      [['fd00:10::a', 'tcp', 80, SLOT_BASE + 1], 'fd00:1::c'],
-    ]);
+  it('refuses a whole service port with an invalid value or one of the other family', () => {
+    const refused = (extra: object) => () => checkPort(web(extra), 'IPv4');
+    expect(refused({ externalIPs: ['not-an-ip'] })).toThrow(InvalidValueError);
+    expect(refused({ loadBalancerIPs: ['2001:2:0:200::1'] })).toThrow(/not an IPv4 address: "2001:2:0:200::1"/);
+    expect(refused({ loadBalancerSourceRanges: ['198.18.0.0/33'] })).toThrow(/not an IPv4 CIDR/);
+    expect(refused({ endpoints: [endpoint('198.19.1.11'), endpoint('2001:2:0:11::5')] })).toThrow(/not an IPv4 address/);
+    expect(refused({ nodePort: 70000 })).toThrow(/not a port/);
+    expect(() => checkPort(web(), 'IPv6')).toThrow(/an IPv4 service port in the IPv6 table/);
   });
 
   it('makes CIDR lists nft accepts in an interval set: nested ranges folded into the outer one', () => {
-    expect(disjointCIDRs(['10.1.0.0/16', '10.0.0.0/8', '192.168.1.0/24', '192.168.0.0/24', '0.0.0.0/0'], V4)).toEqual(['0.0.0.0/0']);
-    expect(disjointCIDRs(['10.1.0.0/16', '10.0.0.0/8', '192.168.1.0/24', '192.168.0.0/24'], V4)).toEqual(['10.0.0.0/8', '192.168.0.0/24', '192.168.1.0/24']);
-    expect(disjointCIDRs(['fd00::/8', 'fd00:1::/32', 'fe80::/10'], FAMILIES.IPv6)).toEqual(['fd00::/8', 'fe80::/10']);
+    expect(disjointCIDRs(['10.1.0.0/16', '10.0.0.0/8', '192.168.1.0/24', '192.168.0.0/24', '0.0.0.0/0'], 'IPv4')).toEqual(['0.0.0.0/0']);
+    expect(disjointCIDRs(['10.1.0.0/16', '10.0.0.0/8', '192.168.1.0/24', '192.168.0.0/24'], 'IPv4')).toEqual([
+      '10.0.0.0/8',
+      '192.168.0.0/24',
+      '192.168.1.0/24',
+    ]);
+    expect(disjointCIDRs(['fd00::/8', 'fd00:1::/32', 'fe80::/10'], 'IPv6')).toEqual(['fd00::/8', 'fe80::/10']);
+  });
+});
+
+describe('IPv6 service ports, for the ip6 table', () => {
+  const a1 = endpoint('2001:2:0:11::11');
+  const b1 = endpoint('2001:2:0:12::11', 8080, { node: 'node-b' });
+  const v6 = (extra: object = {}) => servicePort({ name: 'v6', family: 'IPv6', clusterIPs: ['2001:2:0:100::10'], endpoints: [a1, b1], ...extra });
+
+  it('ClusterIP: addresses in canonical form in keys and values', () => {
+    const r = render(v6());
+    expect(elemsOf(r.elems, 'service-ips').map((e) => [e.key, e.value])).toEqual([[['2001:2:0:100::10', 'tcp', 80], { goto: { target: 'cluster-ip' } }]]);
+    expect(elemsOf(r.elems, 'svc-addr').map((e) => [e.key, e.value])).toEqual([
+      [['2001:2:0:100::10', 'tcp', 80, SLOT_BASE], '2001:2:0:11::11'],
+      [['2001:2:0:100::10', 'tcp', 80, SLOT_BASE + 1], '2001:2:0:12::11'],
+    ]);
+    expect(elemsOf(r.shared, 'cluster-ips').map((e) => e.key)).toEqual(['2001:2:0:100::10']);
+    expect(elemsOf(r.shared, 'hairpin').map((e) => e.key)).toEqual(['2001:2:0:11::11']);
+  });
+
+  it('LB IP with source ranges, NodePort and affinity under the Local policy', () => {
+    const r = render(
+      v6({
+        loadBalancerIPs: ['2001:2:0:200::20'],
+        loadBalancerSourceRanges: ['2001:2::/64', '2001:2::100/128'],
+        nodePort: 30443,
+        externalTrafficPolicy: 'Local',
+        affinityTimeoutSeconds: 30,
+      }),
+    );
+    expect(elemsOf(r.elems, 'service-ips').map((e) => [e.key, e.value])).toEqual([
+      [['2001:2:0:100::10', 'tcp', 80], { goto: { target: 'cluster-ip' } }],
+      [['2001:2:0:200::20', 'tcp', 80], { goto: { target: 'firewall-local' } }],
+    ]);
+    expect(elemsOf(r.elems, 'firewall-allow').map((e) => e.key)).toEqual([['2001:2:0:200::20', 'tcp', 80, { prefix: { addr: '2001:2::', len: 64 } }]]);
+    expect(elemsOf(r.elems, 'service-nodeports').map((e) => e.value)).toEqual([{ goto: { target: 'nodeport-local' } }]);
+    expect(elemsOf(r.elems, 'np-addr').map((e) => e.value)).toEqual(['2001:2:0:11::11', '2001:2:0:12::11', '2001:2:0:11::11']);
+    expect(keysOf(r.shared, '#timeout:np')).toEqual([30]);
+    expect(elemsOf(r.shared, 'hairpin').map((e) => e.key)).toEqual(['2001:2:0:11::11', '2001:2:0:12::11']);
+  });
+
+  it('no endpoints: REJECT', () => {
+    const r = render(v6({ endpoints: [], nodePort: 30444 }));
+    expect(elemsOf(r.elems, 'no-endpoint-services').map((e) => e.key)).toEqual([['2001:2:0:100::10', 'tcp', 80]]);
+    expect(elemsOf(r.elems, 'no-endpoint-nodeports').map((e) => e.key)).toEqual([['tcp', 30444]]);
   });
 });

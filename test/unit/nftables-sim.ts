@@ -2,6 +2,7 @@
 // packet of a connection through the nat chains (and the filter chains) of a full batch, with its real
 // rules and elements, so that tests check behaviour (which endpoint, masquerade or not, drop, reject)
 // rather than the shape of the text. It understands exactly the expressions layout.ts uses.
+import { cidrContains } from '../../src/model/addr.ts';
 import { commands } from './nftables-fixtures.ts';
 
 export interface Packet {
@@ -23,6 +24,9 @@ export type Outcome =
   | { verdict: 'drop' }
   | { verdict: 'reject' };
 
+/** The filter base chains, by hook (`output-post-dnat`: the output chain after nat's DNAT). */
+export type FilterHook = 'input' | 'forward' | 'output' | 'output-post-dnat';
+
 type Value = string | number;
 type Elem = { key: unknown[]; value: unknown };
 
@@ -41,14 +45,9 @@ class Verdict extends Error {
   }
 }
 
-function ipToInt(ip: string): number {
-  return ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
-}
-
+/** Whether `ip` lies in an nft prefix (either family; false across families). */
 function inPrefix(ip: string, p: { addr: string; len: number }): boolean {
-  if (ip.includes(':') || p.addr.includes(':')) return false;
-  const mask = p.len === 0 ? 0 : (0xffffffff << (32 - p.len)) >>> 0;
-  return (ipToInt(ip) & mask) >>> 0 === (ipToInt(p.addr) & mask) >>> 0;
+  return cidrContains(`${p.addr}/${p.len}`, ip);
 }
 
 export class Table {
@@ -84,7 +83,7 @@ export class Table {
         for (const e of body.elem as unknown[]) {
           const [k, v] = verb === 'add' && Array.isArray(e) ? e : [e, null];
           const val = (k as { elem?: { val: unknown } }).elem ? (k as { elem: { val: unknown } }).elem.val : k;
-          const key = (val as { concat?: unknown[] }).concat ?? [val];
+          const key = typeof val === 'object' && val !== null && 'concat' in val ? (val as { concat: unknown[] }).concat : [val];
           const i = list.findIndex((x) => JSON.stringify(x.key) === JSON.stringify(key));
           if (verb === 'delete') {
             if (i < 0) throw new Error(`delete of a missing element ${JSON.stringify(key)} from ${name}`);
@@ -127,8 +126,11 @@ export class Table {
     }
   }
 
-  /** The filter chain of a hook for `p` (before DNAT in output; after an unDNATed prerouting otherwise). */
-  filter(hook: 'input' | 'forward' | 'output', p: Packet): 'accept' | 'drop' | 'reject' {
+  /**
+   * The filter chain of a hook for `p`: `output` before DNAT, `output-post-dnat` after it; `input` and `forward`
+   * after prerouting's DNAT (pass the translated packet).
+   */
+  filter(hook: FilterHook, p: Packet): 'accept' | 'drop' | 'reject' {
     try {
       this.run(`filter-${hook}`, { ctState: 'new', ...p }, { priority: 0, mark: 0 }, () => 0);
       return 'accept';
@@ -136,6 +138,34 @@ export class Table {
       if (!(e instanceof Verdict)) throw e;
       return e.kind === 'drop' ? 'drop' : e.kind === 'reject' ? 'reject' : 'accept';
     }
+  }
+
+  /**
+   * The first packet of a connection through every hook it meets, in the kernel's order: from the node itself
+   * filter output, nat output, filter output-post-dnat (then filter input when it stays on the node); from
+   * elsewhere nat prerouting, then filter input (for the node) or forward. Masquerade (nat postrouting) comes
+   * with the DNAT outcome; traffic delivered to the node itself is never masqueraded.
+   */
+  connect(p: Packet, random: (mod: number) => number = () => 0): Outcome {
+    const filter = (hook: FilterHook, q: Packet): Outcome | null => {
+      if (!this.chains.has(`filter-${hook}`)) return null;
+      const v = this.filter(hook, q);
+      return v === 'accept' ? null : { verdict: v };
+    };
+    const fromNode = p.saddrLocal ?? false;
+    if (fromNode) {
+      const stop = filter('output', p);
+      if (stop) return stop;
+    }
+    const nat = this.nat(p, random);
+    if (nat.verdict === 'drop' || nat.verdict === 'reject') return nat;
+    const q: Packet = nat.verdict === 'dnat' ? { ...p, daddr: nat.addr, dport: nat.port, daddrLocal: false } : p;
+    const hooks: FilterHook[] = fromNode ? ['output-post-dnat', ...(q.daddrLocal ? ['input' as const] : [])] : [q.daddrLocal ? 'input' : 'forward'];
+    for (const hook of hooks) {
+      const stop = filter(hook, q);
+      if (stop) return stop;
+    }
+    return nat.verdict === 'accept' && q.daddrLocal ? { verdict: 'accept', masquerade: false } : nat;
   }
 
   private masquerades(p: Packet, st: { priority: number; mark: number }, dnatTo: string | null): boolean {

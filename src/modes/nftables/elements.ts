@@ -1,12 +1,16 @@
 // What one service port contributes to the table: set and map elements only. Keys and values are kept
 // as ready-made nft JSON text, so a full sync of a large cluster does not build and take apart a
-// couple of hundred thousand small objects. Pseudo-sets whose names start with '#' carry what the
-// rules need (distinct endpoint counts, affinity timeouts); they are reference-counted like shared
-// elements but never sent to nft.
-import { classifyIP, isValidPort, parseCIDR, parseIPv4 } from '../../model/ip.ts';
-import type { Endpoint, ServicePort } from '../../model/types.ts';
-import { hasEndpoints } from '../../model/types.ts';
+// couple of hundred thousand small objects. Pseudo-sets (names.ts) carry what the rules need (distinct
+// endpoint counts, affinity timeouts); they are reference-counted like shared elements but never sent to nft.
+//
+// Which endpoints each kind of traffic uses is the model's one decision (ServicePort.internalEndpoints,
+// externalEndpoints, clusterEndpoints, hasAnyEndpoints, ...); this file only lays it out. Every value that
+// reaches an element goes through the one rule of model/addr.ts first (checkPort): a service port with a
+// value that fails it is left out whole, never half of it.
+import { addressBits, InvalidValueError, parseCIDR, ruleCIDR, ruleIP, rulePort, ruleProtocol } from '../../model/addr.ts';
+import type { Endpoint, IPFamily, ServicePort } from '../../model/types.ts';
 import { COUNT_BASE, type CountGroup, type Family, type KeyKind, LOCAL_BIT, MAX_ENDPOINTS, SLOT_BASE } from './layout.ts';
+import { CHAIN, countsPseudoSet, KIND, SET, timeoutsPseudoSet } from './names.ts';
 
 /**
  * Elements as a flat list of triples (set, key, value): no object per element. Keys are nft JSON (a
@@ -20,12 +24,18 @@ export type ElemList = (string | null)[];
  * the planner, with plain keys (an address, a CIDR) turned into JSON by sharedKeyJSON. Every other key
  * contains a frontend, and a frontend belongs to one service port.
  */
-export const SHARED_SETS: readonly string[] = ['hairpin', 'cluster-cidrs', 'nodeport-addresses'];
-export const isPseudoSet = (set: string) => set.charCodeAt(0) === 35; /* '#' */
+export const SHARED_SETS: readonly string[] = [SET.hairpin, SET.clusterIPs, SET.clusterCIDRs, SET.nodePortAddresses];
 
 /** The element key (JSON) of a shared set's plain key. */
 export function sharedKeyJSON(set: string, key: string): string {
-  return set === 'hairpin' ? `{"concat":["${key}","${key}"]}` : cidrJSON(key);
+  switch (set) {
+    case SET.hairpin:
+      return `{"concat":["${key}","${key}"]}`;
+    case SET.clusterIPs:
+      return `"${key}"`;
+    default:
+      return cidrJSON(key);
+  }
 }
 
 /** A verdict with an element comment: the comment (JSON string) and the verdict, separated by NUL. */
@@ -37,7 +47,7 @@ export const gotoChain = (chain: string) => `{"goto":{"target":${JSON.stringify(
 export const jumpChain = (chain: string) => `{"jump":{"target":${JSON.stringify(chain)}}}`;
 export const DROP_VERDICT = '{"drop":null}';
 
-/** JSON fragment of a CIDR as an interval element. */
+/** JSON fragment of a canonical CIDR as an interval element. */
 export function cidrJSON(cidr: string): string {
   const slash = cidr.indexOf('/');
   return `{"prefix":{"addr":"${cidr.slice(0, slash)}","len":${Number(cidr.slice(slash + 1))}}}`;
@@ -57,8 +67,126 @@ const concatKey = (fields: string) => `{"concat":[${fields}]}`;
 /** Identifies a frontend across service ports (two service ports claiming one frontend: the first key wins). */
 export const frontendId = (f: Frontend) => `${f.kind} ${f.key}`;
 
+/** nft limits element comments to 128 characters. */
+const COMMENT_MAX = 128;
+/** Kubernetes caps sessionAffinityConfig.clientIP.timeoutSeconds at 86400. */
+const MAX_AFFINITY_SECONDS = 86400;
+
+type CheckedEndpoint = Pick<Endpoint, 'id' | 'ip' | 'port' | 'isLocal'>;
+
+/** A service port's values as they go into elements: canonical, and checked by the one rule of model/addr.ts. */
+export interface CheckedPort {
+  sp: ServicePort;
+  /** Its frontends, in kube-proxy's order (ClusterIPs, externalIPs, LB IPs, NodePort), the first of equal keys kept. */
+  frontends: Frontend[];
+  clusterIPs: string[];
+  /** The model's endpoint lists (see ServicePort), each at most MAX_ENDPOINTS. */
+  internal: readonly CheckedEndpoint[];
+  cluster: readonly CheckedEndpoint[];
+  external: readonly CheckedEndpoint[];
+  /** loadBalancerSourceRanges as disjoint interval JSON. */
+  ranges: string[];
+  /** Things worth a warning that do not leave the port out (an endpoint list cut at MAX_ENDPOINTS). */
+  warnings: string[];
+}
+
+/**
+ * Checks and canonicalises every value of `sp` that may reach an element. Throws InvalidValueError (the
+ * caller leaves the service port out) for any value the model should never have let through.
+ */
+export function checkPort(sp: ServicePort, family: IPFamily): CheckedPort {
+  if (sp.family !== family) throw new InvalidValueError(`an ${sp.family} service port in the ${family} table`);
+  const proto = ruleProtocol(sp.protocol);
+  const port = rulePort(sp.port);
+  const frontends: Frontend[] = [];
+  const seen = new Set<string>();
+  const add = (f: Frontend) => {
+    const id = frontendId(f);
+    if (seen.has(id)) return;
+    seen.add(id);
+    frontends.push(f);
+  };
+  const clusterIPs = sp.clusterIPs.map((ip) => ruleIP(ip, family));
+  const ips = (list: readonly string[], role: Frontend['role']) => {
+    for (const ip of list) add({ kind: 'svc', key: `"${ip}","${proto}",${port}`, role });
+  };
+  ips(clusterIPs, 'cluster-ip');
+  ips(
+    sp.externalIPs.map((ip) => ruleIP(ip, family)),
+    'external',
+  );
+  ips(
+    sp.loadBalancerIPs.map((ip) => ruleIP(ip, family)),
+    'load-balancer',
+  );
+  if (sp.nodePort !== null) add({ kind: 'np', key: `"${proto}",${rulePort(sp.nodePort)}`, role: 'nodeport' });
+  const warnings: string[] = [];
+  const ranges = disjointCIDRs(
+    sp.loadBalancerSourceRanges.map((c) => ruleCIDR(c, family)),
+    family,
+  ).map(cidrJSON);
+  // The model's lists are often one array under several names: check each array once.
+  const done = new Map<readonly Endpoint[], readonly CheckedEndpoint[]>();
+  const endpoints = (eps: readonly Endpoint[]) => {
+    let c = done.get(eps);
+    if (!c) done.set(eps, (c = checkedEndpoints(eps, family, warnings)));
+    return c;
+  };
+  return {
+    sp,
+    frontends,
+    clusterIPs,
+    internal: endpoints(sp.internalEndpoints),
+    cluster: endpoints(sp.clusterEndpoints),
+    external: endpoints(sp.externalEndpoints),
+    ranges,
+    warnings: [...new Set(warnings)],
+  };
+}
+
+/** The endpoints with canonical addresses, at most MAX_ENDPOINTS (the rest left out, with a warning). */
+function checkedEndpoints(eps: readonly Endpoint[], family: IPFamily, warnings: string[]): readonly CheckedEndpoint[] {
+  let out: CheckedEndpoint[] | null = null; // copied only when an address is rewritten (never, from the model)
+  for (let i = 0; i < eps.length; i++) {
+    const e = eps[i]!;
+    const ip = ruleIP(e.ip, family);
+    rulePort(e.port);
+    if (!out && ip !== e.ip) out = eps.slice(0, i);
+    if (out) out.push(ip === e.ip ? e : { id: e.id, ip, port: e.port, isLocal: e.isLocal });
+  }
+  const list = out ?? eps;
+  if (list.length <= MAX_ENDPOINTS) return list;
+  warnings.push(`more than ${MAX_ENDPOINTS} endpoints: the rest are left out`);
+  return list.slice(0, MAX_ENDPOINTS);
+}
+
+/**
+ * Canonical CIDRs without those inside another one of the list: nft refuses overlapping intervals in a
+ * set, and CIDRs either nest or are disjoint, so this leaves a list nft accepts that matches the same addresses.
+ */
+export function disjointCIDRs(cidrs: readonly string[], family: IPFamily): string[] {
+  const width = family === 'IPv4' ? 32n : 128n;
+  const parsed = [...new Set(cidrs)].map((c) => {
+    const { network, prefix } = parseCIDR(c)!;
+    return { c, net: addressBits(network), len: BigInt(prefix) };
+  });
+  parsed.sort((a, b) => Number(a.len - b.len));
+  const kept: typeof parsed = [];
+  for (const p of parsed) {
+    const covered = kept.some((k) => p.net >> (width - k.len) === k.net >> (width - k.len));
+    if (!covered) kept.push(p);
+  }
+  return kept.map((k) => k.c).sort();
+}
+
+/** The affinity timeout of a service port in seconds, or null without ClientIP affinity. */
+export function affinitySeconds(sp: ServicePort): number | null {
+  const t = sp.affinityTimeoutSeconds;
+  if (t === null || !Number.isFinite(t)) return null;
+  return Math.min(MAX_AFFINITY_SECONDS, Math.max(1, Math.round(t)));
+}
+
 export interface RenderContext {
-  family: Family;
   /** Whether this service port owns the frontend (false when another service port claimed it first). */
   owns(spKey: string, frontend: Frontend): boolean;
   /** Stable slots for the endpoints of a set with affinity (slots.ts). */
@@ -70,128 +198,24 @@ export interface RenderedPort {
   elems: ElemList;
   /** Shared elements (plain keys, see SHARED_SETS) and pseudo-elements, values always null. */
   shared: ElemList;
-  /** Frontends claimed (owned or not). */
-  frontends: Frontend[];
   /** Slot sets used (affinity); the planner releases those a port stops using. */
   slotSets: string[];
-  /** Values left out because they are not valid for the family (the model should never let them through). */
-  problems: string[];
 }
 
-const PROTO: Record<ServicePort['protocol'], string> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
-/** nft limits element comments to 128 characters. */
-const COMMENT_MAX = 128;
-/** Kubernetes caps sessionAffinityConfig.clientIP.timeoutSeconds at 86400. */
-const MAX_AFFINITY_SECONDS = 86400;
-
-const IPV4 = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-
-/** The canonical address for the family, or null if it is not one (IPv4: dotted quad without leading zeros). */
-export function familyAddress(ip: string, fam: Family): string | null {
-  if (fam.name === 'IPv4') return IPV4.test(ip) ? ip : null;
-  const c = classifyIP(ip);
-  return c?.family === 'IPv6' ? c.ip : null;
+/** Where a frontend with endpoints goes (service-ips / service-nodeports), by its kind, role and policy. */
+function frontendChain(f: Frontend, externalPolicyLocal: boolean, firewalled: boolean): string {
+  if (f.role === 'cluster-ip') return CHAIN.clusterIP;
+  if (f.kind === 'np') return externalPolicyLocal ? CHAIN.nodePortLocal : CHAIN.nodePort;
+  if (firewalled) return externalPolicyLocal ? CHAIN.firewallLocal : CHAIN.firewall;
+  return externalPolicyLocal ? CHAIN.externalLocal : CHAIN.external;
 }
 
-export function familyCIDR(cidr: string, fam: Family): string | null {
-  const c = parseCIDR(cidr);
-  return c?.family === fam.name ? c.cidr : null;
-}
+/** Which endpoint set of a frontend: its primary one, or the local one of an external Local policy (LOCAL_BIT slots). */
+type SetName = 'primary' | 'local';
 
-function addressBits(ip: string, fam: Family): bigint {
-  if (fam.name === 'IPv4') return BigInt(parseIPv4(ip) ?? 0);
-  // Canonical IPv6 (classifyIP): expand '::' and read eight 16-bit groups.
-  const [head, tail] = ip.split('::') as [string, string | undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  return groups.reduce((acc, g) => (acc << 16n) | BigInt(Number.parseInt(g, 16)), 0n);
-}
-
-/**
- * Normalised CIDRs without those inside another one of the list: nft refuses overlapping intervals in a
- * set, and CIDRs either nest or are disjoint, so this leaves a list nft accepts that matches the same addresses.
- */
-export function disjointCIDRs(cidrs: readonly string[], fam: Family): string[] {
-  const width = fam.name === 'IPv4' ? 32n : 128n;
-  const parsed = [...new Set(cidrs)].map((c) => {
-    const [addr, len] = c.split('/') as [string, string];
-    return { c, net: addressBits(addr, fam), len: BigInt(len) };
-  });
-  parsed.sort((a, b) => Number(a.len - b.len));
-  const kept: typeof parsed = [];
-  for (const p of parsed) {
-    const covered = kept.some((k) => p.net >> (width - k.len) === k.net >> (width - k.len));
-    if (!covered) kept.push(p);
-  }
-  return kept.map((k) => k.c).sort();
-}
-
-/** The frontends of a service port, in kube-proxy's order (ClusterIPs, externalIPs, LB IPs, NodePort), first of equal keys kept. */
-export function frontendsOf(sp: ServicePort, fam: Family, problems: string[] = []): Frontend[] {
-  const out: Frontend[] = [];
-  const seen = new Set<string>();
-  const proto = PROTO[sp.protocol];
-  if (!proto || !isValidPort(sp.port)) {
-    problems.push(`protocol/port ${sp.protocol}/${sp.port}`);
-    return out;
-  }
-  const add = (f: Frontend) => {
-    const id = frontendId(f);
-    if (seen.has(id)) return;
-    seen.add(id);
-    out.push(f);
-  };
-  const ips = (list: readonly string[], role: Frontend['role']) => {
-    for (const raw of list) {
-      const ip = familyAddress(raw, fam);
-      if (ip === null) problems.push(`${role} address ${JSON.stringify(raw)}`);
-      else add({ kind: 'svc', key: `"${ip}","${proto}",${sp.port}`, role });
-    }
-  };
-  ips(sp.clusterIPs, 'cluster-ip');
-  ips(sp.externalIPs, 'external');
-  ips(sp.loadBalancerIPs, 'load-balancer');
-  if (sp.nodePort !== null) {
-    if (isValidPort(sp.nodePort)) add({ kind: 'np', key: `"${proto}",${sp.nodePort}`, role: 'nodeport' });
-    else problems.push(`nodePort ${sp.nodePort}`);
-  }
-  return out;
-}
-
-type ValidEndpoint = Pick<Endpoint, 'id' | 'ip' | 'port' | 'isLocal'>;
-
-/** The endpoints with a valid address and port (canonical address), at most MAX_ENDPOINTS. */
-function validEndpoints(eps: readonly Endpoint[], fam: Family, problems: string[]): readonly ValidEndpoint[] {
-  let out: ValidEndpoint[] | null = null; // copied only when something is left out or rewritten
-  for (let i = 0; i < eps.length; i++) {
-    const e = eps[i]!;
-    const ip = familyAddress(e.ip, fam);
-    const ok = ip !== null && isValidPort(e.port);
-    if (!ok) problems.push(`endpoint ${JSON.stringify(e.id)}`);
-    if (!out && (!ok || ip !== e.ip)) out = eps.slice(0, i);
-    if (out && ok) out.push(ip === e.ip ? e : { id: e.id, ip: ip!, port: e.port, isLocal: e.isLocal });
-  }
-  const list = out ?? eps;
-  if (list.length > MAX_ENDPOINTS) {
-    problems.push(`more than ${MAX_ENDPOINTS} endpoints: the rest are left out`);
-    return list.slice(0, MAX_ENDPOINTS);
-  }
-  return list;
-}
-
-/** The affinity timeout of a service port in seconds, or null without ClientIP affinity. */
-export function affinitySeconds(sp: ServicePort): number | null {
-  const t = sp.affinityTimeoutSeconds;
-  if (t === null || !Number.isFinite(t)) return null;
-  return Math.min(MAX_AFFINITY_SECONDS, Math.max(1, Math.round(t)));
-}
-
-/** Renders the elements of one service port (`frontends`: frontendsOf(sp), when the caller has it). */
-export function renderPort(sp: ServicePort, ctx: RenderContext, frontends?: Frontend[]): RenderedPort {
-  const fam = ctx.family;
-  const problems: string[] = [];
-  frontends ??= frontendsOf(sp, fam, problems);
+/** Renders the elements of one checked service port. */
+export function renderPort(port: CheckedPort, ctx: RenderContext): RenderedPort {
+  const { sp } = port;
   const elems: ElemList = [];
   const shared: ElemList = [];
   const slotSets: string[] = [];
@@ -203,26 +227,13 @@ export function renderPort(sp: ServicePort, ctx: RenderContext, frontends?: Fron
   };
   const comment = sp.key.length > COMMENT_MAX ? sp.key.slice(0, COMMENT_MAX) : sp.key;
   const verdict = (v: string) => withComment(v, comment);
-
-  const has = hasEndpoints(sp);
-  const cluster = validEndpoints(sp.clusterEndpoints, fam, problems);
-  const local = validEndpoints(sp.localEndpoints, fam, problems);
-  const internal = sp.internalTrafficPolicy === 'Local' ? local : cluster;
-  const etpLocal = sp.externalTrafficPolicy === 'Local';
   const affinity = affinitySeconds(sp);
-  const valid: string[] = [];
-  for (const r of sp.loadBalancerSourceRanges) {
-    const c = familyCIDR(r, fam);
-    if (c === null) problems.push(`source range ${JSON.stringify(r)}`);
-    else valid.push(c);
-  }
-  const ranges = disjointCIDRs(valid, fam).map(cidrJSON);
 
-  // Slots: dense positions without affinity; stable slots (one allocation per endpoint set) with it.
+  // Slots: dense positions without affinity; stable slots (one allocation per endpoint list) with it.
   const slotCache = new Map<string, number[]>();
-  const slotsOf = (setName: 'cluster' | 'local', eps: readonly ValidEndpoint[]): number[] | null => {
+  const slotsOf = (list: string, eps: readonly CheckedEndpoint[]): number[] | null => {
     if (affinity === null) return null;
-    const setId = `${sp.key}\u0000${setName}`;
+    const setId = `${sp.key}\u0000${list}`;
     let s = slotCache.get(setId);
     if (!s) {
       s = ctx.slots(
@@ -236,94 +247,91 @@ export function renderPort(sp: ServicePort, ctx: RenderContext, frontends?: Fron
     return s;
   };
 
-  /** The elements that choose among `eps` for frontend `key`: its primary set, or the local set of a Local policy. */
-  const endpointSet = (kind: KeyKind, key: string, eps: readonly ValidEndpoint[], setName: 'cluster' | 'local', primary: boolean, onePort: boolean) => {
-    const n = eps.length;
-    const base = SLOT_BASE + (primary ? 0 : LOCAL_BIT);
-    const group: CountGroup = primary ? kind : (`${kind}-local` as CountGroup);
-    push(primary ? `${kind}-counts` : `${kind}-local-counts`, concatKey(`${key},${COUNT_BASE + n}`));
-    pushShared(`#count:${group}`, String(n));
-    const slots = slotsOf(setName, eps);
-    const addrSet = `${kind}-addr`;
-    for (let i = 0; i < n; i++) {
+  /** The elements that choose among `eps` (the model's list `list`) for frontend `key`, as its set `which`. */
+  const endpointSet = (kind: KeyKind, key: string, eps: readonly CheckedEndpoint[], list: string, which: SetName, onePort: boolean) => {
+    const n = KIND[kind];
+    const count = eps.length;
+    const base = SLOT_BASE + (which === 'primary' ? 0 : LOCAL_BIT);
+    const group: CountGroup = which === 'primary' ? kind : `${kind}-local`;
+    push(which === 'primary' ? n.counts : n.localCounts, concatKey(`${key},${COUNT_BASE + count}`));
+    pushShared(countsPseudoSet(group), String(count));
+    const slots = slotsOf(list, eps);
+    for (let i = 0; i < count; i++) {
       const e = eps[i]!;
       const slot = base + (slots ? slots[i]! : i);
       const slotKey = concatKey(`${key},${slot}`);
-      if (slots) push(`${kind}-slots`, concatKey(`${key},${base + i}`), String(slot));
-      push(addrSet, slotKey, `"${e.ip}"`);
-      if (!onePort) push(`${kind}-slot-port`, slotKey, String(e.port));
+      if (slots) push(n.slots, concatKey(`${key},${base + i}`), String(slot));
+      push(n.addr, slotKey, `"${e.ip}"`);
+      if (!onePort) push(n.slotPort, slotKey, String(e.port));
     }
   };
-  /** Both endpoint sets of a frontend, with the port map entry when every endpoint uses one port. */
+  /** A frontend's endpoint sets (the local one only under an external Local policy), and its port map entry when every endpoint uses one port. */
   const endpointSets = (
     kind: KeyKind,
     key: string,
-    primary: readonly ValidEndpoint[],
-    primaryName: 'cluster' | 'local',
-    secondary: readonly ValidEndpoint[],
+    primary: { eps: readonly CheckedEndpoint[]; list: string },
+    local: { eps: readonly CheckedEndpoint[]; list: string } | null,
   ) => {
-    const port = primary[0]?.port ?? secondary[0]?.port;
-    const onePort = primary.every((e) => e.port === port) && secondary.every((e) => e.port === port);
-    if (onePort && port !== undefined) push(`${kind}-port`, concatKey(key), String(port));
-    endpointSet(kind, key, primary, primaryName, true, onePort);
-    if (secondary.length > 0) endpointSet(kind, key, secondary, 'local', false, onePort);
+    const all = local ? [...primary.eps, ...local.eps] : primary.eps;
+    const port = all[0]?.port;
+    const onePort = all.every((e) => e.port === port);
+    if (onePort && port !== undefined) push(KIND[kind].port, concatKey(key), String(port));
+    endpointSet(kind, key, primary.eps, primary.list, 'primary', onePort);
+    if (local && local.eps.length > 0) endpointSet(kind, key, local.eps, local.list, 'local', onePort);
     if (affinity !== null) {
-      push(`${kind}-affinity`, concatKey(key), jumpChain(`${kind}-affinity-${affinity}`));
-      push(`${kind}-affinity-store`, concatKey(key), jumpChain(`${kind}-affinity-store-${affinity}`));
-      pushShared(`#timeout:${kind}`, String(affinity));
+      const n = KIND[kind];
+      push(n.affinity, concatKey(key), jumpChain(n.affinityChain(affinity)));
+      push(n.affinityStore, concatKey(key), jumpChain(n.affinityStoreChain(affinity)));
+      pushShared(timeoutsPseudoSet(kind), String(affinity));
     }
   };
 
-  for (const f of frontends) {
+  // The endpoint lists by the model's names (the name identifies a list's affinity slots).
+  const internal = { eps: port.internal, list: sp.internalPolicyLocal ? 'local' : 'cluster' };
+  const cluster = { eps: port.cluster, list: 'cluster' };
+  const external = { eps: port.external, list: sp.externalPolicyLocal ? 'local' : 'cluster' };
+  const reject = verdict(gotoChain(CHAIN.reject));
+
+  for (const ip of port.clusterIPs) pushShared(SET.clusterIPs, ip);
+  for (const f of port.frontends) {
     if (!ctx.owns(sp.key, f)) continue;
     const { kind, key } = f;
     const fk = concatKey(key);
-    const classify = kind === 'svc' ? 'service-ips' : 'service-nodeports';
-    const noEndpoints = kind === 'svc' ? 'no-endpoint-services' : 'no-endpoint-nodeports';
+    const dispatch = kind === 'svc' ? SET.serviceIPs : SET.serviceNodePorts;
+    const noEndpoints = kind === 'svc' ? SET.noEndpointServices : SET.noEndpointNodePorts;
     if (f.role === 'cluster-ip') {
-      if (!has) {
-        push(noEndpoints, fk, verdict(gotoChain('reject-chain')));
-      } else if (internal.length === 0) {
-        // internalTrafficPolicy Local without local endpoints.
-        push(classify, fk, verdict(DROP_VERDICT));
-      } else {
-        push(classify, fk, verdict(gotoChain('cluster-ip')));
-        endpointSets(kind, key, internal, sp.internalTrafficPolicy === 'Local' ? 'local' : 'cluster', []);
+      if (!sp.hasAnyEndpoints) push(noEndpoints, fk, reject);
+      // internalTrafficPolicy Local without a local endpoint: DROP, in nat (see the layout's filter chains).
+      else if (internal.eps.length === 0) push(dispatch, fk, verdict(DROP_VERDICT));
+      else {
+        push(dispatch, fk, verdict(gotoChain(CHAIN.clusterIP)));
+        endpointSets(kind, key, internal, null);
       }
       continue;
     }
-    const firewalled = f.role === 'load-balancer' && ranges.length > 0;
-    if (firewalled) for (const r of ranges) push('firewall-allow', concatKey(`${key},${r}`));
-    if (!has) {
-      if (firewalled) push(classify, fk, verdict(gotoChain('firewall-only')));
-      push(noEndpoints, fk, verdict(gotoChain('reject-chain')));
+    const firewalled = f.role === 'load-balancer' && port.ranges.length > 0;
+    if (firewalled) for (const r of port.ranges) push(SET.firewallAllow, concatKey(`${key},${r}`));
+    if (!sp.hasAnyEndpoints) {
+      if (firewalled) push(dispatch, fk, verdict(gotoChain(CHAIN.firewallOnly)));
+      push(noEndpoints, fk, reject);
       continue;
     }
-    const target =
-      kind === 'np'
-        ? etpLocal
-          ? 'nodeport-local'
-          : 'nodeport'
-        : etpLocal
-          ? firewalled
-            ? 'firewall-local'
-            : 'external-local'
-          : firewalled
-            ? 'firewall'
-            : 'external';
-    push(classify, fk, verdict(gotoChain(target)));
-    endpointSets(kind, key, cluster, 'cluster', etpLocal ? local : []);
+    push(dispatch, fk, verdict(gotoChain(frontendChain(f, sp.externalPolicyLocal, firewalled))));
+    // Under an external Local policy, pods and the node itself use the cluster endpoints (upstream's short
+    // circuit) and everyone else the external (local) ones; otherwise everyone uses the external ones.
+    if (sp.externalPolicyLocal) endpointSets(kind, key, cluster, external);
+    else endpointSets(kind, key, external, null);
   }
 
-  // Hairpin: endpoints whose own traffic can come back to them through this node: local ones, and
-  // (Local policy) every endpoint reachable by pods through an external frontend without masquerade.
+  // Hairpin: endpoints whose own traffic can come back to them through this node: the local ones among those
+  // the frontends use, and (external Local policy) every cluster endpoint, which pods reach through an external
+  // frontend without masquerade.
+  const used = sp.externallyAccessible ? [port.internal, port.external, ...(sp.externalPolicyLocal ? [port.cluster] : [])] : [port.internal];
   const hairpin = new Set<string>();
-  const podExternal = etpLocal && sp.hasExternal;
-  for (const e of cluster) if (e.isLocal || podExternal) hairpin.add(e.ip);
-  for (const e of local) hairpin.add(e.ip);
-  for (const ip of hairpin) pushShared('hairpin', ip);
+  for (const list of used) for (const e of list) if (e.isLocal || sp.externalPolicyLocal) hairpin.add(e.ip);
+  for (const ip of hairpin) pushShared(SET.hairpin, ip);
 
-  return { elems, shared, frontends, slotSets, problems: [...new Set(problems)] };
+  return { elems, shared, slotSets };
 }
 
 /** The CIDRs of the family among `list` (others belong to the other family's table), disjoint; unparsable ones in `problems`. */
@@ -334,13 +342,13 @@ export function familyCIDRs(list: readonly string[], fam: Family, problems: stri
     if (c === null) problems.push(`CIDR ${JSON.stringify(raw)}`);
     else if (c.family === fam.name) out.push(c.cidr);
   }
-  return disjointCIDRs(out, fam);
+  return disjointCIDRs(out, fam.name);
 }
 
 /** Shared elements of the configuration: cluster CIDRs and NodePort addresses, already filtered by familyCIDRs. */
 export function configElems(clusterCIDRs: readonly string[], nodePortAddresses: readonly string[]): ElemList {
   const out: ElemList = [];
-  for (const c of clusterCIDRs) out.push('cluster-cidrs', c, null);
-  for (const c of nodePortAddresses) out.push('nodeport-addresses', c, null);
+  for (const c of clusterCIDRs) out.push(SET.clusterCIDRs, c, null);
+  for (const c of nodePortAddresses) out.push(SET.nodePortAddresses, c, null);
   return out;
 }

@@ -1,7 +1,8 @@
 // nft JSON text for the table: declarations, rules and elements. Elements arrive as JSON fragments
 // (elements.ts builds them from validated values) and are written straight to text: a 10,000-service
 // table has a couple of hundred thousand of them. Everything else goes through JSON.stringify.
-import { type ChainSpec, type Family, fieldType, type SetSchema, TABLE, valueType } from './layout.ts';
+import { type ChainSpec, type Family, fieldType, type SetSchema, valueType } from './layout.ts';
+import { TABLE } from './names.ts';
 
 /** One element as it appears in an `elem` list of an add (see ElemList; deletions list keys alone). */
 export function elemJSON(key: string, value: string | null): string {
@@ -12,6 +13,11 @@ export function elemJSON(key: string, value: string | null): string {
 }
 
 const CHUNK = 50000;
+
+/** Opens every batch, as nft's own JSON output does: the schema version the commands are written for. */
+const METAINFO = '{"metainfo":{"json_schema_version":1}}';
+const HEAD = `{"nftables":[\n${METAINFO}`;
+const TAIL = '\n]}\n';
 
 /** Builds one nft JSON batch ({"nftables": [...]}) command by command. */
 export class Batch {
@@ -24,6 +30,7 @@ export class Batch {
     this.schemas = schemas;
   }
 
+  /** Commands so far. */
   get size(): number {
     return this.parts.length;
   }
@@ -69,6 +76,19 @@ export class Batch {
   }
 
   text(): string {
-    return `{"nftables":[\n${this.parts.join(',\n')}\n]}\n`;
+    return this.parts.length === 0 ? `${HEAD}${TAIL}` : `${HEAD},\n${this.parts.join(',\n')}${TAIL}`;
   }
+}
+
+/**
+ * One batch of the commands of several (each from Batch.text()), in order and with one metainfo: both
+ * families' tables load in one `nft -j -f` transaction. Text work, not JSON.parse: a dry run of a large
+ * cluster is tens of megabytes.
+ */
+export function combineBatches(...batches: string[]): string {
+  const bodies = batches.map((b) => {
+    if (!b.startsWith(HEAD) || !b.endsWith(TAIL)) throw new Error('not a batch of this mode');
+    return b.slice(HEAD.length, b.length - TAIL.length);
+  });
+  return `${HEAD}${bodies.join('')}${TAIL}`;
 }

@@ -15,8 +15,9 @@
 //  - constants cannot appear in a concatenation on the left of a lookup, hence one set per bit and the
 //    scratch register holding N for the per-count lookups.
 import type { IPFamily } from '../../model/types.ts';
+import { CHAIN, KIND, SET, TABLE } from './names.ts';
 
-export const TABLE = 'kube-proxy-ts';
+export { TABLE };
 
 /** The masquerade bit in meta mark, as kube-proxy (and this project's iptables mode) uses it. */
 export const MASQ_BIT = 0x4000;
@@ -39,10 +40,14 @@ export const AFFINITY_BITS = 16;
 /** Maximum elements of each affinity set (clients x frontends with affinity); beyond it affinity is not recorded. */
 export const AFFINITY_SET_SIZE = 131072;
 
-/** kube-proxy's priorities: nat at dstnat/srcnat, filter at dstnat - 10 (before DNAT in output). */
+/**
+ * kube-proxy's priorities: nat at dstnat/srcnat; filter at dstnat - 10 (before DNAT in output), and the
+ * output chain that must see the result of DNAT at dstnat + 10.
+ */
 export const PRIO_DSTNAT = -100;
 export const PRIO_SRCNAT = 100;
 export const PRIO_FILTER = -110;
+export const PRIO_FILTER_POST_DNAT = -90;
 
 export interface Family {
   name: IPFamily;
@@ -81,36 +86,35 @@ export interface SetSchema {
 
 const KEY_FIELDS: Record<KeyKind, Field[]> = { svc: ['addr', 'proto', 'port'], np: ['proto', 'port'] };
 
-export function affinityBitSet(kind: KeyKind, bit: number): string {
-  return `${kind}-aff-b${bit}`;
-}
-
 /** Every set and map of the table, with the shape of its elements. Fixed: depends on nothing. */
 export function setSchemas(): SetSchema[] {
   const s: SetSchema[] = [
-    { name: 'cluster-cidrs', key: ['cidr'], flags: ['interval'] },
-    { name: 'nodeport-addresses', key: ['cidr'], flags: ['interval'] },
-    { name: 'service-ips', key: KEY_FIELDS.svc, value: 'verdict' },
-    { name: 'service-nodeports', key: KEY_FIELDS.np, value: 'verdict' },
-    { name: 'no-endpoint-services', key: KEY_FIELDS.svc, value: 'verdict' },
-    { name: 'no-endpoint-nodeports', key: KEY_FIELDS.np, value: 'verdict' },
-    { name: 'firewall-allow', key: [...KEY_FIELDS.svc, 'cidr'], flags: ['interval'] },
-    { name: 'hairpin', key: ['addr', 'addr'] },
+    { name: SET.clusterCIDRs, key: ['cidr'], flags: ['interval'] },
+    { name: SET.nodePortAddresses, key: ['cidr'], flags: ['interval'] },
+    { name: SET.clusterIPs, key: ['addr'] },
+    { name: SET.serviceIPs, key: KEY_FIELDS.svc, value: 'verdict' },
+    { name: SET.serviceNodePorts, key: KEY_FIELDS.np, value: 'verdict' },
+    { name: SET.noEndpointServices, key: KEY_FIELDS.svc, value: 'verdict' },
+    { name: SET.noEndpointNodePorts, key: KEY_FIELDS.np, value: 'verdict' },
+    { name: SET.firewallAllow, key: [...KEY_FIELDS.svc, 'cidr'], flags: ['interval'] },
+    { name: SET.hairpin, key: ['addr', 'addr'] },
   ];
   for (const kind of KEY_KINDS) {
     const k = KEY_FIELDS[kind];
+    const n = KIND[kind];
+    const affinity: Pick<SetSchema, 'flags' | 'size'> = { flags: ['timeout'], size: AFFINITY_SET_SIZE };
     s.push(
-      { name: `${kind}-counts`, key: [...k, 'num'] },
-      { name: `${kind}-local-counts`, key: [...k, 'num'] },
-      { name: `${kind}-slots`, key: [...k, 'num'], value: 'num' },
-      { name: `${kind}-addr`, key: [...k, 'num'], value: 'addr' },
-      { name: `${kind}-port`, key: k, value: 'port' },
-      { name: `${kind}-slot-port`, key: [...k, 'num'], value: 'port' },
-      { name: `${kind}-affinity`, key: k, value: 'verdict' },
-      { name: `${kind}-affinity-store`, key: k, value: 'verdict' },
-      { name: `${kind}-aff-present`, key: ['addr', ...k], flags: ['timeout'], size: AFFINITY_SET_SIZE },
+      { name: n.counts, key: [...k, 'num'] },
+      { name: n.localCounts, key: [...k, 'num'] },
+      { name: n.slots, key: [...k, 'num'], value: 'num' },
+      { name: n.addr, key: [...k, 'num'], value: 'addr' },
+      { name: n.port, key: k, value: 'port' },
+      { name: n.slotPort, key: [...k, 'num'], value: 'port' },
+      { name: n.affinity, key: k, value: 'verdict' },
+      { name: n.affinityStore, key: k, value: 'verdict' },
+      { name: n.affinityPresent, key: ['addr', ...k], ...affinity },
     );
-    for (let b = 0; b < AFFINITY_BITS; b++) s.push({ name: affinityBitSet(kind, b), key: ['addr', ...k], flags: ['timeout'], size: AFFINITY_SET_SIZE });
+    for (let b = 0; b < AFFINITY_BITS; b++) s.push({ name: n.affinityBit(b), key: ['addr', ...k], ...affinity });
   }
   return s;
 }
@@ -181,6 +185,9 @@ const payload = (protocol: string, field: string): X => ({ payload: { protocol, 
 const meta = (key: string): X => ({ meta: { key } });
 const concat = (parts: X[]): X => (parts.length === 1 ? parts[0] : { concat: parts });
 const match = (left: X, right: X, op = '=='): X => ({ match: { op, left, right } });
+const inSet = (left: X, set: string, op = '=='): X => match(left, `@${set}`, op);
+const vmap = (key: X, map: string): X => ({ vmap: { key, data: `@${map}` } });
+const lookup = (key: X, map: string): X => ({ map: { key, data: `@${map}` } });
 const setPriority = (value: X): X => ({ mangle: { key: meta('priority'), value } });
 const setMark = (value: X): X => ({ mangle: { key: meta('mark'), value } });
 const jump = (target: string): X => ({ jump: { target } });
@@ -188,8 +195,11 @@ const goto = (target: string): X => ({ goto: { target } });
 const RETURN: X = { return: null };
 const DROP: X = { drop: null };
 const ctState = (state: string): X => match({ ct: { key: 'state' } }, state, 'in');
+const NEW: X = ctState('new');
 const fibLocal = (which: 'saddr' | 'daddr'): X => match({ fib: { result: 'type', flags: [which] } }, 'local');
 const L4PROTOS: X = match(meta('l4proto'), { set: ['tcp', 'udp', 'sctp'] });
+/** ICMP (ICMPv6 for ip6) port unreachable: what a client sees as "connection refused", as upstream's plain `reject`. */
+const reject = (fam: Family): X => ({ reject: { type: fam.rejectType, expr: 'port-unreachable' } });
 
 function keyParts(kind: KeyKind, fam: Family): X[] {
   const l4 = [meta('l4proto'), payload('th', 'dport')];
@@ -204,45 +214,47 @@ const sorted = (xs: Iterable<number>) => [...new Set(xs)].sort((a, b) => a - b);
  * endpoint), else keyed by frontend . slot.
  */
 function dnatRules(kind: KeyKind, fam: Family): X[][] {
+  const n = KIND[kind];
   const frontend = concat(keyParts(kind, fam));
   const key = concat([...keyParts(kind, fam), meta('priority')]);
-  const addr = { map: { key, data: `@${kind}-addr` } };
+  const addr = lookup(key, n.addr);
   return [
-    [L4PROTOS, { dnat: { family: fam.nft, addr, port: { map: { key: frontend, data: `@${kind}-port` } } } }],
-    [L4PROTOS, { dnat: { family: fam.nft, addr, port: { map: { key, data: `@${kind}-slot-port` } } } }],
+    [L4PROTOS, { dnat: { family: fam.nft, addr, port: lookup(frontend, n.port) } }],
+    [L4PROTOS, { dnat: { family: fam.nft, addr, port: lookup(key, n.slotPort) } }],
   ];
 }
 
 /** Chains of one key kind: endpoint choice, DNAT and ClientIP affinity. */
 function selectionChains(kind: KeyKind, fam: Family, needs: Needs): ChainSpec[] {
+  const n = KIND[kind];
   const key = keyParts(kind, fam);
   const chains: ChainSpec[] = [];
   const select = (name: string, group: CountGroup, counts: string, offset: number): ChainSpec => ({
     name,
     rules: [
       [setPriority(SENTINEL)],
-      [{ vmap: { key: concat(key), data: `@${kind}-affinity` } }],
+      [vmap(concat(key), n.affinity)],
       // One rule per distinct endpoint count N: "does this frontend have N endpoints?", then a random
       // position below N and on to the DNAT. A rule that does not match leaves only its N in the
       // scratch register, which the next rule overwrites.
-      ...sorted(needs.counts[group]).map((n) => [
-        setPriority(COUNT_BASE + n),
-        match(concat([...key, meta('priority')]), `@${counts}`),
-        setPriority({ numgen: { mode: 'random', mod: n, offset } }),
-        goto(`${kind}-dnat`),
+      ...sorted(needs.counts[group]).map((count) => [
+        setPriority(COUNT_BASE + count),
+        inSet(concat([...key, meta('priority')]), counts),
+        setPriority({ numgen: { mode: 'random', mod: count, offset } }),
+        goto(n.dnat),
       ]),
       // No endpoint set: an external Local policy without local endpoints, for sources other than pods and the node.
       [DROP],
     ],
   });
-  chains.push(select(`${kind}-select`, kind, `${kind}-counts`, SLOT_BASE));
-  chains.push(select(`${kind}-select-local`, `${kind}-local` as CountGroup, `${kind}-local-counts`, SLOT_BASE + LOCAL_BIT));
+  chains.push(select(n.select, kind, n.counts, SLOT_BASE));
+  chains.push(select(n.selectLocal, `${kind}-local` as CountGroup, n.localCounts, SLOT_BASE + LOCAL_BIT));
   chains.push({
-    name: `${kind}-dnat`,
+    name: n.dnat,
     rules: [
       // Frontends with affinity have sparse, stable slots: random position -> slot.
-      [setPriority({ map: { key: concat([...key, meta('priority')]), data: `@${kind}-slots` } })],
-      [{ vmap: { key: concat(key), data: `@${kind}-affinity-store` } }],
+      [setPriority(lookup(concat([...key, meta('priority')]), n.slots))],
+      [vmap(concat(key), n.affinityStore)],
       ...dnatRules(kind, fam),
       // A frontend we handle never leaves without DNAT.
       [DROP],
@@ -253,16 +265,16 @@ function selectionChains(kind: KeyKind, fam: Family, needs: Needs): ChainSpec[] 
   for (const t of sorted(needs.timeouts[kind])) {
     const probe: X[][] = [];
     for (let b = 0; b < AFFINITY_BITS; b++) {
-      probe.push([match(affKey, `@${affinityBitSet(kind, b)}`), setPriority({ '|': [meta('priority'), 1 << b] })]);
+      probe.push([inSet(affKey, n.affinityBit(b)), setPriority({ '|': [meta('priority'), 1 << b] })]);
     }
     chains.push({
-      name: `${kind}-affinity-${t}`,
+      name: n.affinityChain(t),
       rules: [
-        [match(affKey, `@${kind}-aff-present`, '!='), RETURN],
+        [inSet(affKey, n.affinityPresent, '!='), RETURN],
         [setPriority(SLOT_BASE)],
         ...probe,
         // Refresh the remembered choice, then use it if the slot still holds an endpoint.
-        [jump(`${kind}-affinity-store-${t}`)],
+        [jump(n.affinityStoreChain(t))],
         ...dnatRules(kind, fam),
         [setPriority(SENTINEL)],
       ],
@@ -270,12 +282,12 @@ function selectionChains(kind: KeyKind, fam: Family, needs: Needs): ChainSpec[] 
     const store: X[][] = [];
     for (let b = 0; b < AFFINITY_BITS; b++) {
       const bit = { '&': [meta('priority'), 1 << b] };
-      const set = `@${affinityBitSet(kind, b)}`;
+      const set = `@${n.affinityBit(b)}`;
       store.push([match(bit, 0, '!='), { set: { op: 'update', elem: { elem: { val: affKey, timeout: t } }, set } }]);
       store.push([match(bit, 0, '=='), { set: { op: 'delete', elem: affKey, set } }]);
     }
-    store.push([{ set: { op: 'update', elem: { elem: { val: affKey, timeout: t } }, set: `@${kind}-aff-present` } }]);
-    chains.push({ name: `${kind}-affinity-store-${t}`, rules: store });
+    store.push([{ set: { op: 'update', elem: { elem: { val: affKey, timeout: t } }, set: `@${n.affinityPresent}` } }]);
+    chains.push({ name: n.affinityStoreChain(t), rules: store });
   }
   return chains;
 }
@@ -291,56 +303,70 @@ export function chainSpecs(cfg: LayoutConfig, needs: Needs): ChainSpec[] {
   // NodePorts: local destination addresses, optionally only within --nodeport-addresses; never loopback.
   const nodePortDest: X[] =
     cfg.nodePortAddresses.length > 0
-      ? [fibLocal('daddr'), match(daddr, '@nodeport-addresses')]
+      ? [fibLocal('daddr'), inSet(daddr, SET.nodePortAddresses)]
       : [fibLocal('daddr'), match(daddr, { prefix: fam.loopback }, '!=')];
-  const markMasq: X[] = [jump('mark-for-masquerade')];
+  const markMasq: X[] = [jump(CHAIN.markForMasquerade)];
   // A Local policy: pods and the node itself use every endpoint (the node masqueraded), others the local ones.
   const localPolicy = (select: string, selectLocal: string): X[][] => [
-    ...(hasCIDRs ? [[match(saddr, '@cluster-cidrs'), goto(select)]] : []),
+    ...(hasCIDRs ? [[inSet(saddr, SET.clusterCIDRs), goto(select)]] : []),
     [fibLocal('saddr'), ...markMasq],
     [fibLocal('saddr'), goto(select)],
     [goto(selectLocal)],
   ];
-  const clusterIPMasq: X[][] = cfg.masqueradeAll ? [markMasq] : hasCIDRs ? [[match(saddr, '@cluster-cidrs', '!='), ...markMasq]] : [];
-  const firewall: X[] = [match(concat([...keyParts('svc', fam), saddr]), '@firewall-allow', '!='), DROP];
-  const noEndpoints: X[] = [ctState('new'), { vmap: { key: svcKey, data: '@no-endpoint-services' } }];
+  const clusterIPMasq: X[][] = cfg.masqueradeAll ? [markMasq] : hasCIDRs ? [[inSet(saddr, SET.clusterCIDRs, '!='), ...markMasq]] : [];
+  const firewall: X[] = [inSet(concat([...keyParts('svc', fam), saddr]), SET.firewallAllow, '!='), DROP];
+  // New connections to frontends of service ports without endpoints: REJECT (reject-chain).
+  const noEndpoints: X[] = [NEW, vmap(svcKey, SET.noEndpointServices)];
+  // Upstream's cluster-ips-check, where it looks after DNAT (forward; output after nat): a ClusterIP that is still
+  // the destination was translated by nothing, so no service port serves that port and protocol. REJECT at once
+  // rather than let the connection hang. Frontends without endpoints were rejected before this; dropped ones
+  // (internalTrafficPolicy Local without local endpoints) never get here.
+  const clusterIPsCheck: X[] = [NEW, jump(CHAIN.clusterIPsCheck)];
+  const svc = KIND.svc;
+  const np = KIND.np;
   return [
     {
-      name: 'filter-input',
+      name: CHAIN.filterInput,
       base: { type: 'filter', hook: 'input', prio: PRIO_FILTER },
-      rules: [noEndpoints, [ctState('new'), ...nodePortDest, { vmap: { key: npKey, data: '@no-endpoint-nodeports' } }]],
+      rules: [noEndpoints, [NEW, ...nodePortDest, vmap(npKey, SET.noEndpointNodePorts)]],
     },
-    { name: 'filter-forward', base: { type: 'filter', hook: 'forward', prio: PRIO_FILTER }, rules: [[ctState('invalid'), DROP], noEndpoints] },
-    { name: 'filter-output', base: { type: 'filter', hook: 'output', prio: PRIO_FILTER }, rules: [noEndpoints] },
-    { name: 'nat-prerouting', base: { type: 'nat', hook: 'prerouting', prio: PRIO_DSTNAT }, rules: [[jump('services')]] },
-    { name: 'nat-output', base: { type: 'nat', hook: 'output', prio: PRIO_DSTNAT }, rules: [[jump('services')]] },
-    { name: 'nat-postrouting', base: { type: 'nat', hook: 'postrouting', prio: PRIO_SRCNAT }, rules: [[jump('masquerading')]] },
-    { name: 'reject-chain', rules: [[{ reject: { type: fam.rejectType, expr: 'port-unreachable' } }]] },
     {
-      name: 'services',
-      rules: [[{ vmap: { key: svcKey, data: '@service-ips' } }], [...nodePortDest, { vmap: { key: npKey, data: '@service-nodeports' } }]],
+      name: CHAIN.filterForward,
+      base: { type: 'filter', hook: 'forward', prio: PRIO_FILTER },
+      rules: [[ctState('invalid'), DROP], noEndpoints, clusterIPsCheck],
     },
-    { name: 'mark-for-masquerade', rules: [[setMark({ '|': [meta('mark'), MASQ_BIT] })]] },
+    { name: CHAIN.filterOutput, base: { type: 'filter', hook: 'output', prio: PRIO_FILTER }, rules: [noEndpoints] },
+    { name: CHAIN.filterOutputPostDNAT, base: { type: 'filter', hook: 'output', prio: PRIO_FILTER_POST_DNAT }, rules: [clusterIPsCheck] },
+    { name: CHAIN.natPrerouting, base: { type: 'nat', hook: 'prerouting', prio: PRIO_DSTNAT }, rules: [[jump(CHAIN.services)]] },
+    { name: CHAIN.natOutput, base: { type: 'nat', hook: 'output', prio: PRIO_DSTNAT }, rules: [[jump(CHAIN.services)]] },
+    { name: CHAIN.natPostrouting, base: { type: 'nat', hook: 'postrouting', prio: PRIO_SRCNAT }, rules: [[jump(CHAIN.masquerading)]] },
+    { name: CHAIN.reject, rules: [[reject(fam)]] },
+    { name: CHAIN.clusterIPsCheck, rules: [[inSet(daddr, SET.clusterIPs), reject(fam)]] },
     {
-      name: 'masquerading',
+      name: CHAIN.services,
+      rules: [[vmap(svcKey, SET.serviceIPs)], [...nodePortDest, vmap(npKey, SET.serviceNodePorts)]],
+    },
+    { name: CHAIN.markForMasquerade, rules: [[setMark({ '|': [meta('mark'), MASQ_BIT] })]] },
+    {
+      name: CHAIN.masquerading,
       rules: [
         // Reset the scratch register (locally generated packets keep skb->priority to the qdisc).
         [match({ '&': [meta('priority'), SCRATCH_MASK] }, SCRATCH_MATCH), setPriority(0)],
         // Hairpin: an endpoint reaching itself through a service.
-        [match({ ct: { key: 'status' } }, 'dnat', 'in'), match(concat([saddr, daddr]), '@hairpin'), setMark({ '|': [meta('mark'), MASQ_BIT] })],
+        [match({ ct: { key: 'status' } }, 'dnat', 'in'), inSet(concat([saddr, daddr]), SET.hairpin), setMark({ '|': [meta('mark'), MASQ_BIT] })],
         [match({ '&': [meta('mark'), MASQ_BIT] }, 0), RETURN],
         [setMark({ '^': [meta('mark'), MASQ_BIT] })],
         [{ masquerade: { flags: ['fully-random'] } }],
       ],
     },
-    { name: 'cluster-ip', rules: [...clusterIPMasq, [goto('svc-select')]] },
-    { name: 'external', rules: [markMasq, [goto('svc-select')]] },
-    { name: 'external-local', rules: localPolicy('svc-select', 'svc-select-local') },
-    { name: 'firewall', rules: [firewall, [goto('external')]] },
-    { name: 'firewall-local', rules: [firewall, [goto('external-local')]] },
-    { name: 'firewall-only', rules: [firewall] },
-    { name: 'nodeport', rules: [markMasq, [goto('np-select')]] },
-    { name: 'nodeport-local', rules: localPolicy('np-select', 'np-select-local') },
+    { name: CHAIN.clusterIP, rules: [...clusterIPMasq, [goto(svc.select)]] },
+    { name: CHAIN.external, rules: [markMasq, [goto(svc.select)]] },
+    { name: CHAIN.externalLocal, rules: localPolicy(svc.select, svc.selectLocal) },
+    { name: CHAIN.firewall, rules: [firewall, [goto(CHAIN.external)]] },
+    { name: CHAIN.firewallLocal, rules: [firewall, [goto(CHAIN.externalLocal)]] },
+    { name: CHAIN.firewallOnly, rules: [firewall] },
+    { name: CHAIN.nodePort, rules: [markMasq, [goto(np.select)]] },
+    { name: CHAIN.nodePortLocal, rules: localPolicy(np.select, np.selectLocal) },
     ...selectionChains('svc', fam, needs),
     ...selectionChains('np', fam, needs),
   ];

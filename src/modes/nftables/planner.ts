@@ -7,15 +7,16 @@
 //
 // The planner updates its record while planning. If applying the batch fails, the caller must throw
 // the planner away (the kernel still holds the previous table) and start over with full().
+import { InvalidValueError } from '../../model/addr.ts';
 import type { DesiredState, IPFamily, ProxyConfig } from '../../model/types.ts';
 import {
+  type CheckedPort,
+  checkPort,
   configElems,
   type ElemList,
   type Frontend,
   familyCIDRs,
   frontendId,
-  frontendsOf,
-  isPseudoSet,
   renderPort,
   SHARED_SETS,
   sharedKeyJSON,
@@ -34,6 +35,7 @@ import {
   type SetSchema,
   setSchemas,
 } from './layout.ts';
+import { countsPseudoSet, isPseudoSet, timeoutsPseudoSet } from './names.ts';
 import { SlotAllocator } from './slots.ts';
 import { RefCounts } from './store.ts';
 
@@ -54,8 +56,15 @@ export interface Plan {
   elementsDeleted: number;
   /** Chains created, refilled or deleted. */
   chainsWritten: number;
-  /** Values left out per service port (see RenderedPort.problems). */
-  problems: { key: string; problems: string[] }[];
+  /** Service ports left out (a value failed the one rule of model/addr.ts) and warnings, per service port. */
+  issues: PortIssue[];
+}
+
+export interface PortIssue {
+  key: string;
+  message: string;
+  /** True: the service port is not in the table at all; false: a warning (e.g. endpoints beyond MAX_ENDPOINTS). */
+  leftOut: boolean;
 }
 
 interface PortRecord {
@@ -134,7 +143,7 @@ export class Planner {
     const config = configElems(this.layout.clusterCIDRs, this.layout.nodePortAddresses);
     for (let i = 0; i < config.length; i += 3) this.refs.add(config[i]!, config[i + 1]!);
     const out = new PerSet();
-    const { written, problems } = this.reconcile(state, state.servicePorts.keys(), (_old, next) => {
+    const { written, issues } = this.reconcile(state, state.servicePorts.keys(), (_old, next) => {
       const e = next.elems;
       for (let i = 0; i < e.length; i += 3) out.push(e[i]!, elemJSON(e[i + 1]!, e[i + 2]!));
       const sh = next.shared;
@@ -155,7 +164,7 @@ export class Planner {
     }
     for (const c of chains) for (const r of c.rules) b.rule(c.name, r);
     this.chains = new Map(chains.map((c) => [c.name, { spec: c, text: JSON.stringify(c.rules) }]));
-    return { json: b.text(), full: true, written, elementsAdded: out.count, elementsDeleted: 0, chainsWritten: chains.length, problems };
+    return { json: b.text(), full: true, written, elementsAdded: out.count, elementsDeleted: 0, chainsWritten: chains.length, issues };
   }
 
   /** The batch for the service ports `keys` (added, changed or removed) of `state`. */
@@ -165,7 +174,7 @@ export class Planner {
     this.refs.begin(true);
     const dels = new PerSet();
     const adds = new PerSet();
-    const { written, problems } = this.reconcile(state, keys, (old, next) => this.diff(old, next, dels, adds));
+    const { written, issues } = this.reconcile(state, keys, (old, next) => this.diff(old, next, dels, adds));
     for (const c of this.refs.changes()) {
       if (isPseudoSet(c.set)) continue;
       for (const k of c.deletes) dels.push(c.set, sharedKeyJSON(c.set, k));
@@ -199,7 +208,7 @@ export class Planner {
       elementsAdded: adds.count,
       elementsDeleted: dels.count,
       chainsWritten,
-      problems,
+      issues,
     };
   }
 
@@ -259,37 +268,51 @@ export class Planner {
 
   private needs(): Needs {
     const n = emptyNeeds();
-    for (const g of COUNT_GROUPS) n.counts[g] = this.refs.keys(`#count:${g}`).map(Number);
-    for (const k of KEY_KINDS) n.timeouts[k] = this.refs.keys(`#timeout:${k}`).map(Number);
+    for (const g of COUNT_GROUPS) n.counts[g] = this.refs.keys(countsPseudoSet(g)).map(Number);
+    for (const k of KEY_KINDS) n.timeouts[k] = this.refs.keys(timeoutsPseudoSet(k)).map(Number);
     return n;
   }
 
   /**
    * Updates frontend claims for `keys`, re-renders those service ports and the ones whose frontends
-   * changed owner, and hands every changed element list to `sink`. Returns how many were rewritten.
+   * changed owner, and hands every changed element list to `sink`. A service port with a value that fails
+   * the one rule (checkPort) is left out, as if it were gone, and reported.
    */
-  private reconcile(state: DesiredState, keys: Iterable<string>, sink: DiffSink): { written: number; problems: Plan['problems'] } {
+  private reconcile(state: DesiredState, keys: Iterable<string>, sink: DiffSink): { written: number; issues: PortIssue[] } {
+    const issues: PortIssue[] = [];
+    const checked = new Map<string, CheckedPort | null>();
+    const check = (k: string): CheckedPort | null => {
+      if (checked.has(k)) return checked.get(k)!;
+      const sp = state.servicePorts.get(k);
+      let c: CheckedPort | null = null;
+      if (sp) {
+        try {
+          c = checkPort(sp, this.family.name);
+          for (const message of c.warnings) issues.push({ key: k, message, leftOut: false });
+        } catch (e) {
+          if (!(e instanceof InvalidValueError)) throw e;
+          issues.push({ key: k, message: e.message, leftOut: true });
+        }
+      }
+      checked.set(k, c);
+      return c;
+    };
     const render = new Set<string>();
-    const fronts = new Map<string, { list: Frontend[]; problems: string[] }>();
     for (const k of keys) {
       render.add(k);
-      const sp = state.servicePorts.get(k);
       const rec = this.ports.get(k);
       const before = rec?.frontends ?? [];
-      const problems: string[] = [];
-      const list = sp ? frontendsOf(sp, this.family, problems) : [];
-      if (sp) fronts.set(k, { list, problems });
-      const after = list.map(frontendId);
+      const c = check(k);
+      const after = (c?.frontends ?? []).map(frontendId);
       if (before.length === after.length && before.every((id, i) => id === after[i])) continue;
       const afterSet = new Set(after);
       const beforeSet = new Set(before);
       for (const id of before) if (!afterSet.has(id)) this.unclaim(id, k, render);
       for (const id of after) if (!beforeSet.has(id)) this.claim(id, k, render);
       if (rec) rec.frontends = after;
-      else if (sp) this.ports.set(k, { elems: [], shared: [], frontends: after, slotSets: [] });
+      else if (c) this.ports.set(k, { elems: [], shared: [], frontends: after, slotSets: [] });
     }
     const ctx = {
-      family: this.family,
       owns: (spKey: string, f: Frontend) => {
         const c = this.claims.get(frontendId(f));
         return c === undefined || c[0] === spKey;
@@ -297,11 +320,10 @@ export class Planner {
       slots: (setId: string, ids: readonly string[], holdMs: number) => this.slots.assign(setId, ids, holdMs),
     };
     let written = 0;
-    const problems: Plan['problems'] = [];
     for (const k of render) {
-      const sp = state.servicePorts.get(k);
+      const c = check(k);
       const old = this.ports.get(k);
-      if (!sp) {
+      if (!c) {
         if (old) {
           sink(old, NONE);
           for (const s of old.slotSets) this.slots.release(s);
@@ -310,11 +332,8 @@ export class Planner {
         }
         continue;
       }
-      const f = fronts.get(k);
-      const r = renderPort(sp, ctx, f?.list);
-      const all = [...(f?.problems ?? []), ...r.problems];
-      if (all.length > 0) problems.push({ key: k, problems: all });
-      const rec = old ?? { elems: [], shared: [], frontends: r.frontends.map(frontendId), slotSets: [] };
+      const r = renderPort(c, ctx);
+      const rec = old ?? { elems: [], shared: [], frontends: c.frontends.map(frontendId), slotSets: [] };
       for (const s of rec.slotSets) if (!r.slotSets.includes(s)) this.slots.release(s);
       if (!sameElems(rec.elems, r.elems) || !sameElems(rec.shared, r.shared)) {
         sink(rec, r);
@@ -325,7 +344,7 @@ export class Planner {
       rec.slotSets = r.slotSets;
       this.ports.set(k, rec);
     }
-    return { written, problems };
+    return { written, issues };
   }
 
   private claim(id: string, k: string, render: Set<string>): void {

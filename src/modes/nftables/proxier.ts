@@ -1,7 +1,7 @@
-// The nftables proxier: one table (`ip kube-proxy-ts`; `ip6 kube-proxy-ts` for IPv6 states) applied
-// with nft JSON batches.
+// The nftables proxier: one family's table (`ip kube-proxy-ts` for IPv4, `ip6 kube-proxy-ts` for IPv6)
+// applied with nft JSON batches. The daemon runs one proxier per family.
 //
-// - First sync, and any sync after a failure or a family change: the table is replaced atomically
+// - First sync, and any sync after a failure: the table is replaced atomically
 //   (add, delete, re-add and fill it in one batch). This also clears the affinity sets.
 // - Later syncs with a change set: one batch with only the element differences of the changed service
 //   ports, plus the few chains whose rules change when a new distinct endpoint count or affinity
@@ -20,12 +20,10 @@ import { performance } from 'node:perf_hooks';
 import { log } from '../../log.ts';
 import type { ChangeSet, DesiredState, IPFamily } from '../../model/types.ts';
 import type { ModeOptions, Proxier, SyncResult } from '../types.ts';
-import { FAMILIES, TABLE } from './layout.ts';
+import { FAMILIES, type Family } from './layout.ts';
+import { KUBE_PROXY_TABLE, TABLE } from './names.ts';
 import { Nft, type NftOptions } from './nft.ts';
-import { type Plan, Planner } from './planner.ts';
-
-/** The table kube-proxy's own nftables mode uses (removed by cleanup, as its leftovers). */
-const KUBE_PROXY_TABLE = 'kube-proxy';
+import { type Plan, Planner, type PortIssue } from './planner.ts';
 
 export interface NftablesModeOptions extends ModeOptions {
   /** Run nft inside this network namespace (tests, benchmarks). */
@@ -51,6 +49,8 @@ export interface NftablesStats {
 
 export class NftablesProxier implements Proxier {
   readonly mode = 'nftables' as const;
+  readonly family: IPFamily;
+  private readonly fam: Family;
   private readonly opts: NftablesModeOptions;
   private readonly nft: Nft;
   /** The record of the installed table; null: the next sync replaces the table. */
@@ -60,6 +60,8 @@ export class NftablesProxier implements Proxier {
 
   constructor(opts: NftablesModeOptions) {
     this.opts = opts;
+    this.family = opts.family;
+    this.fam = FAMILIES[opts.family];
     const nftOpts: NftOptions = {};
     if (opts.netns) nftOpts.netns = opts.netns;
     if (opts.nftBinary) nftOpts.binary = opts.nftBinary;
@@ -67,27 +69,33 @@ export class NftablesProxier implements Proxier {
     this.nft = new Nft(nftOpts);
   }
 
-  private newPlanner(family: IPFamily): Planner {
-    const p = new Planner({ family, config: this.opts.config, ...(this.opts.now ? { now: this.opts.now } : {}) });
-    if (p.configProblems.length > 0) log.warn({ event: 'nftables-config', problems: p.configProblems }, 'configuration values left out');
+  /** A planner with an empty record; `warn` receives what the configuration has that cannot be used. */
+  private newPlanner(warn: (message: string) => void): Planner {
+    const p = new Planner({ family: this.family, config: this.opts.config, ...(this.opts.now ? { now: this.opts.now } : {}) });
+    for (const problem of p.configProblems) warn(`configuration value left out: ${problem}`);
     return p;
   }
 
+  /** One proxier, one family: a state of the other family is a caller's mistake. */
+  private checkFamily(state: DesiredState): void {
+    if (state.family !== this.family) throw new Error(`the ${this.family} nftables proxier was handed an ${state.family} state`);
+  }
+
   async sync(state: DesiredState, changes: ChangeSet | null): Promise<SyncResult> {
+    this.checkFamily(state);
     const started = performance.now();
     let planner = this.planner;
-    if (planner && planner.family.name !== state.family) planner = null;
     let plan: Plan;
     try {
       if (planner && changes === null) {
         const deep = ++this.periodicSyncs % Math.max(1, this.opts.verifyRulesEvery ?? 10) === 0;
         if (!(await this.tableMatches(planner, deep))) {
-          log.warn({ event: 'nftables-drift', table: `${FAMILIES[state.family].nft} ${TABLE}` }, 'the table differs from what was installed; replacing it');
+          log.warn({ event: 'nftables-drift', table: `${this.fam.nft} ${TABLE}` }, 'the table differs from what was installed; replacing it');
           planner = null;
         }
       }
       if (!planner) {
-        planner = this.newPlanner(state.family);
+        planner = this.newPlanner((message) => log.warn({ event: 'nftables-config', family: this.family }, message));
         plan = planner.full(state);
       } else {
         const keys =
@@ -96,7 +104,7 @@ export class NftablesProxier implements Proxier {
       }
       // The planner's record now describes the new table: drop it until the kernel has it.
       this.planner = null;
-      for (const p of plan.problems) log.warn({ event: 'nftables-invalid', servicePort: p.key, problems: p.problems }, 'values left out of the rules');
+      for (const issue of plan.issues) this.logIssue(issue);
       if (plan.json !== null) {
         this.opts.onBatch?.(plan.json, plan.full);
         await this.nft.apply(plan.json);
@@ -115,6 +123,7 @@ export class NftablesProxier implements Proxier {
     log.debug(
       {
         event: 'nftables-sync',
+        family: this.family,
         replaced: plan.full,
         bytes: plan.json?.length ?? 0,
         added: plan.elementsAdded,
@@ -127,9 +136,15 @@ export class NftablesProxier implements Proxier {
     return { full, durationMs, bytes: plan.json?.length ?? 0, servicePortsWritten: plan.written };
   }
 
+  private logIssue(issue: PortIssue): void {
+    const fields = { event: 'nftables-invalid', family: this.family, servicePort: issue.key, reason: issue.message };
+    if (issue.leftOut) log.warn(fields, 'service port left out');
+    else log.warn(fields, 'service port partly left out');
+  }
+
   /** Whether the kernel's table has the chains (and, `deep`, the rule counts) we installed. */
   private async tableMatches(planner: Planner, deep: boolean): Promise<boolean> {
-    const fam = planner.family.nft;
+    const fam = this.fam.nft;
     const listing = await this.nft.listJSON(deep ? ['-t', 'list', 'table', fam, TABLE] : ['list', 'chains', fam]);
     if (!listing) return false;
     const have = new Map<string, number>();
@@ -145,23 +160,27 @@ export class NftablesProxier implements Proxier {
     return true;
   }
 
+  /**
+   * The full batch for `state` (this family's table), as for a node without it. What is worth a warning goes
+   * to stderr, one line each, never into the output (it is loaded as it is).
+   */
   dryRun(state: DesiredState): string {
-    const plan = this.newPlanner(state.family).full(state);
-    for (const p of plan.problems) log.warn({ event: 'nftables-invalid', servicePort: p.key, problems: p.problems }, 'values left out of the rules');
+    this.checkFamily(state);
+    const warn = (message: string) => process.stderr.write(`warning: nftables ${this.family}: ${message}\n`);
+    const plan = this.newPlanner(warn).full(state);
+    for (const i of plan.issues) warn(`service port ${JSON.stringify(i.key)}${i.leftOut ? ' left out' : ''}: ${i.message}`);
     return plan.json ?? '';
   }
 
   /**
-   * Deletes our tables and kube-proxy's own nftables tables (`kube-proxy`), both families, in one
-   * batch; a missing table is not an error (each is added before it is deleted).
+   * Deletes this family's table and kube-proxy's own nftables table of this family (`kube-proxy`), in one
+   * batch; a missing table is not an error (each is added before it is deleted: nft 1.0.6 has no `destroy`).
    */
   async cleanup(): Promise<void> {
     const cmds: string[] = [];
     for (const name of [TABLE, KUBE_PROXY_TABLE]) {
-      for (const fam of Object.values(FAMILIES)) {
-        const t = JSON.stringify({ family: fam.nft, name });
-        cmds.push(`{"add":{"table":${t}}}`, `{"delete":{"table":${t}}}`);
-      }
+      const t = JSON.stringify({ family: this.fam.nft, name });
+      cmds.push(`{"add":{"table":${t}}}`, `{"delete":{"table":${t}}}`);
     }
     await this.nft.apply(`{"nftables":[${cmds.join(',')}]}\n`);
     this.planner = null;
