@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPodServers } from '../../src/lab/sandbox/podserver.ts';
 import { type ProbeTry, runProbe } from '../../src/lab/sandbox/probe.ts';
 import { type ProxyProcess, proxyCommand, startProxy } from '../../src/lab/sandbox/proxy.ts';
-import type { PodSpec, ProbeTarget } from '../../src/lab/sandbox/scenario.ts';
+import type { PodSpec, ProbeSource, ProbeTarget } from '../../src/lab/sandbox/scenario.ts';
 import { type Host, Topology, sweepStale } from '../../src/lab/sandbox/topology.ts';
 
 if (process.getuid?.() !== 0) throw new Error('the e2e tests need root (network namespaces, iptables): run them as root');
@@ -127,7 +127,7 @@ function target(text: string): ProbeTarget {
 }
 
 /** The tries of a probe, each as the answering pod's name, 'refused' or 'timeout'. */
-async function tries(from: Host, to: string, n: number, timeoutMs = 1500): Promise<string[]> {
+async function tries(from: ProbeSource, to: string, n: number, timeoutMs = 1500): Promise<string[]> {
   const r = await runProbe(topo, { from, to: target(to), tries: n, timeoutMs });
   return r.tries.map((t: ProbeTry) => (typeof t === 'object' ? t.answer.pod : t));
 }
