@@ -8,9 +8,9 @@ import { NODE } from './model-fixtures.ts';
 export { NODE, config, desiredState, endpoint, servicePort, type EndpointSpec, type PortSpec } from './model-fixtures.ts';
 
 /** The elements of one service port of its own family, as the planner renders it when the port owns its frontends. */
-export function render(sp: ServicePort): RenderedPort {
+export function render(sp: ServicePort, nodeIPs: readonly string[] = []): RenderedPort {
   const slots = new SlotAllocator(() => 0);
-  return renderPort(checkPort(sp, sp.family), { owns: () => true, slots: (id, ids, hold) => slots.assign(id, ids, hold) });
+  return renderPort(checkPort(sp, sp.family), { nodeIPs, owns: () => true, slots: (id, ids, hold) => slots.assign(id, ids, hold) });
 }
 
 /** `sp` with other endpoints, and the model's endpoint decision for them (as an EndpointSlice change gives it). */

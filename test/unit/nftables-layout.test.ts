@@ -58,10 +58,12 @@ describe('base chains', () => {
     expect(text(chain(v6, 'cluster-ip'))).toContain('{"payload":{"protocol":"ip6","field":"saddr"}}');
   });
 
-  it('restricts NodePorts to --nodeport-addresses when given', () => {
-    const c = chainSpecs({ ...cfg, nodePortAddresses: ['198.18.0.0/24'] }, emptyNeeds());
+  it('restricts NodePorts to --nodeport-addresses when given, still never on loopback', () => {
+    const c = chainSpecs({ ...cfg, nodePortAddresses: ['198.18.0.0/24', '127.0.0.0/8'] }, emptyNeeds());
     expect(text(chain(c, 'services'))).toContain('"right":"@nodeport-addresses"');
-    expect(text(chain(c, 'services'))).not.toContain('127.0.0.0');
+    expect(text(chain(c, 'services'))).toContain(
+      '{"match":{"op":"!=","left":{"payload":{"protocol":"ip","field":"daddr"}},"right":{"prefix":{"addr":"127.0.0.0","len":8}}}}',
+    );
   });
 
   it('masquerades ClusterIP traffic from outside the cluster CIDRs, all of it with --masquerade-all, none without CIDRs', () => {

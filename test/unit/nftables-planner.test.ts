@@ -205,6 +205,27 @@ describe('SlotAllocator', () => {
   });
 });
 
+describe('the node', () => {
+  it('a change of its addresses renders every service port again (LB IPs admitted as sources when a range holds the node)', () => {
+    const lb = servicePort({
+      name: 'lb',
+      clusterIPs: ['198.18.100.30'],
+      loadBalancerIPs: ['198.18.200.20'],
+      loadBalancerSourceRanges: ['198.18.0.0/24'],
+      endpoints: [endpoint('198.19.1.11')],
+    });
+    const at = (addresses: string[]) => ({ ...desiredState([lb]), node: { name: 'node-a', labels: {}, zone: '', addresses, podCIDRs: [], deleting: false } });
+    const p = planner();
+    p.full(at(['198.18.0.1', '2001:2::1']));
+    const sources = () => p.elements('firewall-allow').map(([k]) => JSON.parse(k).concat[3].prefix.addr);
+    expect(sources()).toEqual(['198.18.0.0', '198.18.200.20']);
+    const moved = p.update(at(['10.0.0.1']), []);
+    expect(summary(moved.json)).toEqual([['delete', 'element', 'firewall-allow', 1]]);
+    expect(sources()).toEqual(['198.18.0.0']);
+    expect(p.update(at(['10.0.0.1', '2001:2::1']), []).json).toBeNull();
+  });
+});
+
 describe('invalid values and warnings', () => {
   const bad = servicePort({
     name: 'bad',

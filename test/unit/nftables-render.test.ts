@@ -131,6 +131,16 @@ describe('external frontends', () => {
     ]);
     const local = render(web({ loadBalancerIPs: ['198.18.200.20'], loadBalancerSourceRanges: ['10.0.0.0/8'], externalTrafficPolicy: 'Local' }));
     expect(elemsOf(local.elems, 'service-ips').map((e) => e.value)[1]).toEqual({ goto: { target: 'firewall-local' } });
+    // A range that holds the node's address admits the LB IPs themselves too (a VIP-like LB IP local to the node).
+    const viaNode = render(web({ loadBalancerIPs: ['198.18.200.20', '198.18.200.21'], loadBalancerSourceRanges: ['198.18.0.0/24'] }), ['198.18.0.1']);
+    expect(elemsOf(viaNode.elems, 'firewall-allow').map((e) => (e.key as unknown[])[3])).toEqual([
+      { prefix: { addr: '198.18.0.0', len: 24 } },
+      { prefix: { addr: '198.18.200.20', len: 32 } },
+      { prefix: { addr: '198.18.200.21', len: 32 } },
+      { prefix: { addr: '198.18.0.0', len: 24 } },
+      { prefix: { addr: '198.18.200.20', len: 32 } },
+      { prefix: { addr: '198.18.200.21', len: 32 } },
+    ]);
     const none = render(web({ loadBalancerIPs: ['198.18.200.20'], loadBalancerSourceRanges: ['10.0.0.0/8'], endpoints: [] }));
     expect(elemsOf(none.elems, 'service-ips').map((e) => e.value)).toEqual([{ goto: { target: 'firewall-only' } }]);
     expect(elemsOf(none.elems, 'no-endpoint-services')).toHaveLength(2);

@@ -7,7 +7,7 @@
 // externalEndpoints, clusterEndpoints, hasAnyEndpoints, ...); this file only lays it out. Every value that
 // reaches an element goes through the one rule of model/addr.ts first (checkPort): a service port with a
 // value that fails it is left out whole, never half of it.
-import { addressBits, InvalidValueError, parseCIDR, ruleCIDR, ruleIP, rulePort, ruleProtocol } from '../../model/addr.ts';
+import { addressBits, inAnyCIDR, InvalidValueError, parseCIDR, ruleCIDR, ruleIP, rulePort, ruleProtocol } from '../../model/addr.ts';
 import type { Endpoint, IPFamily, ServicePort } from '../../model/types.ts';
 import { COUNT_BASE, type CountGroup, type Family, type KeyKind, LOCAL_BIT, MAX_ENDPOINTS, SLOT_BASE } from './layout.ts';
 import { CHAIN, countsPseudoSet, KIND, SET, timeoutsPseudoSet } from './names.ts';
@@ -84,8 +84,9 @@ export interface CheckedPort {
   internal: readonly CheckedEndpoint[];
   cluster: readonly CheckedEndpoint[];
   external: readonly CheckedEndpoint[];
-  /** loadBalancerSourceRanges as disjoint interval JSON. */
-  ranges: string[];
+  loadBalancerIPs: string[];
+  /** loadBalancerSourceRanges, canonical. */
+  sourceRanges: string[];
   /** Things worth a warning that do not leave the port out (an endpoint list cut at MAX_ENDPOINTS). */
   warnings: string[];
 }
@@ -115,16 +116,11 @@ export function checkPort(sp: ServicePort, family: IPFamily): CheckedPort {
     sp.externalIPs.map((ip) => ruleIP(ip, family)),
     'external',
   );
-  ips(
-    sp.loadBalancerIPs.map((ip) => ruleIP(ip, family)),
-    'load-balancer',
-  );
+  const loadBalancerIPs = sp.loadBalancerIPs.map((ip) => ruleIP(ip, family));
+  ips(loadBalancerIPs, 'load-balancer');
   if (sp.nodePort !== null) add({ kind: 'np', key: `"${proto}",${rulePort(sp.nodePort)}`, role: 'nodeport' });
   const warnings: string[] = [];
-  const ranges = disjointCIDRs(
-    sp.loadBalancerSourceRanges.map((c) => ruleCIDR(c, family)),
-    family,
-  ).map(cidrJSON);
+  const sourceRanges = sp.loadBalancerSourceRanges.map((c) => ruleCIDR(c, family));
   // The model's lists are often one array under several names: check each array once.
   const done = new Map<readonly Endpoint[], readonly CheckedEndpoint[]>();
   const endpoints = (eps: readonly Endpoint[]) => {
@@ -139,7 +135,8 @@ export function checkPort(sp: ServicePort, family: IPFamily): CheckedPort {
     internal: endpoints(sp.internalEndpoints),
     cluster: endpoints(sp.clusterEndpoints),
     external: endpoints(sp.externalEndpoints),
-    ranges,
+    loadBalancerIPs,
+    sourceRanges,
     warnings: [...new Set(warnings)],
   };
 }
@@ -187,6 +184,8 @@ export function affinitySeconds(sp: ServicePort): number | null {
 }
 
 export interface RenderContext {
+  /** This node's addresses of the family (a source range that holds one also admits the LB IPs as sources). */
+  nodeIPs: readonly string[];
   /** Whether this service port owns the frontend (false when another service port claimed it first). */
   owns(spKey: string, frontend: Frontend): boolean;
   /** Stable slots for the endpoints of a set with affinity (slots.ts). */
@@ -200,6 +199,20 @@ export interface RenderedPort {
   shared: ElemList;
   /** Slot sets used (affinity); the planner releases those a port stops using. */
   slotSets: string[];
+}
+
+/**
+ * The sources an LB IP of the port admits (empty: no loadBalancerSourceRanges, every source), disjoint. As
+ * upstream: when a range holds an address of the node, the LB IPs themselves are admitted too, since a node
+ * that has a VIP-like LB IP as a local address reaches it from that address.
+ */
+function allowedSources(port: CheckedPort, nodeIPs: readonly string[]): string[] {
+  const family = port.sp.family;
+  if (port.sourceRanges.length === 0) return [];
+  const fromNode = nodeIPs.some((ip) => inAnyCIDR(port.sourceRanges, ip));
+  const hostBits = family === 'IPv4' ? 32 : 128;
+  const lbHosts = fromNode ? port.loadBalancerIPs.map((ip) => `${ip}/${hostBits}`) : [];
+  return disjointCIDRs([...port.sourceRanges, ...lbHosts], family);
 }
 
 /** Where a frontend with endpoints goes (service-ips / service-nodeports), by its kind, role and policy. */
@@ -291,6 +304,7 @@ export function renderPort(port: CheckedPort, ctx: RenderContext): RenderedPort 
   const cluster = { eps: port.cluster, list: 'cluster' };
   const external = { eps: port.external, list: sp.externalPolicyLocal ? 'local' : 'cluster' };
   const reject = verdict(gotoChain(CHAIN.reject));
+  const allowed = allowedSources(port, ctx.nodeIPs).map(cidrJSON);
 
   for (const ip of port.clusterIPs) pushShared(SET.clusterIPs, ip);
   for (const f of port.frontends) {
@@ -309,8 +323,8 @@ export function renderPort(port: CheckedPort, ctx: RenderContext): RenderedPort 
       }
       continue;
     }
-    const firewalled = f.role === 'load-balancer' && port.ranges.length > 0;
-    if (firewalled) for (const r of port.ranges) push(SET.firewallAllow, concatKey(`${key},${r}`));
+    const firewalled = f.role === 'load-balancer' && allowed.length > 0;
+    if (firewalled) for (const r of allowed) push(SET.firewallAllow, concatKey(`${key},${r}`));
     if (!sp.hasAnyEndpoints) {
       if (firewalled) push(dispatch, fk, verdict(gotoChain(CHAIN.firewallOnly)));
       push(noEndpoints, fk, reject);

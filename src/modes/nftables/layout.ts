@@ -300,11 +300,13 @@ export function chainSpecs(cfg: LayoutConfig, needs: Needs): ChainSpec[] {
   const saddr = payload(fam.nft, 'saddr');
   const daddr = payload(fam.nft, 'daddr');
   const hasCIDRs = cfg.clusterCIDRs.length > 0;
-  // NodePorts: local destination addresses, optionally only within --nodeport-addresses; never loopback.
-  const nodePortDest: X[] =
-    cfg.nodePortAddresses.length > 0
-      ? [fibLocal('daddr'), inSet(daddr, SET.nodePortAddresses)]
-      : [fibLocal('daddr'), match(daddr, { prefix: fam.loopback }, '!=')];
+  // NodePorts: local destination addresses, optionally only within --nodeport-addresses; never loopback (as
+  // upstream's nftables mode, which leaves loopback addresses out of --nodeport-addresses too).
+  const nodePortDest: X[] = [
+    fibLocal('daddr'),
+    match(daddr, { prefix: fam.loopback }, '!='),
+    ...(cfg.nodePortAddresses.length > 0 ? [inSet(daddr, SET.nodePortAddresses)] : []),
+  ];
   const markMasq: X[] = [jump(CHAIN.markForMasquerade)];
   // A Local policy: pods and the node itself use every endpoint (the node masqueraded), others the local ones.
   const localPolicy = (select: string, selectLocal: string): X[][] => [

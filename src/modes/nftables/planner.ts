@@ -7,7 +7,7 @@
 //
 // The planner updates its record while planning. If applying the batch fails, the caller must throw
 // the planner away (the kernel still holds the previous table) and start over with full().
-import { InvalidValueError } from '../../model/addr.ts';
+import { familyAddress, InvalidValueError } from '../../model/addr.ts';
 import type { DesiredState, IPFamily, ProxyConfig } from '../../model/types.ts';
 import {
   type CheckedPort,
@@ -115,6 +115,8 @@ export class Planner {
   /** frontend id -> service ports claiming it, sorted; the first owns it. */
   private readonly claims = new Map<string, string[]>();
   private readonly slots: SlotAllocator;
+  /** This node's addresses of the family, as the installed elements were rendered with (see allowedSources). */
+  private nodeIPs: string[] = [];
   /** Installed chains: name -> spec and its rules as text (null before full()). */
   private chains: Map<string, { spec: ChainSpec; text: string }> | null = null;
 
@@ -140,6 +142,7 @@ export class Planner {
     if (this.chains !== null) throw new Error('full() on a planner that already has a record');
     this.checkFamily(state);
     this.refs.begin(false);
+    this.nodeIPs = this.nodeIPsOf(state);
     const config = configElems(this.layout.clusterCIDRs, this.layout.nodePortAddresses);
     for (let i = 0; i < config.length; i += 3) this.refs.add(config[i]!, config[i + 1]!);
     const out = new PerSet();
@@ -172,6 +175,12 @@ export class Planner {
     if (this.chains === null) throw new Error('update() before full()');
     this.checkFamily(state);
     this.refs.begin(true);
+    // The node's addresses are an input of the elements: when they change, every service port is rendered again.
+    const nodeIPs = this.nodeIPsOf(state);
+    if (nodeIPs.join() !== this.nodeIPs.join()) {
+      this.nodeIPs = nodeIPs;
+      keys = new Set([...keys, ...state.servicePorts.keys(), ...this.ports.keys()]);
+    }
     const dels = new PerSet();
     const adds = new PerSet();
     const { written, issues } = this.reconcile(state, keys, (old, next) => this.diff(old, next, dels, adds));
@@ -262,6 +271,11 @@ export class Planner {
     return this.ports.keys();
   }
 
+  private nodeIPsOf(state: DesiredState): string[] {
+    const ips = (state.node?.addresses ?? []).map((a) => familyAddress(a, this.family.name)).filter((a) => a !== null);
+    return [...new Set(ips)].sort();
+  }
+
   private checkFamily(state: DesiredState): void {
     if (state.family !== this.family.name) throw new Error(`planner for ${this.family.name} given a ${state.family} state`);
   }
@@ -313,6 +327,7 @@ export class Planner {
       else if (c) this.ports.set(k, { elems: [], shared: [], frontends: after, slotSets: [] });
     }
     const ctx = {
+      nodeIPs: this.nodeIPs,
       owns: (spKey: string, f: Frontend) => {
         const c = this.claims.get(frontendId(f));
         return c === undefined || c[0] === spKey;
