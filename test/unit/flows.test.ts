@@ -12,7 +12,7 @@ import { BASE_CONFIG, type Expect, type Flow, FLOW_CASES, type FlowCase, KERNEL_
 import { Table as IptablesTable } from './iptables-sim.ts';
 import { desiredState, endpoint, NODE, servicePort } from './model-fixtures.ts';
 import { commands } from './nftables-fixtures.ts';
-import { type Outcome, type Packet, Table as NftTable } from './nftables-sim.ts';
+import { type FilterHook, type Outcome, type Packet, Table as NftTable } from './nftables-sim.ts';
 
 // ---- the flow as a packet, and outcomes as comparable text ----
 
@@ -121,7 +121,7 @@ function iptablesSimulated(restoreText: string): Simulated {
 }
 
 /** The base chains the path below knows; any other in a batch fails the test rather than being ignored. */
-const NFT_BASE_CHAINS = ['filter-input', 'filter-forward', 'filter-output', 'nat-prerouting', 'nat-output', 'nat-postrouting'];
+const NFT_BASE_CHAINS = ['filter-input', 'filter-forward', 'filter-output', 'filter-output-post-dnat', 'nat-prerouting', 'nat-output', 'nat-postrouting'];
 
 function nftablesSimulated(batch: string): Simulated {
   const t = new NftTable(batch);
@@ -147,7 +147,7 @@ function nftablesSimulated(batch: string): Simulated {
  * or forward. nat postrouting (masquerade) is part of nat() for what leaves the node.
  */
 function nftPath(t: NftTable, p: Packet, random: (mod: number) => number, outputFilterFirst: boolean): Outcome {
-  const filter = (hook: 'input' | 'forward' | 'output', q: Packet): Outcome | null => {
+  const filter = (hook: FilterHook, q: Packet): Outcome | null => {
     if (!t.chains.has(`filter-${hook}`)) return null;
     const v = t.filter(hook, q);
     return v === 'accept' ? null : { verdict: v };
@@ -160,8 +160,9 @@ function nftPath(t: NftTable, p: Packet, random: (mod: number) => number, output
   const nat = t.nat(p, random);
   if (nat.verdict === 'drop' || nat.verdict === 'reject') return nat;
   const q: Packet = nat.verdict === 'dnat' ? { ...p, daddr: nat.addr, dport: nat.port, daddrLocal: false } : p;
-  const hooks: ('input' | 'forward' | 'output')[] = fromNode
-    ? [...(outputFilterFirst ? [] : ['output' as const]), ...(q.daddrLocal ? ['input' as const] : [])]
+  // filter-output-post-dnat: the output hook after nat's DNAT (upstream's cluster-ips-check runs there).
+  const hooks: FilterHook[] = fromNode
+    ? [...(outputFilterFirst ? [] : ['output' as const]), 'output-post-dnat', ...(q.daddrLocal ? ['input' as const] : [])]
     : [q.daddrLocal ? 'input' : 'forward'];
   for (const hook of hooks) {
     const stop = filter(hook, q);
