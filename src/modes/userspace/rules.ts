@@ -4,7 +4,9 @@
 // nat (where traffic is sent to our listeners):
 //   PREROUTING -> KUBE-PORTALS-CONTAINER  traffic from pods and from outside: REDIRECT to the listener
 //                                         (the kernel rewrites the destination to the incoming
-//                                         interface's address and the listener's port)
+//                                         interface's address and the listener's port; for IPv6 its
+//                                         first address of the destination's scope: an interface
+//                                         without one drops the packet)
 //   OUTPUT     -> KUBE-PORTALS-HOST       the node's own traffic: REDIRECT to the loopback address
 //                                         (127.0.0.1, or ::1)
 // filter (what is not redirected):

@@ -6,6 +6,10 @@
 // interface's address), and a loopback one receives the node's own traffic, which OUTPUT redirects to
 // the loopback address. A wildcard socket answering the node itself would pick the node's address as
 // source, not the loopback address conntrack expects, and the reply would never be un-NATed.
+// IPv6 works the same way (udp6 sockets on :: and ::1, IPv6-only, so the IPv4 proxier's sockets may hold the
+// same port numbers). Replies from the wildcard socket take the source address the kernel selects towards
+// the client, which is the address REDIRECT chose (the incoming interface's first address of that scope)
+// as long as the interface has one address per scope; Node cannot choose the source of a datagram itself.
 import { createSocket } from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { log } from '../../log.ts';
