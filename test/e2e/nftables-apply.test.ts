@@ -1,15 +1,16 @@
 // The nftables proxier against the real nft and kernel, in network namespaces of its own: full and
-// incremental batches, failures, periodic resyncs, --dry-run and --cleanup.
+// incremental batches, failures, periodic resyncs, --dry-run (one family, and both combined in one batch)
+// and --cleanup (per family).
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, runOk } from '../../src/exec.ts';
-import { NftError, NftablesProxier } from '../../src/modes/nftables/index.ts';
+import { definition, NftError, NftablesProxier } from '../../src/modes/nftables/index.ts';
 import type { NftablesModeOptions } from '../../src/modes/nftables/index.ts';
 import type { ChangeSet, DesiredState, ServicePort } from '../../src/model/types.ts';
 import { newPrefix } from '../../src/lab/sandbox/topology.ts';
-import { config, desiredState, endpoint, servicePort } from '../unit/nftables-fixtures.ts';
+import { config, desiredState, endpoint, servicePort, withEndpoints } from '../unit/nftables-fixtures.ts';
 
 if (process.getuid?.() !== 0) throw new Error('the e2e tests need root (network namespaces, nft): run them as root');
 
@@ -27,8 +28,8 @@ async function netns(name: string): Promise<string> {
 const nft = (ns: string, ...args: string[]) => runOk(['ip', 'netns', 'exec', ns, 'nft', ...args]);
 
 /** The table as nft prints it, lines sorted (element order within a set is the kernel's). */
-async function table(ns: string): Promise<string[]> {
-  const r = await nft(ns, 'list', 'table', 'ip', 'kube-proxy-ts');
+async function table(ns: string, family: 'ip' | 'ip6' = 'ip'): Promise<string[]> {
+  const r = await nft(ns, 'list', 'table', family, 'kube-proxy-ts');
   return r.stdout
     .split('\n')
     .map((l) => l.trim().replace(/,$/, ''))
@@ -51,10 +52,19 @@ function svc(i: number, eps = 10): ServicePort {
   });
 }
 
-const updated = (key: string): ChangeSet => ({ added: [], updated: [key], removed: [] });
+const updated = (key: string): ChangeSet => ({ added: [], updated: [key], removed: [], previous: new Map() });
 
 function proxier(ns: string, extra: Partial<NftablesModeOptions> = {}): NftablesProxier {
-  return new NftablesProxier({ config: config(), iptablesBackend: 'auto', netns: ns, ...extra });
+  return new NftablesProxier({ config: config(), family: 'IPv4', iptablesBackend: 'auto', netns: ns, ...extra });
+}
+
+/** The tables in a namespace, as "family name". */
+async function tables(ns: string): Promise<string[]> {
+  return (await nft(ns, 'list', 'tables')).stdout
+    .split('\n')
+    .map((l) => l.replace(/^table /, '').trim())
+    .filter((l) => l.length > 0)
+    .sort();
 }
 
 beforeAll(async () => {
@@ -103,9 +113,12 @@ describe('nftables proxier, applied', () => {
       const ports = Array.from({ length: n }, (_, i) => svc(i));
       const p = proxier(ns);
       await p.sync(desiredState(ports), null);
-      const changed = svc(7);
-      const gone = changed.clusterEndpoints[3]!;
-      changed.clusterEndpoints = changed.clusterEndpoints.map((e, j) => (j === 3 ? endpoint('198.19.250.250', 8080, { node: 'node-b' }) : e));
+      const seven = svc(7);
+      const gone = seven.clusterEndpoints[3]!;
+      const changed = withEndpoints(
+        seven,
+        seven.clusterEndpoints.map((e, j) => (j === 3 ? endpoint('198.19.250.250', 8080, { node: 'node-b' }) : e)),
+      );
       ports[7] = changed;
       const r = await p.sync(desiredState(ports), updated(changed.key));
       expect(r.full).toBe(false);
@@ -116,7 +129,7 @@ describe('nftables proxier, applied', () => {
       expect(addrs).not.toContain(`: ${gone.ip},`);
       await p.close();
     }
-    expect(sizes[0]).toBeLessThan(1000);
+    expect(sizes[0]).toBeLessThan(1100);
     expect(sizes[1]).toBe(sizes[0]);
   });
 
@@ -172,43 +185,94 @@ describe('nftables proxier, applied', () => {
     await p.close();
   });
 
-  it('cleanup deletes the table, and does not fail when there is none', async () => {
+  it('cleanup deletes its family’s tables (ours and kube-proxy’s), leaves the other family’s alone, and does not fail when there are none', async () => {
     const ns = await netns('clean');
     const p = proxier(ns);
     await p.sync(desiredState([svc(1)]), null);
+    const v6 = proxier(ns, { family: 'IPv6' });
+    await v6.sync(desiredState([], {}, 'IPv6'), null);
+    // kube-proxy's own nftables tables, as a node moving from kube-proxy has them.
+    await nft(ns, 'add', 'table', 'ip', 'kube-proxy');
+    await nft(ns, 'add', 'table', 'ip6', 'kube-proxy');
+    expect(await tables(ns)).toEqual(['ip kube-proxy', 'ip kube-proxy-ts', 'ip6 kube-proxy', 'ip6 kube-proxy-ts']);
     await p.cleanup();
-    expect((await run(['ip', 'netns', 'exec', ns, 'nft', 'list', 'tables'])).stdout).not.toContain('kube-proxy-ts');
+    expect(await tables(ns)).toEqual(['ip6 kube-proxy', 'ip6 kube-proxy-ts']);
     await p.cleanup();
+    await v6.cleanup();
+    expect(await tables(ns)).toEqual([]);
     // After cleanup the next sync installs the table again.
     expect((await p.sync(desiredState([svc(1)]), updated('shop/svc-1:http'))).full).toBe(true);
     await p.close();
+    await v6.close();
   });
 
-  it('an IPv6 state gets an ip6 table that nft accepts', async () => {
+  it('an IPv6 proxier programs the ip6 table only', async () => {
     const ns = await netns('v6');
+    const cfg = config({ clusterCIDRs: ['198.19.0.0/16', '2001:2:0:10::/60'] });
     const v6: DesiredState = desiredState(
       [
         servicePort({
           name: 'v6',
           family: 'IPv6',
-          clusterIPs: ['fd00:10::a'],
+          clusterIPs: ['2001:2:0:100::10'],
           nodePort: 30080,
-          loadBalancerIPs: ['fd00:200::1'],
-          loadBalancerSourceRanges: ['fd00::/8'],
+          loadBalancerIPs: ['2001:2:0:200::1'],
+          loadBalancerSourceRanges: ['2001:2::/64'],
           affinityTimeoutSeconds: 30,
-          endpoints: [endpoint('fd00:1::b'), endpoint('fd00:2::c', 8080, { node: 'node-b' })],
+          endpoints: [endpoint('2001:2:0:11::11'), endpoint('2001:2:0:12::11', 8080, { node: 'node-b' })],
         }),
       ],
-      { clusterCIDRs: ['198.19.0.0/16', 'fd00:1::/48'] },
+      cfg,
       'IPv6',
     );
-    const p = proxier(ns, { config: config({ clusterCIDRs: ['198.19.0.0/16', 'fd00:1::/48'] }) });
+    const p = proxier(ns, { config: cfg, family: 'IPv6' });
     const r = await p.sync(v6, null);
     expect(r.full).toBe(true);
+    expect(await tables(ns)).toEqual(['ip6 kube-proxy-ts']);
     const listing = (await nft(ns, 'list', 'table', 'ip6', 'kube-proxy-ts')).stdout;
-    expect(listing).toContain('fd00:10::a . tcp . 80');
-    expect(listing).toContain('fd00:1::/48');
+    expect(listing).toContain('2001:2:0:100::10 . tcp . 80');
+    expect(listing).toContain('2001:2:0:10::/60');
+    // nft prints the family's default reject (ICMPv6 port unreachable in an ip6 table) as plain `reject`.
+    expect(listing).toMatch(/chain reject-chain \{\s+reject\s+\}/);
+    expect(listing).toContain('ip6 daddr @cluster-ips reject');
+    await expect(p.sync(desiredState([svc(1)]), null)).rejects.toThrow(/IPv6 nftables proxier was handed an IPv4 state/);
     await p.cleanup();
     await p.close();
+  });
+
+  it('the combined --dry-run of both families loads as one batch and gives the tables both proxiers install', async () => {
+    const live = await netns('live2');
+    const fresh = await netns('dry2');
+    const cfg = config({ clusterCIDRs: ['198.19.0.0/16', '2001:2:0:10::/60'] });
+    const four = desiredState([svc(1), svc(10)], cfg);
+    const six = desiredState(
+      [
+        servicePort({
+          name: 'v6',
+          family: 'IPv6',
+          clusterIPs: ['2001:2:0:100::10'],
+          nodePort: 30081,
+          endpoints: [endpoint('2001:2:0:11::11')],
+        }),
+      ],
+      cfg,
+      'IPv6',
+    );
+    const p4 = proxier(live, { config: cfg });
+    const p6 = proxier(live, { config: cfg, family: 'IPv6' });
+    await p4.sync(four, null);
+    await p6.sync(six, null);
+    const both = definition.dryRun.combine!(p4.dryRun(four), p6.dryRun(six));
+    const file = path.join(tmp, 'both.json');
+    await writeFile(file, both);
+    // Checked without applying first (nft -c), then applied: one command, one transaction.
+    await nft(fresh, '-c', '-j', '-f', file);
+    expect(await tables(fresh)).toEqual([]);
+    await runOk(['ip', 'netns', 'exec', fresh, ...definition.dryRun.loadCommand('IPv4', file)]);
+    expect(await tables(fresh)).toEqual(['ip kube-proxy-ts', 'ip6 kube-proxy-ts']);
+    expect(await table(fresh, 'ip')).toEqual(await table(live, 'ip'));
+    expect(await table(fresh, 'ip6')).toEqual(await table(live, 'ip6'));
+    await p4.close();
+    await p6.close();
   });
 });
