@@ -5,7 +5,7 @@ import type { ListenerClass } from '../../src/modes/userspace/balancer.ts';
 import { createProxier, definition } from '../../src/modes/userspace/index.ts';
 import { CHAINS, familyConfig, frontendsOf, renderRules, tableText } from '../../src/modes/userspace/rules.ts';
 import type { PortalTarget, RenderedRules } from '../../src/modes/userspace/rules.ts';
-import { splitSaved } from '../../src/modes/userspace/kernel.ts';
+import { splitSaved, udpFlowDeletion } from '../../src/modes/userspace/kernel.ts';
 import { CONFIG, endpoint, servicePort, state } from './userspace-fixtures.ts';
 
 const A = endpoint('198.19.1.11', 8080, true);
@@ -334,5 +334,13 @@ describe('definition', () => {
     expect(definition.dryRun.loadCommand('IPv4', 'f')).toEqual(['iptables-restore', '--noflush', 'f']);
     expect(definition.dryRun.loadCommand('IPv6', 'f')).toEqual(['ip6tables-restore', '--noflush', 'f']);
     expect(definition.create({ config: CONFIG, iptablesBackend: 'nft', family: 'IPv6' }).family).toBe('IPv6');
+  });
+});
+
+describe('conntrack deletions', () => {
+  it('delete only the proxier’s own family’s UDP flows of a listener port', () => {
+    expect(udpFlowDeletion('IPv4', 40000)).toEqual(['conntrack', '-D', '-f', 'ipv4', '-p', 'udp', '--reply-port-src', '40000']);
+    expect(udpFlowDeletion('IPv6', 40000)).toEqual(['conntrack', '-D', '-f', 'ipv6', '-p', 'udp', '--reply-port-src', '40000']);
+    expect(() => udpFlowDeletion('IPv6', 0)).toThrow(/not a port/);
   });
 });

@@ -3,6 +3,7 @@
 // that went away. The binaries come from the iptables mode's exported wrapper.
 import { run } from '../../exec.ts';
 import { log } from '../../log.ts';
+import { rulePort } from '../../model/addr.ts';
 import type { IPFamily } from '../../model/types.ts';
 import { Iptables, resolveBackend } from '../iptables/index.ts';
 import type { IptablesBackend } from '../types.ts';
@@ -68,6 +69,14 @@ export function splitSaved(text: string): string[] {
 let conntrackMissing = false;
 
 /**
+ * The conntrack command that deletes one family's UDP entries answered from a listener port. The family
+ * filter keeps the IPv4 and the IPv6 proxier apart: their listeners may hold the same port numbers.
+ */
+export function udpFlowDeletion(family: IPFamily, port: number): string[] {
+  return ['conntrack', '-D', '-f', family === 'IPv6' ? 'ipv6' : 'ipv4', '-p', 'udp', '--reply-port-src', rulePort(port)];
+}
+
+/**
  * Deletes the UDP conntrack entries whose replies come from one of our listener ports (the flows
  * REDIRECTed to it), so that clients which keep their source port are not stuck on a closed socket
  * or a frontend that is no longer redirected. Returns the number of entries deleted.
@@ -76,7 +85,7 @@ export async function deleteUdpFlows(family: IPFamily, ports: Iterable<number>):
   let deleted = 0;
   for (const port of ports) {
     if (conntrackMissing) return deleted;
-    const argv = ['conntrack', '-D', '-f', family === 'IPv6' ? 'ipv6' : 'ipv4', '-p', 'udp', '--reply-port-src', String(port)];
+    const argv = udpFlowDeletion(family, port);
     try {
       const r = await run(argv, { timeoutMs: 10_000 });
       // Exit 1 with "0 flow entries have been deleted" when nothing matched.
