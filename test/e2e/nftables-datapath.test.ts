@@ -1,7 +1,8 @@
 // Traffic through the nftables data path beyond the shared scenarios: changes applied incrementally
 // while clients connect (affinity to a removed endpoint, source ranges, new endpoints), Local policy
-// without local endpoints, --masquerade-all, and the scratch register never leaving the node.
-// The proxier runs in-process, programming node-a of the scenario topology (src/sandbox).
+// without local endpoints, --masquerade-all, cluster-ips-check (a ClusterIP port nothing serves is refused
+// at once), and the scratch register never leaving the node. The proxier runs in-process, programming
+// node-a of the scenario topology (src/lab/sandbox). IPv6: nftables-ipv6.test.ts.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -59,7 +60,7 @@ class Node {
   private first = true;
   constructor(config: ProxyConfig = CONFIG) {
     this.cluster = new ClusterState(config);
-    this.proxier = new NftablesProxier({ config, iptablesBackend: 'auto', netns: topo.ns('node-a') });
+    this.proxier = new NftablesProxier({ config, family: 'IPv4', iptablesBackend: 'auto', netns: topo.ns('node-a') });
   }
   async apply(...objects: (Service | EndpointSlice)[]) {
     for (const o of objects) this.cluster.upsert(o);
@@ -162,6 +163,33 @@ describe('nftables data path', () => {
     await probe('client', '198.18.0.1:30080', 2, { dropped: true }, 800);
     await probe('pod:a2', '198.18.0.1:30080', 10, { backends: ['b1'], sourceIP: '198.19.1.12' });
     await probe('node-a', '198.18.0.1:30080', 10, { backends: ['b1'] });
+  });
+
+  it('cluster-ips-check: a port or protocol of a ClusterIP that no service port serves is refused at once, from pods and from the node', async () => {
+    const node = new Node();
+    await node.apply(
+      service('checked', { clusterIP: '198.18.100.85', clusterIPs: ['198.18.100.85'] }),
+      slice('checked', ['a1', 'b1']),
+      service('empty', { clusterIP: '198.18.100.86', clusterIPs: ['198.18.100.86'] }),
+    );
+    await probe('pod:a2', '198.18.100.85:80', 10, { oneOf: ['a1', 'b1'] });
+    // Each source meets at most three rejects: the kernel sends a burst of six ICMP errors to one destination,
+    // then one a second, and a rate-limited reject looks like a slow one.
+    const refused = async (from: ProbeSource, to: string, protocol: 'tcp' | 'udp' = 'tcp') => {
+      const [ip, port] = to.split(':') as [string, string];
+      const r = await runProbe(topo, { from, to: { ip, port: Number(port), protocol }, tries: 3, timeoutMs: 3000 });
+      const v = judge(r.tries, { refused: true });
+      if (!v.ok) throw new Error(`probe ${from} -> ${to}/${protocol}: ${v.reasons.join('; ')} (${v.summary})`);
+      // At once: an ICMP port unreachable for each try, not a timeout nor a SYN retransmission (1 s).
+      expect(r.durationMs).toBeLessThan(900);
+    };
+    await refused('pod:a2', '198.18.100.85:81');
+    await refused('pod:a3', '198.18.100.85:80', 'udp');
+    await refused('node-a', '198.18.100.85:81');
+    // A service port without endpoints is refused by its no-endpoint rule, as before.
+    await refused('pod:a1', '198.18.100.86:80');
+    // The served port still works after all that.
+    await probe('node-a', '198.18.100.85:80', 5, { oneOf: ['a1', 'b1'] });
   });
 
   it('--masquerade-all masquerades pod traffic to ClusterIPs too', async () => {
