@@ -1,6 +1,7 @@
 // "Why does this packet go there?": what the desired state does with one new connection, as every mode
 // programs it. Pure: the same decisions the renderers encode, in words.
 import { cidrContains, hostPort, inAnyCIDR } from './addr.ts';
+import { clusterCIDRsOf, nodePortCIDRsOf } from './config.ts';
 import { describeTopology } from './endpoints.ts';
 import type { DesiredState, Endpoint, ServicePort } from './types.ts';
 
@@ -32,7 +33,7 @@ export interface Explanation {
 
 function classify(src: string | 'node', state: DesiredState): SourceKind {
   if (src === 'node') return 'node';
-  if (inAnyCIDR(state.config.clusterCIDRs, src)) return 'pod';
+  if (inAnyCIDR(clusterCIDRsOf(state.config, state.family), src)) return 'pod';
   return 'external';
 }
 
@@ -50,7 +51,8 @@ function findFrontend(q: PacketQuery, state: DesiredState): { sp: ServicePort; f
   );
   const local = q.dstIsLocal ?? !isFrontendIP;
   if (!local) return null;
-  if (state.config.nodePortAddresses.length > 0 && q.dst !== 'node' && !inAnyCIDR(state.config.nodePortAddresses, q.dst)) return null;
+  const nodePortCIDRs = nodePortCIDRsOf(state.config, state.family);
+  if (nodePortCIDRs !== null && q.dst !== 'node' && !inAnyCIDR(nodePortCIDRs, q.dst)) return null;
   for (const sp of state.servicePorts.values()) if (sp.protocol === q.protocol && sp.nodePort === q.port) return { sp, frontend: 'nodePort' };
   return null;
 }
@@ -63,7 +65,7 @@ export function explain(q: PacketQuery, state: DesiredState): Explanation {
   const srcText =
     q.src === 'node'
       ? 'a process on this node'
-      : `${q.src} (${kind === 'pod' ? `a pod address: inside ${state.config.clusterCIDRs.join(',')}` : 'outside the cluster CIDR'})`;
+      : `${q.src} (${kind === 'pod' ? `a pod address: inside ${clusterCIDRsOf(state.config, state.family).join(',')}` : 'outside the cluster CIDR'})`;
   steps.push(`source: ${srcText}`);
   const hit = findFrontend(q, state);
   const out: Explanation = { servicePort: null, frontend: null, verdict: 'no-match', endpoints: [], masquerade: false, affinitySeconds: null, steps };
@@ -109,7 +111,7 @@ export function explain(q: PacketQuery, state: DesiredState): Explanation {
       steps.push(`internalTrafficPolicy Cluster: every endpoint of the cluster (${eps.length})`);
       if (topology) steps.push(topology);
     }
-    masq = state.config.masqueradeAll || (state.config.clusterCIDRs.length > 0 && kind !== 'pod');
+    masq = state.config.masqueradeAll || (clusterCIDRsOf(state.config, state.family).length > 0 && kind !== 'pod');
     if (state.config.masqueradeAll) steps.push('--masquerade-all: masqueraded');
     else if (masq) steps.push('the source is not a pod address: masqueraded, so replies come back through this node');
     else steps.push('the source is a pod: its address is kept');
