@@ -12,7 +12,7 @@ import { BASE_CONFIG, type Expect, type Flow, FLOW_CASES, type FlowCase, KERNEL_
 import { Table as IptablesTable } from './iptables-sim.ts';
 import { desiredState, endpoint, NODE, servicePort } from './model-fixtures.ts';
 import { commands } from './nftables-fixtures.ts';
-import { type FilterHook, type Outcome, type Packet, Table as NftTable } from './nftables-sim.ts';
+import { type Outcome, type Packet, Table as NftTable } from './nftables-sim.ts';
 
 // ---- the flow as a packet, and outcomes as comparable text ----
 
@@ -120,8 +120,12 @@ function iptablesSimulated(restoreText: string): Simulated {
   };
 }
 
-/** The base chains the path below knows; any other in a batch fails the test rather than being ignored. */
-const NFT_BASE_CHAINS = ['filter-input', 'filter-forward', 'filter-output', 'filter-output-post-dnat', 'nat-prerouting', 'nat-output', 'nat-postrouting'];
+/**
+ * The base chains Table.connect follows, in its order within the output hook; a batch with another base chain,
+ * or these in another order, fails the test rather than being followed wrongly.
+ */
+const NFT_BASE_CHAINS = ['filter-input', 'filter-forward', 'nat-prerouting', 'nat-postrouting', 'filter-output', 'nat-output', 'filter-output-post-dnat'];
+const NFT_OUTPUT_ORDER = ['filter-output', 'nat-output', 'filter-output-post-dnat'];
 
 function nftablesSimulated(batch: string): Simulated {
   const t = new NftTable(batch);
@@ -129,47 +133,20 @@ function nftablesSimulated(batch: string): Simulated {
   for (const [verb, kind, body] of commands(batch)) {
     if (verb !== 'add' || kind !== 'chain' || body.hook === undefined) continue;
     if (!NFT_BASE_CHAINS.includes(body.name as string)) {
-      throw new Error(`base chain ${String(body.name)} (${String(body.type)} hook ${String(body.hook)}): flows.test.ts does not follow packets through it yet`);
+      throw new Error(
+        `base chain ${String(body.name)} (${String(body.type)} hook ${String(body.hook)}): the nftables simulator does not follow packets through it`,
+      );
     }
     prio.set(body.name as string, body.prio as number);
   }
-  // In the output hook, a filter chain before nat's DNAT sees the service address, one after it the endpoint.
-  const outputFilterFirst = (prio.get('filter-output') ?? 0) < (prio.get('nat-output') ?? 0);
+  const output = NFT_OUTPUT_ORDER.filter((c) => prio.has(c));
+  const byPriority = [...output].sort((a, b) => prio.get(a)! - prio.get(b)!);
+  if (byPriority.join() !== output.join())
+    throw new Error(`output hook chains in priority order ${byPriority.join(', ')}; the simulator follows ${output.join(', ')}`);
   return {
-    outcomes: (p) => everyOutcome((pick) => nftPath(t, p, (mod) => pick(Array<number>(mod).fill(1 / mod)), outputFilterFirst)),
+    outcomes: (p) => everyOutcome((pick) => t.connect(p, (mod) => pick(Array<number>(mod).fill(1 / mod)))),
     explain: () => '(the nftables simulator does not list matched rules)',
   };
-}
-
-/**
- * The first packet through the table's hooks: from the node itself filter and nat output (in priority order),
- * then filter input if it stays on the node; from elsewhere nat prerouting, then filter input (for the node)
- * or forward. nat postrouting (masquerade) is part of nat() for what leaves the node.
- */
-function nftPath(t: NftTable, p: Packet, random: (mod: number) => number, outputFilterFirst: boolean): Outcome {
-  const filter = (hook: FilterHook, q: Packet): Outcome | null => {
-    if (!t.chains.has(`filter-${hook}`)) return null;
-    const v = t.filter(hook, q);
-    return v === 'accept' ? null : { verdict: v };
-  };
-  const fromNode = p.saddrLocal ?? false;
-  if (fromNode && outputFilterFirst) {
-    const stop = filter('output', p);
-    if (stop) return stop;
-  }
-  const nat = t.nat(p, random);
-  if (nat.verdict === 'drop' || nat.verdict === 'reject') return nat;
-  const q: Packet = nat.verdict === 'dnat' ? { ...p, daddr: nat.addr, dport: nat.port, daddrLocal: false } : p;
-  // filter-output-post-dnat: the output hook after nat's DNAT (upstream's cluster-ips-check runs there).
-  const hooks: FilterHook[] = fromNode
-    ? [...(outputFilterFirst ? [] : ['output' as const]), 'output-post-dnat', ...(q.daddrLocal ? ['input' as const] : [])]
-    : [q.daddrLocal ? 'input' : 'forward'];
-  for (const hook of hooks) {
-    const stop = filter(hook, q);
-    if (stop) return stop;
-  }
-  // Delivered to the node itself: never masqueraded.
-  return nat.verdict === 'accept' && q.daddrLocal ? { verdict: 'accept', masquerade: false } : nat;
 }
 
 // ---- the table ----
