@@ -3,6 +3,8 @@
 // into the mode's packet simulator (iptables-sim.ts, nftables-sim.ts), and the first packet of each flow is
 // followed along every random choice the rules make. The answer must be the table's: the set of endpoints,
 // each as likely, and masquerade or not; or REJECT, DROP, or nothing.
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { hostPort, inAnyCIDR } from '../../src/model/addr.ts';
 import type { DesiredState } from '../../src/model/types.ts';
@@ -214,6 +216,13 @@ describe('iptables simulator', () => {
     expect(() => load('-A KUBE-X -i eth0 -j ACCEPT')).toThrow(/unknown option -i/);
     expect(() => load('-A KUBE-X -s 10.0.0.1/8 -j ACCEPT')).toThrow(/not a canonical CIDR/);
     expect(() => new IptablesTable('*nat\n-A PREROUTING -j ACCEPT\n')).toThrow(/without COMMIT/);
+  });
+
+  it('loads every golden rule file of the iptables mode (each jump has its chain)', () => {
+    const dir = path.resolve(import.meta.dirname, '..', 'golden', 'iptables');
+    const files = readdirSync(dir).filter((f) => f.endsWith('.rules'));
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files) expect(() => new IptablesTable(readFileSync(path.join(dir, f), 'utf8')), f).not.toThrow();
   });
 
   it('keeps tables between loads, as --noflush does; a declaration flushes its chain; -D and -X remove', () => {

@@ -38,8 +38,6 @@ const BUILTIN_CHAINS: Record<string, readonly string[]> = {
   nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'],
   filter: ['INPUT', 'FORWARD', 'OUTPUT'],
 };
-const FINAL_TARGETS = new Set(['ACCEPT', 'DROP', 'REJECT', 'DNAT', 'MASQUERADE']);
-const OTHER_TARGETS = new Set(['RETURN', 'MARK']);
 
 /** The state of the packet while it crosses the hooks. */
 interface PacketState {
@@ -321,9 +319,59 @@ function tokenize(line: string): string[] {
 
 /** A rule spec's tokens into tests and a target. Any option the iptables mode does not write is an error. */
 function parseRule(tokens: string[]): Rule {
-  const spec = tokens.map((t) => (/\s/.test(t) || t === '' ? `"${t}"` : t)).join(' ');
+  const j = tokens.indexOf('-j');
+  if (j < 0) throw new Error('a rule without -j');
+  return {
+    spec: tokens.map((t) => (/\s/.test(t) || t === '' ? `"${t}"` : t)).join(' '),
+    tests: parseMatches(tokens.slice(0, j)),
+    target: parseTarget(tokens.slice(j + 1)),
+  };
+}
+
+/** `-j NAME [options]`: a built-in target with exactly the options the iptables mode writes, or a user chain. */
+function parseTarget([name, ...opts]: string[]): Target {
+  const only = (...allowed: string[][]) => {
+    if (!allowed.some((a) => a.length === opts.length && a.every((o, i) => o === '*' || o === opts[i]))) throw new Error(`-j ${name} ${opts.join(' ')}`);
+  };
+  switch (name) {
+    case 'ACCEPT':
+    case 'DROP':
+    case 'REJECT':
+      only([]);
+      return { kind: name.toLowerCase() as 'accept' | 'drop' | 'reject' };
+    case 'RETURN':
+      only([]);
+      return { kind: 'return' };
+    case 'MASQUERADE':
+      // --random-fully only changes how source ports are picked, not what is masqueraded.
+      only([], ['--random-fully']);
+      return { kind: 'masquerade' };
+    case 'DNAT': {
+      only(['--to-destination', '*']);
+      const hp = parseHostPort(opts[1]!);
+      if (!hp) throw new Error(`bad --to-destination ${opts[1]}`);
+      return { kind: 'dnat', addr: hp.ip.ip, port: hp.port };
+    }
+    case 'MARK': {
+      only(['--or-mark', '*'], ['--xor-mark', '*'], ['--set-xmark', '*']);
+      const [value, mask] = parseMark(opts[1]!);
+      if (opts[0] === '--or-mark') return { kind: 'mark', and: ~value >>> 0, xor: value };
+      if (opts[0] === '--xor-mark') return { kind: 'mark', and: 0xffffffff, xor: value };
+      return { kind: 'mark', and: ~mask >>> 0, xor: value };
+    }
+    default:
+      if (!name || !/^[A-Z][A-Z0-9-]*$/.test(name)) throw new Error(`unknown target ${name}`);
+      only([]);
+      return { kind: 'jump', chain: name };
+  }
+}
+
+const MATCH_MODULES = ['tcp', 'udp', 'sctp', 'comment', 'addrtype', 'iprange', 'mark', 'conntrack', 'statistic', 'recent'];
+const CT_STATES = ['NEW', 'ESTABLISHED', 'RELATED', 'INVALID', 'DNAT', 'SNAT', 'UNTRACKED'];
+
+/** The matches of a rule (everything before -j), in order: iptables stops at the first that fails. */
+function parseMatches(tokens: string[]): Test[] {
   const tests: Test[] = [];
-  let target: Target | null = null;
   let module = '';
   let negate = false;
   let i = 0;
@@ -340,38 +388,19 @@ function parseRule(tokens: string[]): Rule {
   const noNegation = (opt: string) => {
     if (negate) throw new Error(`! before ${opt}`);
   };
+  const inModule = (opt: string, ...modules: string[]) => {
+    if (!modules.includes(module)) throw new Error(`${opt} outside -m ${modules.join('/')}`);
+  };
   for (; i < tokens.length; i++) {
     const tok = tokens[i]!;
-    if (target) {
-      // Target options.
-      if (target.kind === 'dnat' && tok === '--to-destination') {
-        const hp = parseHostPort(arg(tok));
-        if (!hp) throw new Error(`bad --to-destination ${tokens[i]}`);
-        target = { kind: 'dnat', addr: hp.ip.ip, port: hp.port };
-      } else if (target.kind === 'mark' && (tok === '--or-mark' || tok === '--xor-mark' || tok === '--set-xmark')) {
-        const [value, mask] = parseMark(arg(tok));
-        target =
-          tok === '--or-mark'
-            ? { kind: 'mark', and: ~value >>> 0, xor: value }
-            : tok === '--xor-mark'
-              ? { kind: 'mark', and: 0xffffffff, xor: value }
-              : { kind: 'mark', and: ~mask >>> 0, xor: value };
-      } else if (target.kind === 'masquerade' && tok === '--random-fully') {
-        // Port choice only: no effect on what is masqueraded.
-      } else {
-        throw new Error(`unknown target option ${tok}`);
-      }
-      continue;
-    }
     switch (tok) {
       case '!':
         negate = true;
         break;
       case '-s':
       case '-d': {
-        const value = arg(tok);
         const field = tok === '-s' ? 'saddr' : 'daddr';
-        const inValue = addressTest(value);
+        const inValue = addressTest(arg(tok));
         test((s) => inValue(s[field]));
         break;
       }
@@ -384,13 +413,11 @@ function parseRule(tokens: string[]): Rule {
       case '-m':
         noNegation(tok);
         module = arg(tok);
-        if (!['tcp', 'udp', 'sctp', 'comment', 'addrtype', 'iprange', 'mark', 'conntrack', 'statistic', 'recent'].includes(module)) {
-          throw new Error(`unknown match module ${module}`);
-        }
+        if (!MATCH_MODULES.includes(module)) throw new Error(`unknown match module ${module}`);
         if (module === 'recent') parseRecent();
         break;
       case '--dport': {
-        if (!['tcp', 'udp', 'sctp'].includes(module)) throw new Error('--dport outside -m tcp/udp/sctp');
+        inModule(tok, 'tcp', 'udp', 'sctp');
         const proto = module;
         const [lo, hi] = arg(tok).split(':').map(Number) as [number, number | undefined];
         // -m tcp alone matches only tcp packets (iptables requires -p tcp as well; both are written).
@@ -399,12 +426,12 @@ function parseRule(tokens: string[]): Rule {
       }
       case '--comment':
         noNegation(tok);
-        if (module !== 'comment') throw new Error('--comment outside -m comment');
+        inModule(tok, 'comment');
         arg(tok);
         break;
       case '--src-type':
       case '--dst-type': {
-        if (module !== 'addrtype') throw new Error(`${tok} outside -m addrtype`);
+        inModule(tok, 'addrtype');
         const type = arg(tok);
         if (type !== 'LOCAL') throw new Error(`addrtype ${type}`);
         const field = tok === '--src-type' ? 'saddrLocal' : 'daddrLocal';
@@ -413,7 +440,7 @@ function parseRule(tokens: string[]): Rule {
       }
       case '--dst-range':
       case '--src-range': {
-        if (module !== 'iprange') throw new Error(`${tok} outside -m iprange`);
+        inModule(tok, 'iprange');
         const [from, to] = arg(tok).split('-');
         const a = parseIP(from);
         const b = parseIP(to);
@@ -423,59 +450,38 @@ function parseRule(tokens: string[]): Rule {
         break;
       }
       case '--mark': {
-        if (module !== 'mark') throw new Error('--mark outside -m mark');
+        inModule(tok, 'mark');
         const [value, mask] = parseMark(arg(tok));
         test((s) => (s.mark & mask) >>> 0 === value);
         break;
       }
       case '--ctstate': {
-        if (module !== 'conntrack') throw new Error('--ctstate outside -m conntrack');
+        inModule(tok, 'conntrack');
         const states = arg(tok).split(',');
-        for (const st of states) if (!['NEW', 'ESTABLISHED', 'RELATED', 'INVALID', 'DNAT', 'SNAT', 'UNTRACKED'].includes(st)) throw new Error(`ctstate ${st}`);
+        for (const st of states) if (!CT_STATES.includes(st)) throw new Error(`ctstate ${st}`);
         // The first packet of a connection: NEW, plus the virtual DNAT state once nat has translated it.
         test((s) => states.includes('NEW') || (s.dnatted && states.includes('DNAT')));
         break;
       }
       case '--mode':
         noNegation(tok);
-        if (module !== 'statistic' || arg(tok) !== 'random') throw new Error('only -m statistic --mode random');
+        inModule(tok, 'statistic');
+        if (arg(tok) !== 'random') throw new Error('only -m statistic --mode random');
         break;
       case '--probability': {
         noNegation(tok);
-        if (module !== 'statistic') throw new Error('--probability outside -m statistic');
+        inModule(tok, 'statistic');
         const p = Number(arg(tok));
         if (!(p >= 0 && p <= 1)) throw new Error(`bad probability ${tokens[i]}`);
         test((_s, env) => env.decide(p));
-        break;
-      }
-      case '-j': {
-        noNegation(tok);
-        const name = arg(tok);
-        if (FINAL_TARGETS.has(name) || OTHER_TARGETS.has(name)) {
-          target =
-            name === 'DNAT'
-              ? { kind: 'dnat', addr: '', port: 0 }
-              : name === 'MARK'
-                ? { kind: 'mark', and: 0xffffffff, xor: 0 }
-                : name === 'RETURN'
-                  ? { kind: 'return' }
-                  : { kind: name.toLowerCase() as 'accept' | 'drop' | 'reject' | 'masquerade' };
-        } else if (/^[A-Z][A-Z0-9-]*$/.test(name)) {
-          target = { kind: 'jump', chain: name };
-        } else {
-          throw new Error(`unknown target ${name}`);
-        }
         break;
       }
       default:
         throw new Error(`unknown option ${tok}`);
     }
   }
-  if (negate) throw new Error('! at the end of the rule');
-  if (!target) throw new Error('a rule without -j');
-  if (target.kind === 'dnat' && target.addr === '') throw new Error('DNAT without --to-destination');
-  if (target.kind === 'mark' && target.and === 0xffffffff && target.xor === 0) throw new Error('MARK without an operation');
-  return { spec, tests, target };
+  if (negate) throw new Error('! before -j');
+  return tests;
 
   /** -m recent: --name N, then --set, or --rcheck --seconds S [--reap]. */
   function parseRecent(): void {
