@@ -8,8 +8,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { hostPort, inAnyCIDR } from '../../src/model/addr.ts';
 import type { DesiredState } from '../../src/model/types.ts';
-import { createProxier as iptablesProxier } from '../../src/modes/iptables/index.ts';
-import { createProxier as nftablesProxier } from '../../src/modes/nftables/index.ts';
+import { MODE_DEFINITIONS } from '../../src/modes/index.ts';
 import { BASE_CONFIG, type Expect, type Flow, FLOW_CASES, type FlowCase, KERNEL_MODES, type KernelMode, NODE_ADDRESSES } from './flows.ts';
 import { Table as IptablesTable } from './iptables-sim.ts';
 import { desiredState, endpoint, NODE, servicePort } from './model-fixtures.ts';
@@ -97,9 +96,9 @@ function stateOf(c: FlowCase): DesiredState {
 
 /** What `--dry-run` prints for this state, from the mode's own proxier. */
 function rulesOf(mode: KernelMode, state: DesiredState): string {
-  const create = mode === 'iptables' ? iptablesProxier : nftablesProxier;
-  const proxier = create({ config: state.config, family: state.family, iptablesBackend: 'nft' });
-  // The iptables mode notes on stderr that localhost NodePorts need route_localnet: not this test's business.
+  const proxier = MODE_DEFINITIONS[mode].create({ config: state.config, family: state.family, iptablesBackend: 'nft' });
+  // Notes for a person running --dry-run (route_localnet, configuration left out) go to stderr; a flow shows
+  // what they mean for traffic.
   const write = process.stderr.write;
   process.stderr.write = () => true;
   try {
@@ -110,8 +109,7 @@ function rulesOf(mode: KernelMode, state: DesiredState): string {
 }
 
 function simulate(mode: KernelMode, state: DesiredState): Simulated {
-  const rules = rulesOf(mode, state);
-  return mode === 'iptables' ? iptablesSimulated(rules) : nftablesSimulated(rules);
+  return SIMULATORS[mode](rulesOf(mode, state));
 }
 
 function iptablesSimulated(restoreText: string): Simulated {
@@ -150,6 +148,9 @@ function nftablesSimulated(batch: string): Simulated {
     explain: () => '(the nftables simulator does not list matched rules)',
   };
 }
+
+/** Each kernel mode's output, loaded into its simulator. */
+const SIMULATORS: Record<KernelMode, (rules: string) => Simulated> = { iptables: iptablesSimulated, nftables: nftablesSimulated };
 
 // ---- the table ----
 
