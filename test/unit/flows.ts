@@ -366,19 +366,20 @@ const nodePorts = nodePortsVariants.map(nodePortsCase);
 
 // ---- TestHealthCheckNodePort ----
 
-const healthCheckNodePort = flowCase(
-  'TestHealthCheckNodePort',
-  [
-    svc1({
-      clusterIPs: [CLUSTER_IP(42)],
-      nodePort: 3001,
-      healthCheckNodePort: 30000,
-      externalTrafficPolicy: 'Local',
-    }),
-  ],
-  [{ name: 'firewall accepts HealthCheckNodePort', from: EXTERNAL_CLIENT, to: NODE_IP, port: 30000, expect: PASS }],
-  { nodePortAddresses: ['127.0.0.0/8'] },
-);
+const healthCheckNodePort: FlowCase[] = [
+  flowCase(
+    'TestHealthCheckNodePort',
+    [svc1({ clusterIPs: [CLUSTER_IP(42)], nodePort: 3001, healthCheckNodePort: 30000, externalTrafficPolicy: 'Local' })],
+    [{ name: 'firewall accepts HealthCheckNodePort', from: EXTERNAL_CLIENT, to: NODE_IP, port: 30000, expect: PASS }],
+    { nodePortAddresses: ['127.0.0.0/8'] },
+  ),
+  flowCase(
+    'TestHealthCheckNodePort: after the service is deleted',
+    [],
+    [{ name: 'HealthCheckNodePort no longer has any rule', from: EXTERNAL_CLIENT, to: NODE_IP, port: 30000, expect: PASS }],
+    { nodePortAddresses: ['127.0.0.0/8'] },
+  ),
+];
 
 // ---- TestExternalTrafficPolicyLocal / Cluster ----
 
@@ -621,7 +622,9 @@ const internalTrafficPolicy: FlowCase[] = [
     dnat([local(1), local(2)]),
   ),
   internalTrafficPolicyCase('internalTrafficPolicy is local and there are no local endpoints', 'Local', [remote(1), remote(2), remote(3)], DROP),
-  internalTrafficPolicyCase('endpoints deleted', 'Local', [], REJECT),
+  // upstream deletes the slice after each case: whatever the policy, no endpoint anywhere is a REJECT.
+  internalTrafficPolicyCase('internalTrafficPolicy is cluster, endpoints deleted', 'Cluster', [], REJECT),
+  internalTrafficPolicyCase('internalTrafficPolicy is local, endpoints deleted', 'Local', [], REJECT),
 ];
 
 /** Every case, in upstream's order. */
@@ -630,7 +633,7 @@ export const FLOW_CASES: readonly FlowCase[] = [
   clusterIPGeneral,
   loadBalancer,
   ...nodePorts,
-  healthCheckNodePort,
+  ...healthCheckNodePort,
   externalTrafficPolicyCase('Local'),
   externalTrafficPolicyCase('Cluster'),
   ...internalExternalMasquerade,
