@@ -113,7 +113,7 @@ async function child(services: number, perService: number): Promise<ChildResult>
     await proxier?.close();
     live = await newNetns(`live${rep}`);
     let batch = '';
-    proxier = new NftablesProxier({ config: CONFIG, iptablesBackend: 'auto', netns: live, verifyRulesEvery: 2, onBatch: (j) => (batch = j) });
+    proxier = new NftablesProxier({ config: CONFIG, family: 'IPv4', iptablesBackend: 'auto', netns: live, verifyRulesEvery: 2, onBatch: (j) => (batch = j) });
     const r = await proxier.sync(state, null);
     fulls.push(r.durationMs);
     result.batchBytes = r.bytes;
@@ -153,10 +153,10 @@ async function child(services: number, perService: number): Promise<ChildResult>
     const key = `bench/svc${i}:http`;
     const sp = servicePorts.get(key)!;
     const eps = [...sp.clusterEndpoints.slice(1), endpointAt(services * perService + n, true)];
-    servicePorts.set(key, { ...sp, clusterEndpoints: eps, localEndpoints: eps.filter((e) => e.isLocal), allEndpoints: eps });
+    servicePorts.set(key, servicePortAt(i, eps));
     state = stateOf(servicePorts);
     const t0 = performance.now();
-    const r = await proxier!.sync(state, { added: [], updated: [key], removed: [] });
+    const r = await proxier!.sync(state, { added: [], updated: [key], removed: [], previous: new Map([[key, sp]]) });
     times.push(performance.now() - t0);
     if (r.full) result.notes.push('an endpoint change ran as a full sync');
     sizes.push(r.bytes);
@@ -229,12 +229,16 @@ function dataPlaneState(others: number, perService: number): DesiredState {
     port: 8080,
     id: '198.19.1.11:8080',
     nodeName: 'node-a',
+    zone: null,
     isLocal: true,
     ready: true,
     serving: true,
     terminating: false,
+    zoneHints: [],
+    nodeHints: [],
   };
-  const probe = { ...servicePortAt(0, [a1], 0, 'zz-probe'), clusterIPs: [PROBE_IP], nodePort: null, hasExternal: false, key: 'zz-probe/probe:http' };
+  // servicePortAt(0, ...) has no NodePort, so the endpoint decision it made holds for the probe service too.
+  const probe = { ...servicePortAt(0, [a1], 0, 'zz-probe'), clusterIPs: [PROBE_IP], key: 'zz-probe/probe:http' };
   m.set(probe.key, probe);
   return stateOf(m);
 }
@@ -263,8 +267,11 @@ async function dataPlane(connects: number, iptablesBackend: IptablesBackend): Pr
       [10_000, dataPlaneState(9_999, 10)],
     ]);
     const modes: [string, (netns: string) => Proxier][] = [
-      ['nftables', (netns) => new NftablesProxier({ config: CONFIG, iptablesBackend: 'auto', netns })],
-      [`iptables (${iptablesBackend})`, (netns) => createIptablesProxier({ config: CONFIG, iptablesBackend, netns, restoreTimeoutMs: 30 * 60_000 })],
+      ['nftables', (netns) => new NftablesProxier({ config: CONFIG, family: 'IPv4', iptablesBackend: 'auto', netns })],
+      [
+        `iptables (${iptablesBackend})`,
+        (netns) => createIptablesProxier({ config: CONFIG, family: 'IPv4', iptablesBackend, netns, restoreTimeoutMs: 30 * 60_000 }),
+      ],
     ];
     for (const [mode, make] of modes) {
       const perSize = new Map<number, { install: number[]; samples: number[] }>();
