@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { buildState } from '../../src/model/store.ts';
-import { staleFlows } from '../../src/daemon/conntrack.ts';
 import { ProxierHealth, ServiceHealthServers, serveHealth } from '../../src/daemon/health.ts';
 import { ProxyMetrics, serveMetrics } from '../../src/daemon/metrics.ts';
 import { FileSource } from '../../src/watch/file.ts';
@@ -117,7 +116,7 @@ describe('metrics', () => {
       {
         result: { full: true, durationMs: 12, bytes: 1, servicePortsWritten: 1 },
         state,
-        changes: null,
+        changes: { added: [], updated: [], removed: [], previous: new Map() },
         servicePorts: 1,
         changed: 1,
         serviceChanges: 2,
@@ -131,7 +130,7 @@ describe('metrics', () => {
       {
         result: { full: false, durationMs: 3, bytes: 1, servicePortsWritten: 1 },
         state,
-        changes: null,
+        changes: { added: [], updated: [], removed: [], previous: new Map() },
         servicePorts: 1,
         changed: 1,
         serviceChanges: 0,
@@ -163,26 +162,6 @@ describe('metrics', () => {
     expect(text).toMatch(new RegExp(`kubeproxy_sync_proxy_rules_last_timestamp_seconds ${Math.floor(now / 1000)}`));
     expect(text).toContain('process_resident_memory_bytes');
     expect(text).toContain('nodejs_heap_size_used_bytes');
-  });
-});
-
-describe('UDP conntrack cleanup', () => {
-  const snap = (eps: string[], nodePort: number | null = null) => ({ ips: ['198.18.100.70', '198.18.200.70'], port: 53, nodePort, endpoints: new Set(eps) });
-  it('deletes flows NATed to endpoints that left, per frontend and NodePort', () => {
-    expect(staleFlows(snap(['198.19.1.11', '198.19.2.11'], 30053), snap(['198.19.2.11'], 30053))).toEqual([
-      ['--orig-dst', '198.18.100.70', '--orig-port-dst', '53', '--dst-nat', '198.19.1.11'],
-      ['--orig-dst', '198.18.200.70', '--orig-port-dst', '53', '--dst-nat', '198.19.1.11'],
-      ['--orig-port-dst', '30053', '--dst-nat', '198.19.1.11'],
-    ]);
-  });
-  it('deletes flows of a port that gets its first endpoints, and of removed ports', () => {
-    expect(staleFlows(snap([]), snap(['198.19.1.11']))).toEqual([
-      ['--orig-dst', '198.18.100.70', '--orig-port-dst', '53'],
-      ['--orig-dst', '198.18.200.70', '--orig-port-dst', '53'],
-    ]);
-    expect(staleFlows(snap(['198.19.1.11']), undefined)).toHaveLength(2);
-    expect(staleFlows(undefined, snap(['198.19.1.11']))).toEqual([]);
-    expect(staleFlows(snap(['198.19.1.11']), snap(['198.19.1.11']))).toEqual([]);
   });
 });
 
