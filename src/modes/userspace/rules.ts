@@ -18,8 +18,9 @@
 // A frontend that is redirected never meets its deny rule: REDIRECT has rewritten the destination
 // by the time filter looks at the packet. NodePorts come last in the portal chains, as in kube-proxy.
 // REJECT is the kernel's default for the family: ICMP port unreachable, ICMPv6 port unreachable for IPv6.
-import { InvalidValueError, ofFamily, parseCIDR, ruleCIDR, ruleIP, rulePort, ruleProtocol } from '../../model/addr.ts';
+import { InvalidValueError, ruleCIDR, ruleIP, rulePort, ruleProtocol } from '../../model/addr.ts';
 import type { IPFamily, ProxyConfig, ServicePort } from '../../model/types.ts';
+import { clusterCIDRsOf, nodePortCIDRsOf } from '../../model/config.ts';
 import type { ListenerClass } from './balancer.ts';
 import { listenerClasses } from './balancer.ts';
 import { intersectCidrs } from './sources.ts';
@@ -79,12 +80,14 @@ export interface FamilyConfig {
   nodePortCIDRs: string[] | null;
 }
 
-/** The configuration as one family's rules use it: the other family's CIDRs are left out. */
+/** The configuration as one family's rules use it (model/config.ts decides which CIDRs apply). */
 export function familyConfig(config: ProxyConfig, family: IPFamily): FamilyConfig {
-  const cidrs = (list: readonly string[]) => ofFamily(list, family).map((c) => ruleCIDR(c, family));
-  const nodePort = cidrs(config.nodePortAddresses);
-  const matchAll = nodePort.length === 0 || nodePort.some((c) => parseCIDR(c)?.prefix === 0);
-  return { family, clusterCIDRs: cidrs(config.clusterCIDRs), nodePortCIDRs: matchAll ? null : nodePort };
+  const nodePort = nodePortCIDRsOf(config, family);
+  return {
+    family,
+    clusterCIDRs: clusterCIDRsOf(config, family).map((c) => ruleCIDR(c, family)),
+    nodePortCIDRs: nodePort === null ? null : nodePort.map((c) => ruleCIDR(c, family)),
+  };
 }
 
 export interface RenderContext {
