@@ -19,6 +19,7 @@ import { type DebugOptions, type FamilyView, type SyncRecord, handleDebug } from
 import { ProxierHealth, ServiceHealthServers, type SyncStatus, serveHealth } from './health.ts';
 import { SyncLoop } from '../sync/loop.ts';
 import { ProxyMetrics, serveMetrics } from './metrics.ts';
+import { Takeover } from './takeover.ts';
 
 function reportOutcome(object: string, r: ApplyOutcome): void {
   if (r.kind === 'invalid') for (const i of r.issues) log.warn({ event: 'invalid-object', object: i.object, field: i.field }, issueLine(i));
@@ -180,6 +181,7 @@ export async function runProxy(opts: RunOptions): Promise<number> {
         p.lastSync = { at: new Date(), outcome: 'ok' };
         metrics.recordSync(e, e.state);
         synced.set(family, e.state);
+        takeover.synced(family);
         await serviceHealth.sync(allFamilies(synced));
         const before = conntrack.failures;
         conntrack.afterSync(e.state, e.changes);
@@ -193,6 +195,12 @@ export async function runProxy(opts: RunOptions): Promise<number> {
     return p;
   });
   const loops = pipelines.map((p) => p.loop);
+  // What other data paths left (another mode's, upstream kube-proxy's) goes once this one is programmed in every family.
+  const takeover = new Takeover({
+    mode: opts.mode,
+    families: pipelines.map((p) => p.family),
+    modeOptions: { config: opts.proxy, iptablesBackend: opts.iptablesBackend },
+  });
   const [primary] = pipelines as [FamilyPipeline, ...FamilyPipeline[]];
   // kube-proxy's health timeout: twice the sync period.
   const health = new ProxierHealth(combinedStatus(loops), 2 * opts.syncPeriodMs);
@@ -256,6 +264,7 @@ export async function runProxy(opts: RunOptions): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
   for (const l of loops) await l.stop();
+  await takeover.idle();
   await source.stop();
   await serviceHealth.close();
   for (const s of servers) s.close();

@@ -11,7 +11,9 @@
 //   running mode's: its cleanup would remove the new path). The iptables mode's cleanup also removes upstream's
 //   iptables KUBE-* chains (the same layout), so the nftables and userspace modes take over from upstream's
 //   iptables mode through it, while the iptables mode itself overwrites them with its own first sync;
-// - upstream's nftables table `kube-proxy` of each family, which no mode of this proxy writes.
+// - what upstream kube-proxy writes and no mode of this proxy writes, so no mode's cleanup or sync removes it:
+//   its nftables table `kube-proxy` of each family, and its iptables canary chains (KUBE-PROXY-CANARY in mangle,
+//   nat and filter, which utiliptables.Monitor creates empty to notice flushes) in both backends.
 // No other mode's cleanup touches the running mode's rules: each mode owns distinct chains and tables.
 import { run } from '../exec.ts';
 import { log } from '../log.ts';
@@ -33,6 +35,8 @@ export interface TakeoverOptions {
   definitions?: Readonly<Record<ModeName, ModeDefinition>>;
   /** Removes upstream's nftables table of a family; returns whether it existed (default: nft). */
   removeUpstreamTable?: (family: IPFamily) => Promise<boolean>;
+  /** Removes upstream's iptables canary chains of a family; returns whether there were any (default: iptables). */
+  removeUpstreamCanaries?: (family: IPFamily) => Promise<boolean>;
 }
 
 /** A summary of the takeover, once done. */
@@ -57,6 +61,32 @@ export async function removeUpstreamNftTable(family: IPFamily): Promise<boolean>
   const r = await run(['nft', '-f', '-'], { input: `add table ${table}\ndelete table ${table}\n` });
   if (r.code !== 0) throw new Error(`nft: ${r.stderr.trim() || `exit ${r.code}`}`);
   return true;
+}
+
+/** utiliptables.Monitor's canary chain, which upstream creates in these tables. */
+export const UPSTREAM_CANARY_CHAIN = 'KUBE-PROXY-CANARY';
+const CANARY_TABLES = ['mangle', 'nat', 'filter'];
+
+/**
+ * Deletes upstream's canary chains of this family, in whichever backend holds them (nft, legacy). Reads with
+ * *-save first: it lists only tables that exist, so a backend the node does not use is never initialised.
+ */
+export async function removeUpstreamCanaries(family: IPFamily): Promise<boolean> {
+  const base = family === 'IPv6' ? 'ip6tables' : 'iptables';
+  let removed = false;
+  for (const backend of ['nft', 'legacy']) {
+    const saved = await run([`${base}-${backend}-save`]).catch(() => null);
+    if (!saved || saved.code !== 0) continue;
+    let table = '';
+    for (const line of saved.stdout.split('\n')) {
+      if (line.startsWith('*')) table = line.slice(1);
+      if (!CANARY_TABLES.includes(table) || !line.startsWith(`:${UPSTREAM_CANARY_CHAIN} `)) continue;
+      const r = await run([`${base}-${backend}`, '-w', '5', '-t', table, '-X', UPSTREAM_CANARY_CHAIN]);
+      if (r.code !== 0) throw new Error(`${base}-${backend} -t ${table} -X ${UPSTREAM_CANARY_CHAIN}: ${r.stderr.trim() || `exit ${r.code}`}`);
+      removed = true;
+    }
+  }
+  return removed;
 }
 
 /**
@@ -101,9 +131,11 @@ export class Takeover {
       }
     };
     const removeTable = this.#o.removeUpstreamTable ?? removeUpstreamNftTable;
+    const removeCanaries = this.#o.removeUpstreamCanaries ?? removeUpstreamCanaries;
     for (const family of families) {
       const what = `upstream kube-proxy's nftables table ${nftFamily(family)} ${UPSTREAM_NFT_TABLE}`;
       await attempt(what, { source: 'kube-proxy nftables', family }, () => removeTable(family));
+      await attempt(`upstream kube-proxy's ${family} iptables canary chains`, { source: 'kube-proxy iptables', family }, () => removeCanaries(family));
     }
     for (const other of Object.values(this.#o.definitions ?? MODE_DEFINITIONS)) {
       if (other.name === mode) continue;

@@ -43,6 +43,10 @@ function takeover(mode: ModeName, families: IPFamily[], calls: string[], failing
       calls.push(`upstream table ${family}`);
       return tables.includes(family);
     },
+    async removeUpstreamCanaries(family) {
+      calls.push(`upstream canaries ${family}`);
+      return false;
+    },
   });
 }
 
@@ -58,7 +62,9 @@ describe('takeover', () => {
     const report = await t.idle();
     expect(calls).toEqual([
       'upstream table IPv4',
+      'upstream canaries IPv4',
       'upstream table IPv6',
+      'upstream canaries IPv6',
       'cleanup iptables IPv4',
       'close iptables IPv4',
       'cleanup iptables IPv6',
