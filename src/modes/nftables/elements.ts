@@ -108,15 +108,13 @@ export function checkPort(sp: ServicePort, family: IPFamily): CheckedPort {
     frontends.push(f);
   };
   const clusterIPs = sp.clusterIPs.map((ip) => ruleIP(ip, family));
+  const externalIPs = sp.externalIPs.map((ip) => ruleIP(ip, family));
+  const loadBalancerIPs = sp.loadBalancerIPs.map((ip) => ruleIP(ip, family));
   const ips = (list: readonly string[], role: Frontend['role']) => {
     for (const ip of list) add({ kind: 'svc', key: `"${ip}","${proto}",${port}`, role });
   };
   ips(clusterIPs, 'cluster-ip');
-  ips(
-    sp.externalIPs.map((ip) => ruleIP(ip, family)),
-    'external',
-  );
-  const loadBalancerIPs = sp.loadBalancerIPs.map((ip) => ruleIP(ip, family));
+  ips(externalIPs, 'external');
   ips(loadBalancerIPs, 'load-balancer');
   if (sp.nodePort !== null) add({ kind: 'np', key: `"${proto}",${rulePort(sp.nodePort)}`, role: 'nodeport' });
   const warnings: string[] = [];
