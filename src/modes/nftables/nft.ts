@@ -37,8 +37,6 @@ export class NftError extends Error {
 
 export class Nft {
   private readonly opts: NftOptions;
-  private dir: string | null = null;
-  private seq = 0;
 
   constructor(opts: NftOptions = {}) {
     this.opts = opts;
@@ -49,16 +47,19 @@ export class Nft {
     return this.opts.netns ? ['ip', 'netns', 'exec', this.opts.netns, ...nft] : nft;
   }
 
-  /** Applies one JSON batch (`nft -j -f FILE`); throws NftError when nft refuses it. */
+  /**
+   * Applies one JSON batch (`nft -j -f FILE`); throws NftError when nft refuses it. The file lives in a private
+   * directory made for this batch and removed with it, so nothing is left behind by a proxier never closed.
+   */
   async apply(json: string): Promise<void> {
-    this.dir ??= await mkdtemp(path.join(tmpdir(), 'kube-proxy-ts-nft-'));
-    const file = path.join(this.dir, `batch-${process.pid}-${this.seq++}.json`);
-    await writeFile(file, json, { mode: 0o600 });
+    const dir = await mkdtemp(path.join(tmpdir(), 'kube-proxy-ts-nft-'));
     try {
+      const file = path.join(dir, 'batch.json');
+      await writeFile(file, json, { mode: 0o600 });
       const r = await run(this.argv(['-j', '-f', file]), { timeoutMs: this.opts.timeoutMs ?? 600_000 });
       if (r.code !== 0) throw new NftError('nft -j -f', r.code, r.stderr, Buffer.byteLength(json));
     } finally {
-      await rm(file, { force: true });
+      await rm(dir, { recursive: true, force: true });
     }
   }
 
@@ -73,9 +74,6 @@ export class Nft {
     }
   }
 
-  /** Removes the temporary directory. */
-  async close(): Promise<void> {
-    if (this.dir) await rm(this.dir, { recursive: true, force: true });
-    this.dir = null;
-  }
+  /** Nothing to release: every batch removes its own file. Kept for the proxier's close(). */
+  async close(): Promise<void> {}
 }
