@@ -1,8 +1,8 @@
 // Taking over node-a without a gap (src/daemon/takeover.ts). Node-a starts with another data path for the same
 // objects: upstream kube-proxy's own rules (built by test/upstream, its iptables or its nftables mode), or this
 // proxy's other mode. Clients keep opening connections every 20 ms to a ClusterIP, a NodePort (from outside) and a
-// ClusterIP with ClientIP affinity, and one connection stays open, while kube-proxy-ts starts, programs its path
-// and removes the old one. Then: the old rules are gone, no connection failed, and the held connection still
+// ClusterIP with ClientIP affinity, and to an IPv6 ClusterIP, and one connection stays open, while kube-proxy-ts
+// starts, programs its path (both families) and removes the old one. Then: the old rules are gone, no connection failed, and the held connection still
 // carries data (its NAT lives in conntrack).
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPodServers } from '../../src/lab/sandbox/podserver.ts';
 import { type ProxyProcess, BIN, proxyCommand, startProxy } from '../../src/lab/sandbox/proxy.ts';
 import type { PodSpec } from '../../src/lab/sandbox/scenario.ts';
-import { ADDRESSES, sweepStale, Topology } from '../../src/lab/sandbox/topology.ts';
+import { ADDRESSES, NETWORK, sweepStale, Topology } from '../../src/lab/sandbox/topology.ts';
 import { TABLE as OWN_NFT_TABLE } from '../../src/modes/nftables/index.ts';
 import type { ModeName } from '../../src/modes/types.ts';
 import type { Family, KubeObject, UpstreamConfig } from '../upstream/cluster.ts';
@@ -27,10 +27,10 @@ const HELD_CONNECTION = path.join(FIXTURES, 'held-connection.ts');
 const NODE = [process.execPath, '--disable-warning=ExperimentalWarning'];
 
 const PODS: PodSpec[] = [
-  { name: 'a1', node: 'node-a', ip: '198.19.1.11', ports: [{ port: 8080, protocol: 'tcp' }] },
-  { name: 'a2', node: 'node-a', ip: '198.19.1.12', ports: [] },
+  { name: 'a1', node: 'node-a', ip: '198.19.1.11', ip6: '2001:2:0:11::11', ports: [{ port: 8080, protocol: 'tcp' }] },
+  { name: 'a2', node: 'node-a', ip: '198.19.1.12', ip6: '2001:2:0:11::12', ports: [] },
   { name: 'e1', node: 'node-a', ip: '198.19.1.13', ports: [] },
-  { name: 'b1', node: 'node-b', ip: '198.19.2.11', ports: [{ port: 8080, protocol: 'tcp' }] },
+  { name: 'b1', node: 'node-b', ip: '198.19.2.11', ip6: '2001:2:0:12::11', ports: [{ port: 8080, protocol: 'tcp' }] },
 ];
 const ECHO_PORT = 9000;
 
@@ -40,26 +40,33 @@ const service = (name: string, ip: string, port: number, spec: KubeObject = {}):
   metadata: { name, namespace: 'shop' },
   spec: { clusterIP: ip, clusterIPs: [ip], ipFamilies: ['IPv4'], type: 'ClusterIP', ports: [{ name: 'p', port, protocol: 'TCP' }], ...spec },
 });
-const slice = (svc: string, port: number, pods: string[]): KubeObject => ({
+const slice = (svc: string, port: number, pods: string[], family: Family = 'IPv4'): KubeObject => ({
   apiVersion: 'discovery.k8s.io/v1',
   kind: 'EndpointSlice',
-  metadata: { name: `${svc}-1`, namespace: 'shop', labels: { 'kubernetes.io/service-name': svc } },
-  addressType: 'IPv4',
+  metadata: { name: `${svc}-${family === 'IPv4' ? 1 : 2}`, namespace: 'shop', labels: { 'kubernetes.io/service-name': svc } },
+  addressType: family,
   ports: [{ name: 'p', port, protocol: 'TCP' }],
   endpoints: pods.map((name) => {
     const pod = PODS.find((p) => p.name === name)!;
-    return { addresses: [pod.ip], conditions: { ready: true }, nodeName: pod.node };
+    return { addresses: [family === 'IPv4' ? pod.ip : pod.ip6!], conditions: { ready: true }, nodeName: pod.node };
   }),
 });
 
 const WEB = '198.18.100.10';
+const WEB6 = '2001:2:0:100::10';
 const NODEPORT = 30080;
 const STICKY = '198.18.100.12';
 const ECHO = '198.18.100.13';
 const OBJECTS: KubeObject[] = [
   { apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a' }, status: { addresses: [{ type: 'InternalIP', address: ADDRESSES['node-a'] }] } },
-  service('web', WEB, 80, { ports: [{ name: 'p', port: 80, targetPort: 8080, protocol: 'TCP' }] }),
+  service('web', WEB, 80, {
+    clusterIPs: [WEB, WEB6],
+    ipFamilies: ['IPv4', 'IPv6'],
+    ipFamilyPolicy: 'RequireDualStack',
+    ports: [{ name: 'p', port: 80, targetPort: 8080, protocol: 'TCP' }],
+  }),
   slice('web', 8080, ['a1', 'b1']),
+  slice('web', 8080, ['a1', 'b1'], 'IPv6'),
   service('np', '198.18.100.11', 80, { type: 'NodePort', ports: [{ name: 'p', port: 80, targetPort: 8080, nodePort: NODEPORT, protocol: 'TCP' }] }),
   slice('np', 8080, ['a1', 'b1']),
   service('sticky', STICKY, 80, {
@@ -76,10 +83,13 @@ const OBJECTS: KubeObject[] = [
 const upstreamConfig = (family: Family): UpstreamConfig => ({
   family,
   nodeName: 'node-a',
-  clusterCIDR: family === 'IPv4' ? ADDRESSES.clusterCIDR : undefined,
+  clusterCIDR: NETWORK[family].clusterCIDR,
 });
 const FAMILIES: readonly Family[] = ['IPv4', 'IPv6'];
 const iptablesBinary = (family: Family, tool: 'iptables-restore' | 'iptables-save') => (family === 'IPv6' ? tool.replace('iptables', 'ip6tables') : tool);
+
+/** The proxy's command line on node-a, with both families' cluster CIDRs. */
+const command = (mode: ModeName) => proxyCommand(mode, objectsFile, PODS);
 
 let topo: Topology;
 let dir: string;
@@ -141,7 +151,7 @@ function ownMode(mode: ModeName, leftovers: () => Promise<string[]>): Before {
   return {
     name: `this proxy's ${mode} mode`,
     async load() {
-      const proxy = await startProxy(topo, proxyCommand(mode, objectsFile));
+      const proxy = await startProxy(topo, command(mode));
       await waitForLine(proxy, '"event":"takeover-done"');
       await proxy.stop(5000);
     },
@@ -252,7 +262,12 @@ describe('takeover without a gap', () => {
       await before.load();
       expect(await before.leftovers(), 'the "before" state is in place').not.toEqual([]);
 
-      const clients = [startClient('pod:a2', WEB, 80), startClient('client', ADDRESSES['node-a'], NODEPORT), startClient('pod:a2', STICKY, 80)];
+      const clients = [
+        startClient('pod:a2', WEB, 80),
+        startClient('client', ADDRESSES['node-a'], NODEPORT),
+        startClient('pod:a2', STICKY, 80),
+        startClient('pod:a2', WEB6, 80),
+      ];
       const held = await holdConnection();
       let proxy: ProxyProcess | null = null;
       try {
@@ -264,7 +279,7 @@ describe('takeover without a gap', () => {
           () => report(clients),
         );
         const switchAt = Date.now();
-        proxy = await startProxy(topo, proxyCommand(c.mode, objectsFile));
+        proxy = await startProxy(topo, command(c.mode));
         await waitForLine(proxy, '"event":"takeover-done"');
         const takenOverAt = Date.now();
 
@@ -299,7 +314,7 @@ async function leftoversAfter(before: Before, mode: ModeName): Promise<string[]>
   if (before !== upstreamIptablesBefore || mode !== 'iptables') return before.leftovers();
   const own = new Set<string>();
   for (const family of FAMILIES) {
-    const dry = await topo.execOk('node-a', [...NODE, BIN, '--dry-run', '--ip-family', family, ...proxyCommand(mode, objectsFile).slice(3)]);
+    const dry = await topo.execOk('node-a', [...NODE, BIN, '--dry-run', '--ip-family', family, ...command(mode).slice(3)]);
     let table = '';
     for (const line of dry.stdout.split('\n')) {
       if (line.startsWith('*')) table = line.slice(1);
