@@ -79,7 +79,7 @@ const OBJECTS: KubeObject[] = [
   slice('echo', ECHO_PORT, ['e1']),
 ];
 
-/** Upstream kube-proxy on node-a, as the sandbox runs this proxy (--cluster-cidr, node IP, every address takes NodePorts). */
+/** Upstream kube-proxy on node-a, set up as the sandbox runs this proxy: its cluster CIDRs, every local address taking NodePorts. */
 const upstreamConfig = (family: Family): UpstreamConfig => ({
   family,
   nodeName: 'node-a',
@@ -120,7 +120,7 @@ async function upstreamChainsLeft(keep: ReadonlySet<string> = new Set()): Promis
   return left;
 }
 
-/** nftables tables of these names still in node-a. */
+/** The nftables tables of this name (any family) still in node-a. */
 async function nftTablesLeft(name: string): Promise<string[]> {
   const listed = (await topo.execOk('node-a', ['nft', 'list', 'tables'])).stdout;
   return listed.split('\n').filter((l) => l.trim().endsWith(` ${name}`));
