@@ -8,6 +8,7 @@
 // The planner updates its record while planning. If applying the batch fails, the caller must throw
 // the planner away (the kernel still holds the previous table) and start over with full().
 import { familyAddress, InvalidValueError } from '../../model/addr.ts';
+import { clusterCIDRsOf, nodePortCIDRsOf } from '../../model/config.ts';
 import type { DesiredState, IPFamily, ProxyConfig } from '../../model/types.ts';
 import {
   type CheckedPort,
@@ -112,7 +113,11 @@ export class Planner {
   /** Shared and pseudo elements; every other element is in exactly one port record. */
   private readonly refs = new RefCounts();
   private readonly ports = new Map<string, PortRecord>();
-  /** frontend id -> service ports claiming it, sorted; the first owns it. */
+  /**
+   * frontend id -> service ports claiming it, sorted; the first owns it. Who owns a frontend is decided by
+   * the model (model/frontends.ts: one owner per address, port and protocol), so a list has one entry except
+   * within a batch that moves a frontend between service ports: this record orders those element moves.
+   */
   private readonly claims = new Map<string, string[]>();
   private readonly slots: SlotAllocator;
   /** This node's addresses of the family, as the installed elements were rendered with (see allowedSources). */
@@ -124,17 +129,13 @@ export class Planner {
     this.family = FAMILIES[opts.family];
     this.layout = {
       family: this.family,
-      clusterCIDRs: familyCIDRs(opts.config.clusterCIDRs, this.family, this.configProblems),
+      clusterCIDRs: familyCIDRs(clusterCIDRsOf(opts.config, opts.family), this.family, this.configProblems),
       masqueradeAll: opts.config.masqueradeAll,
-      nodePortAddresses: familyCIDRs(opts.config.nodePortAddresses, this.family, this.configProblems),
+      // An empty list means every local address (model/config.ts decides when that is).
+      nodePortAddresses: familyCIDRs(nodePortCIDRsOf(opts.config, opts.family) ?? [], this.family, this.configProblems),
     };
     this.schemas = new Map(setSchemas().map((s) => [s.name, s]));
     this.slots = new SlotAllocator(opts.now);
-  }
-
-  /** Whether full() has run (the record describes an installed table). */
-  get installed(): boolean {
-    return this.chains !== null;
   }
 
   /** The batch that replaces the table with one for `state`. Only valid on a fresh planner. */
