@@ -1,21 +1,12 @@
-// Proves the scenario harness itself: the scenario loader, the topology (real traffic between real
-// namespaces), the probe classification, that a missing proxy FAILS a scenario, and cleanup.
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// Proves the scenario harness itself: the topology (real traffic of both families between real
+// namespaces, with the settings the scenarios README promises), the probe classification, that a
+// missing proxy FAILS a scenario, and cleanup. (The loader's pure checks: test/unit/scenario.test.ts.)
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse as parseYaml } from 'yaml';
 import { run } from '../../src/exec.ts';
-import {
-  listScenarioFiles,
-  loadScenario,
-  parseScenario,
-  ScenarioError,
-  SHARED_SCENARIOS_DIR,
-  validateScenario,
-  writeObjectsFile,
-} from '../../src/lab/sandbox/scenario.ts';
+import { validateScenario } from '../../src/lab/sandbox/scenario.ts';
 import type { Scenario } from '../../src/lab/sandbox/scenario.ts';
 import { listNamespaces, sweepStale, Topology } from '../../src/lab/sandbox/topology.ts';
 import { formatRun, noProxy, runScenario } from '../harness/run.ts';
@@ -38,98 +29,15 @@ beforeAll(async () => {
   await sweepStale();
 });
 
-describe('scenario loader', () => {
-  it('loads every shared scenario file', () => {
-    const files = listScenarioFiles();
-    expect(files.length).toBeGreaterThanOrEqual(10);
-    expect(files.filter((f) => f.startsWith(SHARED_SCENARIOS_DIR)).map((f) => path.basename(f))).toContain('clusterip-basic.yaml');
-    const names = new Set<string>();
-    for (const f of files) {
-      const s = loadScenario(f);
-      expect(s.probes.length).toBeGreaterThan(0);
-      expect(names.has(s.name), `duplicate scenario name ${s.name}`).toBe(false);
-      names.add(s.name);
-    }
-  });
-
-  it('parses pods, probes and defaults', () => {
-    const s = loadScenario(path.join(SHARED_SCENARIOS_DIR, 'clusterip-basic.yaml'));
-    expect(s.name).toBe('clusterip-basic');
-    expect(s.pods).toContainEqual({ name: 'a1', node: 'node-a', ip: '198.19.1.11', ports: [{ port: 8080, protocol: 'tcp' }] });
-    expect(s.pods).toContainEqual({ name: 'a2', node: 'node-a', ip: '198.19.1.12', ports: [] });
-    expect(s.probes[0]).toEqual({
-      name: 'pod to ClusterIP reaches both endpoints',
-      from: 'pod:a2',
-      to: { ip: '198.18.100.10', port: 80, protocol: 'tcp' },
-      tries: 30,
-      timeoutMs: 1500,
-      expect: { backends: ['a1', 'b1'], sourceIP: '198.19.1.12' },
-    });
-    expect(s.objects.map((o) => o.kind)).toEqual(['Service', 'EndpointSlice']);
-  });
-
-  it('writes the objects as a v1 List', () => {
-    const s = loadScenario(path.join(SHARED_SCENARIOS_DIR, 'session-affinity.yaml'));
-    const dir = mkdtempSync(path.join(tmpdir(), 'kpt-objects-'));
-    try {
-      const file = path.join(dir, 'objects.yaml');
-      writeObjectsFile(s, file);
-      expect(parseYaml(readFileSync(file, 'utf8'))).toEqual({ apiVersion: 'v1', kind: 'List', items: s.objects });
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  it('rejects a broken scenario, listing every problem', () => {
-    const text = `
-name: broken
-pods:
-  - {name: a1, node: node-a, ip: 198.19.2.11, ports: [8080/tcp]}
-  - {name: a1, node: node-c, ip: 10.0.0.1, ports: [http]}
-objects: []
-probes:
-  - {name: p, from: pod:zz, to: 8.8.8.8:53/udp, tries: 0, expect: {backends: [a9], refused: true}}
-  - {name: q, from: client, to: 198.18.100.1:80/sctp, tries: 3, expect: {sticky: false, weird: 1}}
-`;
-    let err: unknown;
-    try {
-      parseScenario(text, 'broken.yaml');
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(ScenarioError);
-    const problems = (err as ScenarioError).problems;
-    expect(problems).toEqual([
-      "pods[0].ip: 198.19.2.11 is not in node-a's pod subnet 198.19.1.0/24",
-      'pods[1].name: duplicate pod name "a1"',
-      'pods[1].node: must be node-a or node-b, got "node-c"',
-      'pods[1].ports[0]: must look like 8080/tcp or 53/udp, got "http"',
-      'probes[0].from: "zz" is not a pod of this scenario',
-      'probes[0].to: 8.8.8.8 is outside 198.18.0.0/15 and 127.0.0.0/8',
-      'probes[0].tries: must be an integer from 1 to 1000, got 0',
-      'probes[0].expect.backends: "a9" is not a pod of this scenario',
-      'probes[0].expect: refused contradicts backends (those need answers)',
-      'probes[1].to: must look like 198.18.100.10:80/tcp, got "198.18.100.1:80/sctp"',
-      'probes[1].expect: unknown key "weird" (allowed: backends, oneOf, sticky, sourceIP, sourceNot, refused, dropped)',
-      'probes[1].expect.sticky: only `true` is meaningful, got false',
-    ]);
-    expect((err as Error).message).toContain('invalid scenario broken.yaml');
-  });
-
-  it('rejects a document that is not a mapping, and unknown top-level keys', () => {
-    expect(() => validateScenario([1, 2])).toThrow(ScenarioError);
-    expect(() => parseScenario('name: x\npods: []\nobjects: []\nprobe: []\n')).toThrow(/unknown key "probe"[\s\S]*probes: must be a non-empty list/);
-  });
-});
-
-/** Direct pod-to-pod and node-to-pod traffic: no proxy involved. */
+/** Direct pod-to-pod, node-to-pod and loopback traffic of both families: no proxy involved. */
 const direct: Scenario = validateScenario({
   name: 'harness-direct',
-  description: 'the topology routes without any proxy',
+  description: 'the topology routes both families without any proxy',
   pods: [
-    { name: 'a1', node: 'node-a', ip: '198.19.1.11', ports: ['8080/tcp', '5353/udp'] },
-    { name: 'a2', node: 'node-a', ip: '198.19.1.12', ports: [] },
-    { name: 'b1', node: 'node-b', ip: '198.19.2.11', ports: ['8080/tcp', '5353/udp'] },
+    { name: 'a1', node: 'node-a', ip: '198.19.1.11', ip6: '2001:2:0:11::11', ports: ['8080/tcp', '5353/udp'] },
+    { name: 'a2', node: 'node-a', ip: '198.19.1.12', ip6: '2001:2:0:11::12', ports: [] },
+    { name: 'b1', node: 'node-b', ip: '198.19.2.11', ip6: '2001:2:0:12::11', ports: ['8080/tcp', '5353/udp'] },
+    { name: 'b2', node: 'node-b', ip: '198.19.2.12', ports: ['8080/tcp'] },
   ],
   objects: [],
   probes: [
@@ -149,6 +57,7 @@ const direct: Scenario = validateScenario({
     },
     { name: 'pod to a pod on the same node', from: 'pod:a2', to: '198.19.1.11:8080/tcp', tries: 3, expect: { backends: ['a1'], sourceIP: '198.19.1.12' } },
     { name: 'back from node-b to node-a', from: 'pod:b1', to: '198.19.1.11:5353/udp', tries: 3, expect: { backends: ['a1'], sourceIP: '198.19.2.11' } },
+    { name: 'an IPv4-only pod answers on IPv4', from: 'pod:a2', to: '198.19.2.12:8080/tcp', tries: 2, expect: { backends: ['b2'] } },
     {
       name: 'node-a to a remote pod uses its eth0 address',
       from: 'node-a',
@@ -161,6 +70,62 @@ const direct: Scenario = validateScenario({
     { name: 'a closed udp port is refused (ICMP port unreachable)', from: 'pod:a2', to: '198.19.2.11:9/udp', tries: 2, expect: { refused: true } },
     { name: 'the client reaches node-a over the LAN', from: 'client', to: '198.18.0.1:30080/tcp', tries: 2, expect: { refused: true } },
     { name: 'an unrouted ClusterIP is dropped at the client', from: 'node-a', to: '198.18.100.99:80/tcp', tries: 2, timeoutMs: 300, expect: { dropped: true } },
+    { name: 'node-a reaches its own loopback', from: 'node-a', to: '127.0.0.1:9/tcp', tries: 2, expect: { refused: true } },
+    // IPv6, the same paths.
+    {
+      name: 'IPv6: pod to a pod on the other node, tcp (the source in any spelling)',
+      from: 'pod:a2',
+      to: '[2001:2:0:12::11]:8080/tcp',
+      tries: 5,
+      expect: { backends: ['b1'], sourceIP: '2001:0002:0000:0011:0000:0000:0000:0012' },
+    },
+    {
+      name: 'IPv6: pod to a pod on the other node, udp',
+      from: 'pod:a2',
+      to: '[2001:2:0:12::11]:5353/udp',
+      tries: 5,
+      expect: { backends: ['b1'], sourceIP: '2001:2:0:11::12' },
+    },
+    {
+      name: 'IPv6: pod to a pod on the same node',
+      from: 'pod:a2',
+      to: '[2001:2:0:11::11]:8080/tcp',
+      tries: 3,
+      expect: { backends: ['a1'], sourceIP: '2001:2:0:11::12' },
+    },
+    {
+      name: 'IPv6: back from node-b to node-a',
+      from: 'pod:b1',
+      to: '[2001:2:0:11::11]:5353/udp',
+      tries: 3,
+      expect: { backends: ['a1'], sourceIP: '2001:2:0:12::11' },
+    },
+    {
+      name: 'IPv6: node-a to a remote pod uses its eth0 address',
+      from: 'node-a',
+      to: '[2001:2:0:12::11]:8080/tcp',
+      tries: 3,
+      expect: { backends: ['b1'], sourceIP: '2001:2::1' },
+    },
+    { name: 'IPv6: node-b to a pod of node-a', from: 'node-b', to: '[2001:2:0:11::11]:8080/tcp', tries: 3, expect: { oneOf: ['a1'], sourceIP: '2001:2::2' } },
+    { name: 'IPv6: a closed tcp port is refused', from: 'pod:a2', to: '[2001:2:0:12::11]:9/tcp', tries: 2, expect: { refused: true } },
+    {
+      name: 'IPv6: a closed udp port is refused (ICMPv6 port unreachable)',
+      from: 'pod:a2',
+      to: '[2001:2:0:12::11]:9/udp',
+      tries: 2,
+      expect: { refused: true },
+    },
+    { name: 'IPv6: the client reaches node-a over the LAN', from: 'client', to: '[2001:2::1]:30080/tcp', tries: 2, expect: { refused: true } },
+    {
+      name: 'IPv6: an unrouted ClusterIP is dropped at the client',
+      from: 'node-a',
+      to: '[2001:2:0:100::99]:80/tcp',
+      tries: 2,
+      timeoutMs: 300,
+      expect: { dropped: true },
+    },
+    { name: 'IPv6: node-a reaches its own loopback', from: 'node-a', to: '[::1]:9/tcp', tries: 2, expect: { refused: true } },
   ],
 });
 
@@ -186,12 +151,48 @@ describe('topology', () => {
   });
 });
 
+/** A ClusterIP service whose endpoints exist, for a run without a proxy. */
+const unproxied: Scenario = validateScenario({
+  name: 'harness-unproxied',
+  pods: [
+    { name: 'a1', node: 'node-a', ip: '198.19.1.11', ports: ['8080/tcp'] },
+    { name: 'a2', node: 'node-a', ip: '198.19.1.12', ports: [] },
+    { name: 'b1', node: 'node-b', ip: '198.19.2.11', ports: ['8080/tcp'] },
+  ],
+  objects: [
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'web', namespace: 'harness' },
+      spec: { clusterIP: '198.18.100.10', clusterIPs: ['198.18.100.10'], ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] },
+    },
+    {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'web-1', namespace: 'harness', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4',
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+      endpoints: [
+        { addresses: ['198.19.1.11'], conditions: { ready: true }, nodeName: 'node-a' },
+        { addresses: ['198.19.2.11'], conditions: { ready: true }, nodeName: 'node-b' },
+      ],
+    },
+  ],
+  probes: [
+    {
+      name: 'pod to ClusterIP',
+      from: 'pod:a2',
+      to: '198.18.100.10:80/tcp',
+      tries: 3,
+      timeoutMs: 400,
+      expect: { backends: ['a1', 'b1'], sourceIP: '198.19.1.12' },
+    },
+  ],
+});
+
 describe('the harness can fail', () => {
-  it('without a proxy, the ClusterIP probe of clusterip-basic fails: its tries time out', async () => {
-    const s = loadScenario(path.join(SHARED_SCENARIOS_DIR, 'clusterip-basic.yaml'));
-    // Same probe, fewer and shorter tries: every one of them is going to time out.
-    const quick = { ...s, probes: s.probes.slice(0, 1).map((p) => ({ ...p, tries: 3, timeoutMs: 400 })) };
-    const result = await runScenario(quick, noProxy());
+  it('without a proxy, a ClusterIP probe fails: its tries time out', async () => {
+    const result = await runScenario(unproxied, noProxy());
     expect(result.ok).toBe(false);
     expect(result.errors).toEqual([]);
     const [outcome] = result.probes;
@@ -203,6 +204,7 @@ describe('the harness can fail', () => {
     ]);
     // The failure report names the rules of node-a (none here) for whoever debugs it.
     expect(result.diagnostics).toContain('--- node-a: nft list ruleset ---');
+    expect(result.diagnostics).toContain('--- node-a: ip6tables-save ---');
   });
 });
 
@@ -211,11 +213,9 @@ describe('cleanup', () => {
     const topo = await Topology.create(direct);
     const ours = (await listNamespaces()).filter((n) => n.startsWith(`${topo.prefix}-`));
     expect(ours.sort()).toEqual(topo.hosts.map((h) => topo.ns(h)).sort());
-    expect(ours).toHaveLength(7);
+    expect(ours).toHaveLength(8);
     const sleeper = topo.spawn('node-b', ['sleep', '300']);
     const exited = new Promise((resolve) => sleeper.once('exit', resolve));
-    const settings = await topo.execOk('node-a', ['sysctl', '-n', 'net.ipv4.ip_forward', 'net.bridge.bridge-nf-call-iptables']);
-    expect(settings.stdout.split('\n').filter(Boolean)).toEqual(['1', '1']);
     await Promise.all([topo.destroy(), topo.destroy()]);
     await topo.destroy();
     await exited;
@@ -251,6 +251,53 @@ describe('cleanup', () => {
     } finally {
       for (const ns of [dead, alive, foreign]) await run(['ip', 'netns', 'del', ns]);
     }
+  });
+});
+
+describe('the settings the scenarios README promises', () => {
+  let topo: Topology;
+  beforeAll(async () => {
+    topo = await Topology.create(direct);
+  });
+  afterAll(async () => {
+    await topo?.destroy();
+  });
+
+  /** The values of sysctls inside a host, in the order asked. */
+  const sysctls = async (host: Parameters<Topology['ns']>[0], keys: string[]) =>
+    (await topo.execOk(host, ['sysctl', '-n', ...keys])).stdout.split('\n').filter(Boolean);
+
+  it('the nodes route both families, bridge both through netfilter and send no IPv4 redirects', async () => {
+    const keys = [
+      'net.ipv4.ip_forward',
+      'net.ipv6.conf.all.forwarding',
+      'net.bridge.bridge-nf-call-iptables',
+      'net.bridge.bridge-nf-call-ip6tables',
+      'net.ipv4.conf.all.send_redirects',
+      'net.ipv4.conf.eth0.send_redirects',
+      'net.ipv4.conf.cbr0.send_redirects',
+    ];
+    for (const node of ['node-a', 'node-b'] as const) expect(await sysctls(node, keys)).toEqual(['1', '1', '1', '1', '0', '0', '0']);
+  });
+
+  it('no host takes redirects or holds addresses back for duplicate address detection', async () => {
+    const keys = ['net.ipv4.conf.all.accept_redirects', 'net.ipv6.conf.all.accept_redirects', 'net.ipv6.conf.eth0.accept_dad'];
+    for (const host of topo.hosts.filter((h) => h !== 'lan')) expect(await sysctls(host, keys), host).toEqual(['0', '0', '0']);
+    const tentative = await topo.execOk('node-a', ['ip', '-6', 'addr', 'show', 'tentative']);
+    expect(tentative.stdout.trim()).toBe('');
+  });
+
+  it('the client and the nodes route as the README says', async () => {
+    const routes = async (host: 'node-a' | 'node-b' | 'client') => (await topo.execOk(host, ['ip', '-6', 'route', 'show'])).stdout;
+    expect(await routes('client')).toContain('2001:2:0:200::/64 via 2001:2::1 dev eth0');
+    expect(await routes('node-a')).toContain('2001:2:0:12::/64 via 2001:2::2 dev eth0');
+    expect(await routes('node-a')).toContain('default via 2001:2::100 dev eth0');
+    expect(await routes('node-b')).toContain('2001:2:0:11::/64 via 2001:2::1 dev eth0');
+    const pod = (await topo.execOk('pod:a1', ['ip', '-6', 'route', 'show'])).stdout;
+    expect(pod).toContain('default via 2001:2:0:11::1 dev eth0');
+    // A pod without ip6 has no IPv6 address but its link-local one.
+    const b2 = (await topo.execOk('pod:b2', ['ip', '-6', '-o', 'addr', 'show', 'scope', 'global'])).stdout;
+    expect(b2.trim()).toBe('');
   });
 });
 

@@ -190,3 +190,25 @@ describe('judge: combinations and options', () => {
     expect(v.reasons).toContain('the probe made no tries');
   });
 });
+
+describe('judge: IPv6 sources', () => {
+  const v6 = (pod: string, sourceIP: string): ProbeTry => ({ answer: { pod, sourceIP } });
+
+  it('compares addresses canonically, whichever way the pod or the scenario spelt them', () => {
+    const tries = [v6('a1', '2001:2:0:11::12'), v6('b1', '2001:0002:0000:0011:0000:0000:0000:0012')];
+    const v = judge(tries, { backends: ['a1', 'b1'], sourceIP: '2001:2:0:11:0:0:0:12' });
+    expect(v.ok).toBe(true);
+    expect(v.summary).toBe('2 tries: 2 answered: 1 by a1 (source 2001:2:0:11::12), 1 by b1 (source 2001:2:0:11::12)');
+  });
+
+  it('sees an IPv6 client address that was not masqueraded, however written', () => {
+    const v = judge([v6('a1', '2001:2::100'), v6('a1', '2001:2::1')], { sourceNot: '2001:0002::0100' });
+    expect(v.ok).toBe(false);
+    expect(v.reasons).toEqual(['sourceNot: expected the source to be masqueraded, but 1 answer saw the original source 2001:2::100']);
+  });
+
+  it('tells an IPv6 source apart from another', () => {
+    const v = judge([v6('a1', '2001:2::1')], { sourceIP: '2001:2:0:11::12' });
+    expect(v.reasons).toEqual(['sourceIP: expected the pods to see source 2001:2:0:11::12 (no SNAT), but 1 answer saw 2001:2::1 x1']);
+  });
+});

@@ -1,4 +1,6 @@
-// Judges the tries of one probe against its `expect` (see ../shared/scenarios/README.md). Pure.
+// Judges the tries of one probe against its `expect` (see test/scenarios/README.md). Pure. Addresses
+// are compared in canonical form, so "2001:2:0:11::12" and "2001:0002:0:11:0:0:0:12" are the same source.
+import { parseIP } from '../../model/addr.ts';
 import type { ProbeTry } from './probe.ts';
 import type { ExpectKey, Expectation } from './scenario.ts';
 
@@ -29,13 +31,19 @@ interface Tally {
   failures: Map<string, number>;
 }
 
+/** The canonical form of an address; anything else (a pod server's '?') as it is. */
+function canonical(address: string): string {
+  return parseIP(address)?.ip ?? address;
+}
+
 function tally(tries: readonly ProbeTry[]): Tally {
   const t: Tally = { total: tries.length, answered: 0, byPod: new Map(), refused: 0, timeout: 0, failures: new Map() };
   for (const x of tries) {
     if (typeof x === 'object') {
       t.answered++;
       const sources = t.byPod.get(x.answer.pod) ?? new Map<string, number>();
-      sources.set(x.answer.sourceIP, (sources.get(x.answer.sourceIP) ?? 0) + 1);
+      const source = canonical(x.answer.sourceIP);
+      sources.set(source, (sources.get(source) ?? 0) + 1);
       t.byPod.set(x.answer.pod, sources);
     } else if (x === 'refused') t.refused++;
     else if (x === 'timeout') t.timeout++;
@@ -143,7 +151,7 @@ export function judge(tries: readonly ProbeTry[], expect: Expectation, opts: Jud
 
   for (const key of ['sourceIP', 'sourceNot'] as const) {
     if (!check(key)) continue;
-    const ip = expect[key] as string;
+    const ip = canonical(expect[key] as string);
     if (t.answered === 0) {
       reasons.push(`${key}: no try was answered, so no source address to check (${describeFailures(t)})`);
       continue;

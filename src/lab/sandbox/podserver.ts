@@ -1,17 +1,19 @@
-// The pod server: run as a script inside a pod's namespace, it listens on the pod's ports and
-// answers every TCP connection and every UDP datagram with one line `<pod-name> <source-ip>\n`
-// (closing the connection for TCP). It prints "ready" once every port listens, and exits when its
-// stdin closes (its parent went away) or on SIGTERM/SIGINT.
+// The pod server: run as a script inside a pod's namespace, it listens on the pod's ports, IPv4 and
+// IPv6 alike, and answers every TCP connection and every UDP datagram with one line
+// `<pod-name> <source-ip>\n`, the source in canonical form (closing the connection for TCP). It prints
+// "ready" once every port listens, and exits when its stdin closes (its parent went away) or on
+// SIGTERM/SIGINT.
 //
 //   node --disable-warning=ExperimentalWarning podserver.ts '{"name":"a1","ports":[{"port":8080,"protocol":"tcp"}]}'
 //
 // The module also exports startPodServers(), which starts one per pod of a topology. The script
-// part imports only node: modules, so it starts fast.
+// part imports only node: modules and the address module, so it starts fast.
 import type { ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { realpathSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { plainAddress } from '../../model/addr.ts';
 import type { PodPort, PodSpec } from './scenario.ts';
 import type { Topology } from './topology.ts';
 
@@ -37,13 +39,15 @@ export function answerLine(pod: string, sourceIP: string): string {
   return `${pod} ${sourceIP}\n`;
 }
 
-/** Strips the IPv4-mapped IPv6 prefix Node reports on dual-stack sockets. */
-function plainIPv4(address: string | undefined): string {
-  if (!address) return '?';
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
+/**
+ * The client's address as the answer carries it: canonical, without the IPv4-mapped prefix the dual-stack
+ * sockets report for IPv4 clients.
+ */
+function sourceOf(address: string | undefined): string {
+  return plainAddress(address) || '?';
 }
 
-/** Listens on every port; resolves once all listen. Never exits by itself. */
+/** Listens on every port, on both families (one dual-stack socket each); resolves once all listen. Never exits by itself. */
 async function serve(config: PodServerConfig): Promise<void> {
   const listening: Promise<void>[] = [];
   for (const { port, protocol } of config.ports) {
@@ -52,12 +56,12 @@ async function serve(config: PodServerConfig): Promise<void> {
         socket.on('error', () => {
           /* the client went away: nothing to answer */
         });
-        socket.end(answerLine(config.name, plainIPv4(socket.remoteAddress)));
+        socket.end(answerLine(config.name, sourceOf(socket.remoteAddress)));
       });
       listening.push(
         new Promise((resolve, reject) => {
           server.once('error', reject);
-          server.listen({ host: '0.0.0.0', port, backlog: 1024 }, () => {
+          server.listen({ host: '::', ipv6Only: false, port, backlog: 1024 }, () => {
             server.removeListener('error', reject);
             server.on('error', (e) => process.stderr.write(`tcp ${port}: ${e.message}\n`));
             resolve();
@@ -65,14 +69,14 @@ async function serve(config: PodServerConfig): Promise<void> {
         }),
       );
     } else {
-      const socket = createSocket('udp4');
+      const socket = createSocket({ type: 'udp6', ipv6Only: false });
       socket.on('message', (_msg, rinfo) => {
-        socket.send(answerLine(config.name, rinfo.address), rinfo.port, rinfo.address);
+        socket.send(answerLine(config.name, sourceOf(rinfo.address)), rinfo.port, rinfo.address);
       });
       listening.push(
         new Promise((resolve, reject) => {
           socket.once('error', reject);
-          socket.bind({ address: '0.0.0.0', port }, () => {
+          socket.bind({ address: '::', port }, () => {
             socket.removeListener('error', reject);
             socket.on('error', (e) => process.stderr.write(`udp ${port}: ${e.message}\n`));
             resolve();
@@ -143,7 +147,7 @@ function startPodServer(topo: Topology, pod: PodSpec, timeoutMs: number): Promis
     function fail(why: string): void {
       clearTimeout(timer);
       child.removeListener('exit', onExit);
-      reject(new Error(`pod server of ${pod.name} (${pod.ip}: ${ports}) ${why}${err ? `:\n${err.trim()}` : ''}`));
+      reject(new Error(`pod server of ${pod.name} (${[pod.ip, pod.ip6].filter(Boolean).join(', ')}: ${ports}) ${why}${err ? `:\n${err.trim()}` : ''}`));
     }
     child.once('exit', onExit);
     child.stdout?.setEncoding('utf8').on('data', (d: string) => {

@@ -1,6 +1,6 @@
 // The probe client: run as a script inside the namespace a probe starts from, it makes `tries`
 // attempts one after the other (TCP: a new connection each; UDP: a new connected socket, so a new
-// source port, each) and prints the outcome of every try as JSON on stdout:
+// source port, each), to an IPv4 or IPv6 address, and prints the outcome of every try as JSON on stdout:
 //
 //   node --disable-warning=ExperimentalWarning probe.ts '{"ip":"198.18.100.10","port":80,"protocol":"tcp","tries":30,"timeoutMs":1500}'
 //   {"tries":[{"answer":{"pod":"a1","sourceIP":"198.19.1.12"}},"refused","timeout",...],"durationMs":412}
@@ -19,7 +19,7 @@ export const PROBE_SCRIPT = fileURLToPath(import.meta.url);
 export interface ProbeAnswer {
   /** The pod that answered. */
   pod: string;
-  /** The source address the pod saw. */
+  /** The source address the pod saw, as it said it (canonical: see podserver.ts). */
   sourceIP: string;
 }
 
@@ -36,6 +36,7 @@ export interface ProbeResult {
 }
 
 export interface ProbeRequest {
+  /** IPv4 or IPv6 address. */
   ip: string;
   port: number;
   protocol: L4Protocol;
@@ -87,7 +88,7 @@ function tcpTry(ip: string, port: number, timeoutMs: number): Promise<ProbeTry> 
 function udpTry(ip: string, port: number, timeoutMs: number): Promise<ProbeTry> {
   return new Promise((resolve) => {
     let done = false;
-    const socket = createSocket('udp4');
+    const socket = createSocket(ip.includes(':') ? 'udp6' : 'udp4');
     const finish = (t: ProbeTry): void => {
       if (done) return;
       done = true;

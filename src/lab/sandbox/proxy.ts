@@ -3,13 +3,16 @@
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import type { ModeName } from '../../modes/types.ts';
-import { REPO_ROOT } from './scenario.ts';
-import { ADDRESSES, type Host, type Topology } from './topology.ts';
+import { type PodSpec, REPO_ROOT } from './scenario.ts';
+import { clusterCIDRs, type Host, type Topology } from './topology.ts';
 
 export const BIN = path.join(REPO_ROOT, 'bin', 'kube-proxy-ts.js');
 
-/** The command line a user runs on node-a (see the scenarios README). */
-export function proxyCommand(mode: ModeName, objectsFile: string): string[] {
+/**
+ * The command line a user runs on node-a (see the scenarios README). `pods`: the scenario's, which decide
+ * the cluster CIDRs (the IPv6 one too when a pod has an IPv6 address); none: IPv4 only.
+ */
+export function proxyCommand(mode: ModeName, objectsFile: string, pods: readonly Pick<PodSpec, 'ip6'>[] = []): string[] {
   return [
     process.execPath,
     '--disable-warning=ExperimentalWarning',
@@ -21,7 +24,7 @@ export function proxyCommand(mode: ModeName, objectsFile: string): string[] {
     '--hostname-override',
     'node-a',
     '--cluster-cidr',
-    ADDRESSES.clusterCIDR,
+    clusterCIDRs(pods).join(','),
   ];
 }
 

@@ -1,36 +1,98 @@
-// The scenario network, built from network namespaces (see ../shared/scenarios/README.md):
+// The scenario network, built from network namespaces (see test/scenarios/README.md), dual-stack:
 //
-//   client (eth0 198.18.0.100/24) ──┐
-//   node-a (eth0 198.18.0.1/24) ────┼── lan: bridge br0
-//   node-b (eth0 198.18.0.2/24) ────┘
-//   node-a: bridge cbr0 198.19.1.1/24 ── pods 198.19.1.x (default via 198.19.1.1)
-//   node-b: bridge cbr0 198.19.2.1/24 ── pods 198.19.2.x (default via 198.19.2.1)
+//   client (eth0 198.18.0.100/24, 2001:2::100/64) ──┐
+//   node-a (eth0 198.18.0.1/24,   2001:2::1/64)   ──┼── lan: bridge br0
+//   node-b (eth0 198.18.0.2/24,   2001:2::2/64)   ──┘
+//   node-a: bridge cbr0 198.19.1.1/24, 2001:2:0:11::1/64 ── pods 198.19.1.x (and 2001:2:0:11::x)
+//   node-b: bridge cbr0 198.19.2.1/24, 2001:2:0:12::1/64 ── pods 198.19.2.x (and 2001:2:0:12::x)
 //
 // Every namespace is named `<prefix>-<host>`; the prefix `kpt<pid>x<hex>` carries the pid of the
 // creating process, so that sweepStale() can tell leftovers of a dead run from a live run's.
-// Veth pairs are created directly inside their namespaces: nothing ever appears in the root namespace.
+// Veth pairs are created directly inside their namespaces, and every sysctl is set inside a namespace
+// made here: nothing ever appears in, or changes, the root namespace.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { run, runOk } from '../../exec.ts';
 import type { RunOptions, RunResult } from '../../exec.ts';
 import { log } from '../../log.ts';
+import { FAMILIES, type IPFamily, parseCIDR } from '../../model/addr.ts';
 import { NODE_POD_SUBNETS } from './scenario.ts';
 import type { NodeHost, PodSpec } from './scenario.ts';
 
 /** A host of the topology. */
 export type Host = 'lan' | NodeHost | 'client' | `pod:${string}`;
 
-/** Fixed addresses of the topology. */
-export const ADDRESSES = {
-  lanPrefixLen: 24,
-  podPrefixLen: 24,
-  'node-a': '198.18.0.1',
-  'node-b': '198.18.0.2',
-  client: '198.18.0.100',
-  /** Routed by the client to node-a. */
-  externalRange: '198.18.200.0/24',
-  clusterCIDR: '198.19.0.0/16',
-} as const;
+/** The fixed addresses of one family. */
+export interface FamilyNetwork {
+  lanPrefixLen: number;
+  'node-a': string;
+  'node-b': string;
+  client: string;
+  /** externalIPs and load-balancer IPs: the client routes this range to node-a. */
+  externalRange: string;
+  /** The pod CIDR: both nodes' pod subnets (NODE_POD_SUBNETS). */
+  clusterCIDR: string;
+}
+
+/** Fixed addresses of the topology, per family. */
+export const NETWORK: Readonly<Record<IPFamily, FamilyNetwork>> = {
+  IPv4: {
+    lanPrefixLen: 24,
+    'node-a': '198.18.0.1',
+    'node-b': '198.18.0.2',
+    client: '198.18.0.100',
+    externalRange: '198.18.200.0/24',
+    clusterCIDR: '198.19.0.0/16',
+  },
+  IPv6: {
+    lanPrefixLen: 64,
+    'node-a': '2001:2::1',
+    'node-b': '2001:2::2',
+    client: '2001:2::100',
+    externalRange: '2001:2:0:200::/64',
+    clusterCIDR: '2001:2:0:10::/60',
+  },
+};
+
+/** The IPv4 addresses (most callers need only these). */
+export const ADDRESSES = NETWORK.IPv4;
+
+/**
+ * The pod CIDRs a proxy on this topology is told about (--cluster-cidr): the IPv6 one too when a pod has
+ * an IPv6 address, as the scenarios README says.
+ */
+export function clusterCIDRs(pods: readonly Pick<PodSpec, 'ip6'>[]): string[] {
+  return pods.some((p) => p.ip6) ? FAMILIES.map((f) => NETWORK[f].clusterCIDR) : [NETWORK.IPv4.clusterCIDR];
+}
+
+/**
+ * Settings of every namespace: addresses usable at once (no duplicate address detection, which would hold
+ * an IPv6 address back for a second or more), and no ICMP redirects taken.
+ */
+const HOST_SYSCTLS: Readonly<Record<string, string>> = {
+  'net.ipv6.conf.all.accept_dad': '0',
+  'net.ipv6.conf.default.accept_dad': '0',
+  'net.ipv4.conf.all.accept_redirects': '0',
+  'net.ipv4.conf.default.accept_redirects': '0',
+  'net.ipv6.conf.all.accept_redirects': '0',
+  'net.ipv6.conf.default.accept_redirects': '0',
+};
+
+/**
+ * Settings of the nodes: they route both families; bridged pod traffic on cbr0 goes through iptables,
+ * ip6tables and nft (hairpin and same-node services need it; br_netfilter makes these 1 in new namespaces
+ * already, but the topology must not depend on that); and they send no IPv4 ICMP redirects, which would
+ * use up the per-destination ICMP budget a REJECT needs. (IPv6 has no switch for sending redirects: Linux
+ * sends at most one a second per destination.)
+ */
+const NODE_SYSCTLS: Readonly<Record<string, string>> = {
+  'net.ipv4.ip_forward': '1',
+  'net.ipv6.conf.all.forwarding': '1',
+  'net.ipv4.conf.all.send_redirects': '0',
+  'net.ipv4.conf.default.send_redirects': '0',
+  'net.bridge.bridge-nf-call-iptables': '1',
+  'net.bridge.bridge-nf-call-ip6tables': '1',
+};
 
 /** Matches our namespace names; group 1 is the pid of the process that created them. */
 export const PREFIX_PATTERN = /^kpt(\d+)x[0-9a-f]+-/;
@@ -181,11 +243,13 @@ export class Topology {
     if (failures.length > 0) throw new Error(`could not delete namespaces of topology ${this.prefix}:\n${failures.join('\n')}`);
   }
 
+  /** Creates a host's namespace with lo up and HOST_SYSCTLS (before any interface, which copies `default`). */
   async #addNamespace(host: Host): Promise<string> {
     const ns = this.ns(host);
     await runOk(['ip', 'netns', 'add', ns]);
     this.#namespaces.push(ns);
     await runOk(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+    await this.#sysctls(host, HOST_SYSCTLS);
     return ns;
   }
 
@@ -194,8 +258,23 @@ export class Topology {
     await runOk(['ip', '-n', this.ns(host), ...args]);
   }
 
-  async #sysctl(host: Host, key: string, value: string): Promise<void> {
-    await runOk(['ip', 'netns', 'exec', this.ns(host), 'sysctl', '-q', '-w', `${key}=${value}`]);
+  /** Sets sysctls inside a host's namespace, in one `sysctl -w` run. */
+  async #sysctls(host: Host, values: Readonly<Record<string, string>>): Promise<void> {
+    const r = await run(['ip', 'netns', 'exec', this.ns(host), 'sysctl', '-q', '-w', ...Object.entries(values).map(([k, v]) => `${k}=${v}`)]);
+    if (r.code !== 0) {
+      const bridge = r.stderr.includes('net.bridge') ? ' (net.bridge.* needs the br_netfilter module loaded)' : '';
+      throw new Error(`setting sysctls in ${this.ns(host)} failed${bridge}: ${r.stderr.trim()}`);
+    }
+  }
+
+  /** Adds an address: `ip addr add`, for IPv6 without duplicate address detection (usable at once). */
+  async #addr(host: Host, family: IPFamily, cidr: string, dev: string): Promise<void> {
+    await this.#ip(host, ...(family === 'IPv6' ? ['-6', 'addr', 'add', cidr, 'dev', dev, 'nodad'] : ['addr', 'add', cidr, 'dev', dev]));
+  }
+
+  /** Adds a route of either family (`ip -6 route add` for IPv6). */
+  async #route(host: Host, family: IPFamily, to: string, via: string): Promise<void> {
+    await this.#ip(host, ...(family === 'IPv6' ? ['-6'] : []), 'route', 'add', to, 'via', via);
   }
 
   /** Creates a veth pair: `inner` in host `a`, `outer` in host `b`. */
@@ -206,35 +285,35 @@ export class Topology {
   async #build(): Promise<void> {
     const fixed: Host[] = ['lan', 'node-a', 'node-b', 'client'];
     for (const h of [...fixed, ...this.pods.map((p) => `pod:${p.name}` as const)]) await this.#addNamespace(h);
+    // Before the nodes get interfaces, which copy the `default` values (send_redirects counts per interface).
+    for (const node of ['node-a', 'node-b'] as const) await this.#sysctls(node, NODE_SYSCTLS);
 
-    // The LAN: br0 with one port per machine.
+    // The LAN: br0 with one port per machine, each machine with an address of both families.
     await this.#ip('lan', 'link', 'add', 'br0', 'type', 'bridge');
     await this.#ip('lan', 'link', 'set', 'br0', 'up');
     for (const host of ['node-a', 'node-b', 'client'] as const) {
       await this.#veth(host, 'eth0', 'lan', host);
       await this.#ip('lan', 'link', 'set', host, 'master', 'br0');
       await this.#ip('lan', 'link', 'set', host, 'up');
-      await this.#ip(host, 'addr', 'add', `${ADDRESSES[host]}/${ADDRESSES.lanPrefixLen}`, 'dev', 'eth0');
+      for (const f of FAMILIES) await this.#addr(host, f, `${NETWORK[f][host]}/${NETWORK[f].lanPrefixLen}`, 'eth0');
       await this.#ip(host, 'link', 'set', 'eth0', 'up');
     }
 
-    // Nodes: cbr0 for their pods, forwarding, routes to the other node's pods, default via the client.
+    // Nodes: cbr0 for their pods, routing, routes to the other node's pods, default via the client.
     for (const node of ['node-a', 'node-b'] as const) {
       const other = node === 'node-a' ? 'node-b' : 'node-a';
-      const { gateway } = NODE_POD_SUBNETS[node];
       await this.#ip(node, 'link', 'add', 'cbr0', 'type', 'bridge');
-      await this.#ip(node, 'addr', 'add', `${gateway}/${ADDRESSES.podPrefixLen}`, 'dev', 'cbr0');
+      for (const f of FAMILIES) {
+        const { subnet, gateway } = NODE_POD_SUBNETS[node][f];
+        await this.#addr(node, f, `${gateway}/${parseCIDR(subnet)!.prefix}`, 'cbr0');
+      }
       await this.#ip(node, 'link', 'set', 'cbr0', 'up');
-      await this.#sysctl(node, 'net.ipv4.ip_forward', '1');
-      // Bridged pod-to-pod traffic must traverse iptables/nftables (hairpin, same-node services).
-      // br_netfilter makes this 1 in new namespaces already; set it so the topology does not depend on that.
-      await this.#sysctl(node, 'net.bridge.bridge-nf-call-iptables', '1').catch((e) => {
-        throw new Error(`net.bridge.bridge-nf-call-iptables is not available in ${this.ns(node)} (is br_netfilter loaded?): ${e.message}`);
-      });
-      await this.#ip(node, 'route', 'add', NODE_POD_SUBNETS[other].subnet, 'via', ADDRESSES[other]);
-      await this.#ip(node, 'route', 'add', 'default', 'via', ADDRESSES.client);
+      for (const f of FAMILIES) {
+        await this.#route(node, f, NODE_POD_SUBNETS[other][f].subnet, NETWORK[f][other]);
+        await this.#route(node, f, 'default', NETWORK[f].client);
+      }
     }
-    await this.#ip('client', 'route', 'add', ADDRESSES.externalRange, 'via', ADDRESSES['node-a']);
+    for (const f of FAMILIES) await this.#route('client', f, NETWORK[f].externalRange, NETWORK[f]['node-a']);
 
     // Pods: eth0 in the pod, its peer a hairpin port of the node's cbr0.
     let index = 0;
@@ -245,9 +324,17 @@ export class Topology {
       await this.#ip(pod.node, 'link', 'set', port, 'master', 'cbr0');
       await this.#ip(pod.node, 'link', 'set', 'dev', port, 'type', 'bridge_slave', 'hairpin', 'on');
       await this.#ip(pod.node, 'link', 'set', port, 'up');
-      await this.#ip(host, 'addr', 'add', `${pod.ip}/${ADDRESSES.podPrefixLen}`, 'dev', 'eth0');
+      const addresses: [IPFamily, string | undefined][] = [
+        ['IPv4', pod.ip],
+        ['IPv6', pod.ip6],
+      ];
+      for (const [f, ip] of addresses) {
+        if (ip) await this.#addr(host, f, `${ip}/${parseCIDR(NODE_POD_SUBNETS[pod.node][f].subnet)!.prefix}`, 'eth0');
+      }
       await this.#ip(host, 'link', 'set', 'eth0', 'up');
-      await this.#ip(host, 'route', 'add', 'default', 'via', NODE_POD_SUBNETS[pod.node].gateway);
+      for (const [f, ip] of addresses) {
+        if (ip) await this.#route(host, f, 'default', NODE_POD_SUBNETS[pod.node][f].gateway);
+      }
     }
   }
 }
