@@ -1,43 +1,39 @@
-// Conformance: every mode must pass every probe of every scenario, with real traffic through the
-// real kernel in network namespaces, live and (iptables, nftables) from --dry-run output.
-// One topology per scenario x mode x variant; one test per probe, plus one for clean shutdown.
+// Conformance: every mode must pass every probe of every scenario (the repository's own, test/scenarios, and
+// the shared ones when ../shared/scenarios exists), with real traffic through the real kernel in network
+// namespaces: live, and from --dry-run output where that is the mode's whole data path (one output per
+// family; and for dual-stack scenarios both families in one batch, where the mode prints them so).
+// One topology per scenario x variant; one test per probe, plus one for clean shutdown.
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { ModeName } from '../../src/modes/types.ts';
-import { listScenarioFiles, loadScenario } from '../../src/lab/sandbox/scenario.ts';
-import type { ExpectKey, Scenario } from '../../src/lab/sandbox/scenario.ts';
+import { MODE_DEFINITIONS } from '../../src/modes/index.ts';
+import { MODES, type ModeName } from '../../src/modes/types.ts';
+import { expectationFor, isDualStack, listScenarioFiles, loadScenario } from '../../src/lab/sandbox/scenario.ts';
+import type { Scenario } from '../../src/lab/sandbox/scenario.ts';
 import { sweepStale } from '../../src/lab/sandbox/topology.ts';
-import { dryRunProxy, formatProbeOutcome, formatRun, liveProxy, runScenario, scenarioBudgetMs } from '../harness/run.ts';
+import { dryRunIsDataPath, dryRunProxy, formatProbeOutcome, formatRun, keysNotCheckedFor, liveProxy, runScenario, scenarioBudgetMs } from '../harness/run.ts';
 import type { ProxyUnderTest, ScenarioRun } from '../harness/run.ts';
 
 if (process.getuid?.() !== 0) throw new Error('the e2e tests need root (network namespaces, iptables, nft): run them as root');
 
 /** The modes under test. Narrow this while a mode is being built; every mode must pass in the end. */
-export const MODES: readonly ModeName[] = ['iptables', 'nftables', 'userspace'];
-
-/** A userspace proxy opens its own connection to the endpoint, so the endpoint never sees the client's address. */
-const USERSPACE_UNCHECKED: readonly ExpectKey[] = ['sourceIP', 'sourceNot'];
+export const UNDER_TEST: readonly ModeName[] = MODES;
 
 interface Variant {
   title: string;
+  mode: ModeName;
   proxy: () => ProxyUnderTest;
-  ignore: readonly ExpectKey[];
+  /** The scenarios it runs; default all. */
+  runs?: (scenario: Scenario) => boolean;
 }
 
-const variants: Variant[] = MODES.flatMap((mode): Variant[] => {
-  if (mode === 'userspace') {
-    return [
-      {
-        title: 'userspace live',
-        proxy: () => liveProxy(mode),
-        ignore: USERSPACE_UNCHECKED,
-      },
-    ];
+const variants: Variant[] = UNDER_TEST.flatMap((mode): Variant[] => {
+  const out: Variant[] = [{ title: `${mode} live`, mode, proxy: () => liveProxy(mode) }];
+  if (!dryRunIsDataPath(mode)) return out;
+  out.push({ title: `${mode} dry-run`, mode, proxy: () => dryRunProxy(mode) });
+  if (MODE_DEFINITIONS[mode].dryRun.combine) {
+    out.push({ title: `${mode} dry-run, one batch`, mode, proxy: () => dryRunProxy(mode, { oneBatch: true }), runs: isDualStack });
   }
-  return [
-    { title: `${mode} live`, proxy: () => liveProxy(mode), ignore: [] },
-    { title: `${mode} dry-run`, proxy: () => dryRunProxy(mode), ignore: [] },
-  ];
+  return out;
 });
 
 type Loaded = { file: string; scenario: Scenario } | { file: string; error: unknown };
@@ -67,6 +63,7 @@ for (const variant of variants) {
         continue;
       }
       const scenario = entry.scenario;
+      if (variant.runs && !variant.runs(scenario)) continue;
       describe(scenario.name, () => {
         let result: ScenarioRun | null = null;
         let setupError: unknown = null;
@@ -75,7 +72,7 @@ for (const variant of variants) {
 
         beforeAll(async () => {
           try {
-            result = await runScenario(scenario, variant.proxy(), { ignore: variant.ignore });
+            result = await runScenario(scenario, variant.proxy());
             console.log(formatRun(result, false).split('\n')[0]);
           } catch (e) {
             setupError = e;
@@ -90,9 +87,12 @@ for (const variant of variants) {
           throw setupError instanceof Error ? setupError : new Error(String(setupError));
         };
 
+        const unchecked = keysNotCheckedFor(variant.mode);
         scenario.probes.forEach((probe, i) => {
-          const unchecked = variant.ignore.filter((k) => probe.expect[k] !== undefined);
-          const title = unchecked.length ? `${probe.name} [${unchecked.join(', ')} not checked: a userspace proxy cannot keep the source address]` : probe.name;
+          const skipped = unchecked.filter((k) => expectationFor(probe, variant.mode)[k] !== undefined);
+          const title = skipped.length
+            ? `${probe.name} [${skipped.join(', ')} not checked: ${variant.mode} backends never see the client's address]`
+            : probe.name;
           it(title, () => {
             const run = runOrThrow();
             const outcome = run.probes[i];

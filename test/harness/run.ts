@@ -3,19 +3,38 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { FAMILIES, type IPFamily } from '../../src/model/addr.ts';
+import { MODE_DEFINITIONS } from '../../src/modes/index.ts';
 import type { ModeName } from '../../src/modes/types.ts';
+import { judge } from '../../src/lab/sandbox/judge.ts';
+import type { Verdict } from '../../src/lab/sandbox/judge.ts';
 import { startPodServers } from '../../src/lab/sandbox/podserver.ts';
 import type { PodServerHandle } from '../../src/lab/sandbox/podserver.ts';
 import { runProbe } from '../../src/lab/sandbox/probe.ts';
 import type { ProbeResult } from '../../src/lab/sandbox/probe.ts';
-import { formatProbeTarget, loadScenario, writeObjectsFile } from '../../src/lab/sandbox/scenario.ts';
-import type { ExpectKey, ProbeSpec, Scenario } from '../../src/lab/sandbox/scenario.ts';
-import { Topology } from '../../src/lab/sandbox/topology.ts';
 import { type ProxyProcess, proxyCommand, startProxy, tail } from '../../src/lab/sandbox/proxy.ts';
+import { expectationFor, formatProbeTarget, loadScenario, writeObjectsFile } from '../../src/lab/sandbox/scenario.ts';
+import type { ExpectKey, Expectation, ModeExpectation, ProbeSpec, Scenario } from '../../src/lab/sandbox/scenario.ts';
+import { Topology } from '../../src/lab/sandbox/topology.ts';
 
 export { BIN, proxyCommand, tail } from '../../src/lab/sandbox/proxy.ts';
-import { judge } from '../../src/lab/sandbox/judge.ts';
-import type { Verdict } from '../../src/lab/sandbox/judge.ts';
+
+/**
+ * Expectation keys a mode cannot meet by design: a mode whose backends never see the client's address
+ * (it opens its own connection to them) cannot keep or hide that address.
+ */
+export function keysNotCheckedFor(mode: ModeName): ExpectKey[] {
+  return MODE_DEFINITIONS[mode].keepsClientAddress ? [] : ['sourceIP', 'sourceNot'];
+}
+
+/**
+ * Whether a mode's --dry-run output, loaded into a node, is its whole data path. Not for a mode whose
+ * backends never see the client's address: that mode relays every connection through listeners of the
+ * running process, and its rules only redirect to them.
+ */
+export function dryRunIsDataPath(mode: ModeName): boolean {
+  return MODE_DEFINITIONS[mode].keepsClientAddress;
+}
 
 export type Teardown = () => Promise<void>;
 
@@ -31,10 +50,16 @@ export interface ProxyUnderTest {
   setup(topo: Topology, objectsFile: string): Promise<Teardown>;
   /** The proxy's output of the last setup (logs, generated rules), for failure reports. */
   diagnostics?(): string;
+  /** The mode it runs: probes hold it to their expectation for that mode (see keysNotCheckedFor too). */
+  readonly mode?: ModeName;
 }
 
 export interface ProbeOutcome {
   probe: ProbeSpec;
+  /** What the probe was held to: its expectation for the proxy's mode. */
+  expect: Expectation;
+  /** Set when that is the probe's override for the mode, with the reason. */
+  override?: ModeExpectation;
   /** Null when the probe client itself failed (see `error`). */
   result: ProbeResult | null;
   error?: string;
@@ -55,7 +80,7 @@ export interface ScenarioRun {
 }
 
 export interface RunOptions {
-  /** Expectation keys not to check (see JudgeOptions.ignore). */
+  /** Expectation keys not to check (see JudgeOptions.ignore), besides those the proxy's mode cannot meet. */
   ignore?: readonly ExpectKey[];
 }
 
@@ -95,7 +120,8 @@ export async function runScenario(fileOrScenario: string | Scenario, proxy: Prox
     timings.setupMs = lap();
     const servers = await startPodServers(topo);
     timings.podServersMs = lap();
-    for (const probe of scenario.probes) probes.push(await runOne(topo, probe, opts));
+    const ignore = [...(proxy.mode ? keysNotCheckedFor(proxy.mode) : []), ...(opts.ignore ?? [])];
+    for (const probe of scenario.probes) probes.push(await runOne(topo, probe, proxy.mode, ignore));
     timings.probesMs = lap();
     errors.push(...deadServers(servers));
     if (probes.some((p) => !p.verdict.ok) || errors.length > 0) diagnostics = await collectDiagnostics(topo, proxy);
@@ -115,13 +141,16 @@ export async function runScenario(fileOrScenario: string | Scenario, proxy: Prox
   return { scenario, proxy: proxy.name, probes, ok: errors.length === 0 && probes.every((p) => p.verdict.ok), errors, diagnostics, timings };
 }
 
-async function runOne(topo: Topology, probe: ProbeSpec, opts: RunOptions): Promise<ProbeOutcome> {
+async function runOne(topo: Topology, probe: ProbeSpec, mode: ModeName | undefined, ignore: readonly ExpectKey[]): Promise<ProbeOutcome> {
+  const expect = expectationFor(probe, mode);
+  const override = mode ? probe.modes?.[mode] : undefined;
+  const held = { probe, expect, ...(override ? { override } : {}) };
   try {
     const result = await runProbe(topo, probe);
-    return { probe, result, verdict: judge(result.tries, probe.expect, { ignore: opts.ignore }) };
+    return { ...held, result, verdict: judge(result.tries, expect, { ignore }) };
   } catch (e) {
     const error = message(e);
-    return { probe, result: null, error, verdict: { ok: false, reasons: [`the probe client failed: ${error}`], summary: 'no result', skipped: [] } };
+    return { ...held, result: null, error, verdict: { ok: false, reasons: [`the probe client failed: ${error}`], summary: 'no result', skipped: [] } };
   }
 }
 
@@ -136,10 +165,10 @@ async function collectDiagnostics(topo: Topology, proxy: ProxyUnderTest): Promis
   const parts: string[] = [];
   const out = proxy.diagnostics?.();
   if (out) parts.push(`--- ${proxy.name} output ---\n${tail(out, MAX_DIAGNOSTICS / 2)}`);
-  for (const argv of [['iptables-save'], ['nft', 'list', 'ruleset']]) {
+  for (const argv of [['iptables-save'], ['ip6tables-save'], ['nft', 'list', 'ruleset']]) {
     const r = await topo.exec('node-a', argv, { timeoutMs: 30_000 }).catch((e: unknown) => ({ code: -1, stdout: '', stderr: message(e) }));
     const text = r.code === 0 ? r.stdout : `(exit ${r.code}) ${r.stderr}`;
-    parts.push(`--- node-a: ${argv.join(' ')} ---\n${tail(text.trim() || '(empty)', MAX_DIAGNOSTICS / 4)}`);
+    parts.push(`--- node-a: ${argv.join(' ')} ---\n${tail(text.trim() || '(empty)', MAX_DIAGNOSTICS / 6)}`);
   }
   return parts.join('\n');
 }
@@ -155,7 +184,8 @@ export function formatProbeOutcome(o: ProbeOutcome): string {
   const p = o.probe;
   const lines = [
     `${o.verdict.ok ? 'PASS' : 'FAIL'} ${p.name}`,
-    `  ${p.from} -> ${formatProbeTarget(p.to)}, ${p.tries} tries, ${p.timeoutMs} ms each; expect ${JSON.stringify(p.expect)}`,
+    `  ${p.from} -> ${formatProbeTarget(p.to)}, ${p.tries} tries, ${p.timeoutMs} ms each; expect ${JSON.stringify(o.expect)}`,
+    ...(o.override ? [`  (this mode's own expectation, not ${JSON.stringify(p.expect)}: ${o.override.why})`] : []),
     `  ${o.verdict.summary}${o.result ? ` (${o.result.durationMs} ms)` : ''}`,
     ...o.verdict.reasons.map((r) => `  - ${r}`),
   ];
@@ -198,10 +228,11 @@ export function liveProxy(mode: ModeName, opts: LiveProxyOptions = {}): ProxyUnd
   let proc: ProxyProcess | null = null;
   return {
     name: `${mode} live`,
+    mode,
     diagnostics: () => proc?.output() ?? '',
     async setup(topo, objectsFile) {
       proc = null;
-      const argv = [...proxyCommand(mode, objectsFile), ...(opts.extraArgs ?? [])];
+      const argv = [...proxyCommand(mode, objectsFile, topo.pods), ...(opts.extraArgs ?? [])];
       const p = await startProxy(topo, argv, { syncTimeoutMs }).catch((e: Error) => {
         throw new Error(`${mode} ${e.message}`);
       });
@@ -222,35 +253,67 @@ export function liveProxy(mode: ModeName, opts: LiveProxyOptions = {}): ProxyUnd
 }
 
 export interface DryRunProxyOptions {
-  /** The iptables-restore binary of the backend in use (default `iptables-restore`). */
-  iptablesRestore?: string;
+  /**
+   * Print both families as one batch with plain `--dry-run` and load that, for a mode whose output can hold
+   * both (its definition's dryRun.combine); default: one `--dry-run --ip-family F` output per family.
+   */
+  oneBatch?: boolean;
 }
 
+/** What a node's proxy sets at start (upstream's NewProxier) for 127.0.0.1:<NodePort>, and restore input cannot carry. */
+const ROUTE_LOCALNET = 'net.ipv4.conf.all.route_localnet=1';
+
 /**
- * The rules a proxy prints with --dry-run (run inside node-a), loaded into node-a with the kernel
- * tool: `iptables-restore --noflush FILE` or `nft -j -f FILE`. Only for iptables and nftables.
+ * The rules a proxy prints with --dry-run (run inside node-a), loaded into node-a as a user loads them:
+ * each family's output with the command the mode's definition names (iptables-restore / ip6tables-restore
+ * --noflush, nft -j -f), or both families in one batch (`oneBatch`). For modes whose dry run is their
+ * whole data path only (dryRunIsDataPath).
  */
 export function dryRunProxy(mode: ModeName, opts: DryRunProxyOptions = {}): ProxyUnderTest {
-  if (mode === 'userspace') throw new Error('dryRunProxy: the userspace mode has no rules to load; use liveProxy');
+  const def = MODE_DEFINITIONS[mode];
+  if (!dryRunIsDataPath(mode)) throw new Error(`dryRunProxy: the ${mode} mode's rules alone carry no traffic; use liveProxy`);
+  if (opts.oneBatch && !def.dryRun.combine) throw new Error(`dryRunProxy: the ${mode} mode prints one family per output; it has no one-batch dry run`);
+  /** Each output to print and load: the extra flags, and the family its load command is for (null: both). */
+  const outputs: { flags: string[]; family: IPFamily | null }[] = opts.oneBatch
+    ? [{ flags: [], family: null }]
+    : FAMILIES.map((family) => ({ flags: ['--ip-family', family], family }));
   let output = '';
   return {
-    name: `${mode} dry-run`,
+    name: `${mode} dry-run${opts.oneBatch ? ', one batch' : ''}`,
+    mode,
     diagnostics: () => output,
     async setup(topo, objectsFile) {
       output = '';
-      const argv = [...proxyCommand(mode, objectsFile), '--dry-run'];
-      const r = await topo.exec('node-a', argv, { timeoutMs: 60_000 });
-      output = `--- dry-run stdout ---\n${tail(r.stdout, 16_000)}\n--- dry-run stderr ---\n${tail(r.stderr, 4000)}`;
-      if (r.code !== 0) throw new Error(`${mode} --dry-run exited with ${r.code}\ncommand: ${argv.join(' ')}\n${output}`);
-      if (r.stdout.trim() === '') throw new Error(`${mode} --dry-run printed nothing\ncommand: ${argv.join(' ')}\n${output}`);
-      const file = path.join(path.dirname(objectsFile), mode === 'nftables' ? 'dry-run.json' : 'dry-run.rules');
-      writeFileSync(file, r.stdout);
-      const load = mode === 'nftables' ? ['nft', '-j', '-f', file] : [opts.iptablesRestore ?? 'iptables-restore', '--noflush', file];
-      const l = await topo.exec('node-a', load, { timeoutMs: 60_000 });
-      if (l.code !== 0) throw new Error(`loading the ${mode} dry-run output with \`${load.join(' ')}\` failed (exit ${l.code}): ${l.stderr.trim()}\n${output}`);
+      for (const { flags, family } of outputs) {
+        const argv = [...proxyCommand(mode, objectsFile, topo.pods), '--dry-run', ...flags];
+        const r = await topo.exec('node-a', argv, { timeoutMs: 60_000 });
+        const label = family ?? 'both families';
+        const printed = `--- dry-run ${label}: stdout ---\n${tail(r.stdout, 12_000)}\n--- dry-run ${label}: stderr ---\n${tail(r.stderr, 4000)}\n`;
+        output += printed;
+        if (r.code !== 0) throw new Error(`${mode} --dry-run exited with ${r.code}\ncommand: ${argv.join(' ')}\n${printed}`);
+        if (r.stdout.trim() === '') throw new Error(`${mode} --dry-run printed nothing\ncommand: ${argv.join(' ')}\n${printed}`);
+        const file = path.join(path.dirname(objectsFile), `dry-run-${family ?? 'both'}.${def.dryRun.kind === 'nft-json' ? 'json' : 'rules'}`);
+        writeFileSync(file, r.stdout);
+        const load = family ? def.dryRun.loadCommand(family, file) : oneLoadCommand(mode, file);
+        const l = await topo.exec('node-a', load, { timeoutMs: 60_000 });
+        if (l.code !== 0)
+          throw new Error(`loading the ${mode} dry-run output with \`${load.join(' ')}\` failed (exit ${l.code}): ${l.stderr.trim()}\n${printed}`);
+      }
+      // A sysctl, not a rule: the iptables dry run says on stderr that 127.0.0.1:<NodePort> needs it. Modes
+      // that do not DNAT loopback traffic are not affected by it.
+      await topo.execOk('node-a', ['sysctl', '-q', '-w', ROUTE_LOCALNET]);
       return async () => {};
     },
   };
+}
+
+/** The command that loads a one-batch output: the mode loads both families with the same command. */
+function oneLoadCommand(mode: ModeName, file: string): string[] {
+  const [v4, v6] = FAMILIES.map((f) => MODE_DEFINITIONS[mode].dryRun.loadCommand(f, file));
+  if (JSON.stringify(v4) !== JSON.stringify(v6)) {
+    throw new Error(`the ${mode} mode combines both families in one output but loads them with different commands: ${v4!.join(' ')} / ${v6!.join(' ')}`);
+  }
+  return v4!;
 }
 
 /** No proxy at all: node-a only routes. Service probes must fail with it (the harness can fail). */
