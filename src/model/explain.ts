@@ -86,7 +86,9 @@ export function explain(q: PacketQuery, state: DesiredState): Explanation {
   }
   const external = frontend !== 'clusterIP';
   if (external && frontend === 'loadBalancerIP' && sp.loadBalancerSourceRanges.length > 0) {
-    const allowed = q.src !== 'node' && sp.loadBalancerSourceRanges.some((c) => cidrContains(c, q.src as string));
+    // The node's own connection leaves from one of its addresses (its Node's status.addresses): those count.
+    const sources = q.src === 'node' ? (state.node?.addresses ?? []) : [q.src];
+    const allowed = sources.some((ip) => sp.loadBalancerSourceRanges.some((c) => cidrContains(c, ip)));
     steps.push(`loadBalancerSourceRanges ${sp.loadBalancerSourceRanges.join(',')}: the source is ${allowed ? 'allowed' : 'not allowed: DROP'}`);
     if (!allowed) {
       out.verdict = 'drop';
