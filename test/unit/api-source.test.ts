@@ -444,7 +444,24 @@ describe('ApiSource', () => {
 describe('the test API server as its own process', () => {
   it('serves a scenario, takes controls over HTTP, and the source follows it', async () => {
     const kubeconfig = join(dir, 'kubeconfig-process');
-    const scenario = join(import.meta.dirname, '..', '..', '..', 'shared', 'scenarios', 'clusterip-basic.yaml');
+    // A routing scenario (test/scenarios/README.md): the server serves its objects. Written here, so the test
+    // needs no checkout beside the repository.
+    const scenario = join(dir, 'scenario.yaml');
+    writeFileSync(
+      scenario,
+      [
+        'name: served',
+        'pods: []',
+        'objects:',
+        '  - {apiVersion: v1, kind: Service, metadata: {name: web, namespace: shop, uid: 0b6d2d4c-0001-4000-8000-000000000001},',
+        '     spec: {clusterIP: 198.18.100.10, clusterIPs: [198.18.100.10], ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]}}',
+        '  - {apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, addressType: IPv4, ports: [{name: http, port: 8080, protocol: TCP}],',
+        '     metadata: {name: web-x7k2p, namespace: shop, labels: {kubernetes.io/service-name: web}},',
+        '     endpoints: [{addresses: [198.19.1.11], conditions: {ready: true}, nodeName: node-a}]}',
+        'probes: []',
+        '',
+      ].join('\n'),
+    );
     const child = spawn(
       process.execPath,
       [
