@@ -50,6 +50,8 @@ const QUIET_SECONDS = QUICK ? 35 : 65;
 const BOOKMARK_MS = 60_000;
 /** After a dropped watch, this long is judged apart from the steady churn. */
 const AFTER_DROP_MS = 10_000;
+/** Single-change samples slower than this are looked at: did they wait for a periodic full sync? */
+const SLOW_MS = 250;
 const PROJECTED_NODES = 5000;
 const API_IP = '198.18.0.1';
 const API_PORT = 6443;
@@ -172,9 +174,9 @@ async function allWatching(api: ApiServerProcess, nodes: NodeProcess[], before: 
 
 /** "min–max" (or one value) of a figure across nodes. */
 function range(xs: number[], fmt: (x: number) => string = String): string {
-  const lo = Math.min(...xs);
-  const hi = Math.max(...xs);
-  return lo === hi ? fmt(lo) : `${fmt(lo)}–${fmt(hi)}`;
+  const lo = fmt(Math.min(...xs));
+  const hi = fmt(Math.max(...xs));
+  return lo === hi ? lo : `${lo}–${hi}`;
 }
 
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
@@ -228,11 +230,21 @@ try {
   // 3. Single changes, spaced so that each gets a sync of its own on every node.
   const single: number[] = [];
   const slowestNode: number[] = [];
+  /** Samples over SLOW_MS, and how many of them waited for a periodic full sync (one ended while it waited). */
+  let slow = 0;
+  let slowBehindFull = 0;
   for (let k = 0; k < SINGLE_CHANGES; k++) {
     const wait = nextProgrammed(nodes, 60_000);
+    const sentAt = performance.now();
     changer.change((k * 7919) % SERVICES);
-    const got = (await wait).map((s) => s.programmingMs!);
+    const lines = await wait;
+    const got = lines.map((s) => s.programmingMs!);
     single.push(...got);
+    lines.forEach((line, i) => {
+      if (line.programmingMs! <= SLOW_MS) return;
+      slow++;
+      if (nodes[i]!.log.between(sentAt, line.at).some((x) => ipv4(x) && x.full)) slowBehindFull++;
+    });
     slowestNode.push(Math.max(...got));
     await sleep(1500);
   }
@@ -326,8 +338,11 @@ try {
   // client-go (kube-proxy) renews a watch when its timeoutSeconds (300-599 s) ends: every 450 s on average.
   const clientGoRenewalsPerSecond = (watchesPerNode * PROJECTED_NODES) / 450;
   const quietRenewalsPerSecond = (quietWatchesPerMinute * PROJECTED_NODES) / 60;
-  // More than one renewal per watch and minute: they come back before the server's bookmark (see the bullet).
-  const quietRenewalsEarly = quietWatchesPerMinute > watchesPerNode;
+  // How often one quiet watch came back; sooner than client-go's 300 s minimum is worth explaining.
+  const quietRenewalSeconds = quietWatchesPerMinute > 0 ? (60 * watchesPerNode) / quietWatchesPerMinute : Infinity;
+  const quietRenewalsEarly = quietRenewalSeconds < 300;
+  // What this benchmark's own processes used of the machine (the rest is whatever else ran on it).
+  const ownBusy = sum(churnCpu.perProcess) / cores;
   const mb = (b: number) => fmtBytes(b);
 
   const body = `## Many nodes (\`bench/multinode.ts\`)
@@ -356,9 +371,12 @@ ${latencyRow('first change after a 410 and relist on every node', afterExpiryCha
   proxy ${range(
     proxyCpu.map((x) => Math.round(x * 100)),
     (x) => `${x}%`,
-  )} of a core (user + system of the process), the API server ${Math.round(apiCpu * 100)}%, the machine's ${cores} cores ${Math.round(churnCpu.machineBusy * 100)}% busy${
+  )} of a core (user + system of the process), the API server ${Math.round(apiCpu * 100)}%, the machine's ${cores} cores ${Math.round(churnCpu.machineBusy * 100)}% busy, ${Math.round(
+    ownBusy * 100,
+  )}% of them by this benchmark's proxies and API server (the rest: the load generator and whatever else ran)${
     saturated ? ' — **saturated**: the latencies under churn include waiting for a core' : ' (not saturated)'
   }.
+- single changes: ${slow} of ${single.length} samples took over ${SLOW_MS} ms; ${slowBehindFull} of those waited for a periodic full sync (\`--sync-period 30s\`) that was running when the change came.
 - resident memory per proxy at the end: ${range(
     rss.map((x) => Math.round(x)),
     (x) => `${x} MB`,
@@ -413,16 +431,13 @@ each once at start-up, and then only resumes watches. Multiplying the measured p
 - Upstream's figure (KEP-3453, "Minimizing iptables-restore input size", measured on the \`gce-5000Nodes\` scalability
   job): kube-proxy's iptables mode had a p50 network programming latency of about 27 s; partial restores brought it
   to about 13 s, and \`--iptables-min-sync-period 1s\` to about 5 s, with p90/p99 still dominated by full resyncs.
-  Here the p99 of a single change on every node is ${fmtMs(percentile(single, 99))}${
-    MODE === 'nftables'
-      ? ', and a periodic full sync of this cluster compares the table with its record (see the nftables section) instead of rewriting it, so full syncs do not dominate the tail'
-      : ''
-  }.
+  Here the p50 of a single change on every node is ${fmtMs(percentile(single, 50))} and its p99 ${fmtMs(percentile(single, 99))}; ${slowBehindFull} of the ${slow} samples over ${SLOW_MS} ms
+  waited for a periodic full sync, which at this size${MODE === 'nftables' ? ' compares the table with its record (see the nftables section) instead of rewriting it, but' : ''} still takes a while on a busy machine.
 ${
   quietRenewalsEarly
-    ? `- Quiet watches come back every 30 s: client-node's \`Watch\` aborts a watch that received nothing for 30 s (its
-  inactivity timeout), which is shorter than kube-apiserver's one-minute bookmark period, and the informer resumes it.
-  Each renewal is cheap (a resumed watch served from the watch cache, no list), but it is about ${(quietRenewalsPerSecond / clientGoRenewalsPerSecond).toFixed(0)} times the rate of
+    ? `- A quiet watch came back about every ${quietRenewalSeconds.toFixed(0)} s: client-node's \`Watch\` aborts a watch that received nothing for 30 s
+  (its inactivity timeout), which is shorter than kube-apiserver's one-minute bookmark period, and the informer resumes it
+  (a bookmark resets the clock, so it comes back between 30 s and a minute after the last event or bookmark). Each renewal is cheap (a resumed watch served from the watch cache, no list), but it is about ${(quietRenewalsPerSecond / clientGoRenewalsPerSecond).toFixed(0)} times the rate of
   client-go, which renews a watch only when its 5–10 minute timeout ends. Raising that inactivity timeout above the bookmark
   period (the reflector in \`src/watch\` has its own 90 s silent-watch check) would bring it to client-go's.
 `
