@@ -13,11 +13,9 @@ import { startPodServers } from './sandbox/podserver.ts';
 import { runProbe } from './sandbox/probe.ts';
 import { proxyCommand, startProxy } from './sandbox/proxy.ts';
 import { REPO_ROOT, formatProbeTarget, loadScenario, writeObjectsFile } from './sandbox/scenario.ts';
-import { ADDRESSES, Topology } from './sandbox/topology.ts';
+import { clusterCIDRs, Topology } from './sandbox/topology.ts';
 
 export const DEMO_SCENARIO = path.join(REPO_ROOT, 'examples', 'demo.yaml');
-/** The IPv6 pod CIDR of the scenario topology. */
-const IPV6_CLUSTER_CIDR = '2001:2:0:10::/60';
 
 export async function runDemo(mode: ModeName, file: string = DEMO_SCENARIO, out: NodeJS.WritableStream = process.stdout): Promise<number> {
   if (process.getuid?.() !== 0) throw new Error('the demo builds network namespaces and needs root (sudo npm run demo)');
@@ -27,7 +25,7 @@ export async function runDemo(mode: ModeName, file: string = DEMO_SCENARIO, out:
   writeObjectsFile(scenario, objectsFile);
   const { states } = buildStates(scenario.objects as never[], {
     hostname: 'node-a',
-    clusterCIDRs: [ADDRESSES.clusterCIDR, IPV6_CLUSTER_CIDR],
+    clusterCIDRs: clusterCIDRs(scenario.pods),
     masqueradeAll: false,
     nodePortAddresses: [],
   });
@@ -36,7 +34,7 @@ export async function runDemo(mode: ModeName, file: string = DEMO_SCENARIO, out:
   let failed = 0;
   try {
     const t0 = performance.now();
-    const proxy = await startProxy(topo, proxyCommand(mode, objectsFile));
+    const proxy = await startProxy(topo, proxyCommand(mode, objectsFile, scenario.pods));
     out.write(`Network built (prefix ${topo.prefix}); the proxy synced in ${Math.round(performance.now() - t0)} ms.\n\n`);
     await startPodServers(topo);
     const rows: string[][] = [['FROM', 'TO', 'ANSWERED BY', 'SOURCE SEEN', 'EXPECTED', '']];
