@@ -106,12 +106,13 @@ async function benchMode(mode: ModeName, ns: string, dir: string): Promise<Resul
       '--sync-period',
       '1h',
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    // Its logs (the sync lines) are on stderr.
+    { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   const syncs: { at: number; programmingMs?: number; full: boolean }[] = [];
   let pending = '';
   let onSync: (() => void) | null = null;
-  proxy.stdout!.setEncoding('utf8').on('data', (d: string) => {
+  proxy.stderr!.setEncoding('utf8').on('data', (d: string) => {
     pending += d;
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';

@@ -111,7 +111,8 @@ export class ProxyLog {
   private waiters: { pred: (s: SyncLine) => boolean; resolve: (s: SyncLine) => void; reject: (e: Error) => void }[] = [];
 
   constructor(child: ChildProcess) {
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => this.feed(d));
+    // The proxy logs on stderr (stdout is only for what a command prints).
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => this.feed(d));
     child.once('exit', (code, signal) => {
       this.exited = signal ?? `code ${code}`;
       const waiters = this.waiters;

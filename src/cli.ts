@@ -1,7 +1,22 @@
-// The command line: `kube-proxy-ts [flags]` runs the proxy; `state` prints the desired state.
-import { RUN_FLAGS, STATE_FLAGS, UsageError, flagsHelp, parseCIDRList, parseFlags, resolveRunOptions } from './config.ts';
-import { hostname as osHostname } from 'node:os';
-import { setLogLevel } from './log.ts';
+// The command line: `kube-proxy-ts [flags]` runs the proxy (kube-proxy's flags, src/config.ts); `state`,
+// `explain`, `demo` and `compare` are this proxy's own commands. Logs go to stderr; stdout carries only what a
+// command prints.
+import { writeFile } from 'node:fs/promises';
+import {
+  RUN_FLAGS,
+  STATE_FLAGS,
+  type RunOptions,
+  UsageError,
+  flagsHelp,
+  nodeName,
+  parseCIDRList,
+  parseFlags,
+  resolveLogging,
+  resolveRunOptions,
+} from './config.ts';
+import { encodeConfiguration, watchConfigFile } from './config-file.ts';
+import type { FlagSpec } from './flags.ts';
+import { configureLogging, log } from './log.ts';
 import { MODES, type ModeName } from './modes/types.ts';
 import { issueLine } from './model/parse.ts';
 import { type Explanation, explain, formatExplanation } from './model/explain.ts';
@@ -9,7 +24,11 @@ import { hostPort, parseHostPort, parseIP } from './model/addr.ts';
 import { buildState, buildStates } from './model/store.ts';
 import { type ServicePortView, stateToJSON, stateToTable, viewsToTable } from './model/view.ts';
 import { SourceFileError, readObjectsFile } from './watch/file.ts';
+import { KubeConfigError } from './watch/api.ts';
 import { cleanupAll, dryRun, runProxy } from './daemon/run.ts';
+import { applyNodeSettings } from './daemon/node-setup.ts';
+import { StartupError } from './errors.ts';
+import { versionText } from './version.ts';
 
 const USAGE = `kube-proxy-ts: a kube-proxy replacement (iptables, nftables and userspace modes).
 
@@ -38,13 +57,24 @@ Flags:
 ${flagsHelp(STATE_FLAGS)}
 `;
 
+/** A command's flags as name -> value (booleans as booleans), with its logging configured from them. */
+function commandFlags(argv: readonly string[], specs: readonly FlagSpec[]): Record<string, string | boolean> {
+  const parsed = parseFlags(argv, specs);
+  if (specs.some((s) => s.name === 'v')) configureLogging(resolveLogging(parsed));
+  const out: Record<string, string | boolean> = {};
+  for (const s of specs) {
+    const v = parsed.values.get(s.name);
+    if (v !== undefined) out[s.name] = s.kind === 'bool' ? v === 'true' : v;
+  }
+  return out;
+}
+
 async function stateCommand(argv: string[]): Promise<number> {
-  const f = parseFlags(argv, STATE_FLAGS);
+  const f = commandFlags(argv, STATE_FLAGS);
   if (f.help) {
     process.stdout.write(STATE_USAGE);
     return 0;
   }
-  if (typeof f['log-level'] === 'string') setLogLevel(f['log-level']);
   const output = (f.output as string | undefined) ?? 'table';
   if (output !== 'table' && output !== 'json') throw new UsageError(`-o: ${JSON.stringify(output)} is not table or json`);
   if (typeof f['node-url'] === 'string') {
@@ -56,7 +86,7 @@ async function stateCommand(argv: string[]): Promise<number> {
   if (typeof f.from !== 'string') throw new UsageError('state needs --from FILE or --node-url URL');
   const objects = await readObjectsFile(f.from);
   const config = {
-    hostname: (f['hostname-override'] as string | undefined) || osHostname(),
+    hostname: nodeName((f['hostname-override'] as string | undefined) ?? ''),
     clusterCIDRs: parseCIDRList((f['cluster-cidr'] as string | undefined) ?? '', '--cluster-cidr'),
     masqueradeAll: false,
     nodePortAddresses: [],
@@ -67,13 +97,13 @@ async function stateCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-const EXPLAIN_FLAGS = [
-  { name: 'to', type: 'string' as const, arg: 'IP:PORT[/tcp|udp|sctp]', help: 'the destination of the connection (required)' },
-  { name: 'src', type: 'string' as const, arg: 'IP|node', help: "the source address, or 'node' for a process on the node (default node)" },
-  { name: 'dst-local', type: 'boolean' as const, help: 'the destination is an address of this node (NodePorts); guessed when not given' },
-  { name: 'masquerade-all', type: 'boolean' as const, help: 'as the proxy flag' },
-  { name: 'nodeport-addresses', type: 'string' as const, arg: 'CIDR[,CIDR]', help: 'as the proxy flag' },
-  { name: 'output', aliases: ['o'], type: 'string' as const, arg: 'text|json', help: 'output format (default text)' },
+const EXPLAIN_FLAGS: FlagSpec[] = [
+  { name: 'to', kind: 'string', arg: 'IP:PORT[/tcp|udp|sctp]', help: 'the destination of the connection (required)' },
+  { name: 'src', kind: 'string', arg: 'IP|node', help: "the source address, or 'node' for a process on the node (default node)" },
+  { name: 'dst-local', kind: 'bool', help: 'the destination is an address of this node (NodePorts); guessed when not given' },
+  { name: 'masquerade-all', kind: 'bool', help: 'as the proxy flag' },
+  { name: 'nodeport-addresses', kind: 'string', arg: 'CIDR[,CIDR]', help: 'as the proxy flag' },
+  { name: 'output', aliases: ['o'], kind: 'string', arg: 'text|json', help: 'output format (default text)' },
 ];
 
 const EXPLAIN_USAGE = `Usage: kube-proxy-ts explain --from FILE --to IP:PORT[/PROTO] [--src IP|node] [--hostname-override NODE] [--cluster-cidr CIDR]
@@ -88,7 +118,7 @@ ${flagsHelp([...STATE_FLAGS.filter((f) => f.name !== 'output' && f.name !== 'hel
 `;
 
 async function explainCommand(argv: string[]): Promise<number> {
-  const f = parseFlags(argv, [...STATE_FLAGS.filter((x) => x.name !== 'output'), ...EXPLAIN_FLAGS]);
+  const f = commandFlags(argv, [...STATE_FLAGS.filter((x) => x.name !== 'output'), ...EXPLAIN_FLAGS]);
   if (f.help) {
     process.stdout.write(EXPLAIN_USAGE);
     return 0;
@@ -114,7 +144,7 @@ async function explainCommand(argv: string[]): Promise<number> {
   }
   const objects = await readObjectsFile(f.from as string);
   const config = {
-    hostname: (f['hostname-override'] as string | undefined) || osHostname(),
+    hostname: nodeName((f['hostname-override'] as string | undefined) ?? ''),
     clusterCIDRs: parseCIDRList((f['cluster-cidr'] as string | undefined) ?? '', '--cluster-cidr'),
     masqueradeAll: f['masquerade-all'] === true,
     nodePortAddresses: parseCIDRList((f['nodeport-addresses'] as string | undefined) ?? '', '--nodeport-addresses'),
@@ -153,17 +183,17 @@ async function askNode(base: string, path: string): Promise<string> {
   return body;
 }
 
-const COMPARE_FLAGS = [
-  { name: 'modes', type: 'string' as const, arg: 'MODE[,MODE]', help: 'the modes to compare (default iptables,nftables,userspace)' },
-  { name: 'rounds', type: 'string' as const, arg: 'N', help: 'rounds per figure, the median is reported (default 5)' },
-  { name: 'seconds', type: 'string' as const, arg: 'S', help: 'seconds per throughput and connection-rate round (default 2)' },
-  { name: 'quick', type: 'boolean' as const, help: 'fewer, shorter rounds and a 200-service sync (for a first look)' },
-  { name: 'no-docs', type: 'boolean' as const, help: 'do not write the figures into docs/benchmarks.md' },
-  { name: 'help', aliases: ['h'], type: 'boolean' as const, help: 'show this help' },
+const COMPARE_FLAGS: FlagSpec[] = [
+  { name: 'modes', kind: 'string', arg: 'MODE[,MODE]', help: 'the modes to compare (default iptables,nftables,userspace)' },
+  { name: 'rounds', kind: 'string', arg: 'N', help: 'rounds per figure, the median is reported (default 5)' },
+  { name: 'seconds', kind: 'string', arg: 'S', help: 'seconds per throughput and connection-rate round (default 2)' },
+  { name: 'quick', kind: 'bool', help: 'fewer, shorter rounds and a 200-service sync (for a first look)' },
+  { name: 'no-docs', kind: 'bool', help: 'do not write the figures into docs/benchmarks.md' },
+  { name: 'help', aliases: ['h'], kind: 'bool', help: 'show this help' },
 ];
 
 async function compareCommand(argv: string[]): Promise<number> {
-  const f = parseFlags(argv, COMPARE_FLAGS);
+  const f = commandFlags(argv, COMPARE_FLAGS);
   if (f.help) {
     process.stdout.write(
       `Usage: kube-proxy-ts compare [--modes M,M] [--quick]\n\nRuns the same traffic through each mode in turn, in a sandbox network (network namespaces; root needed), and\nprints bulk throughput of one TCP stream, short connections per second, p50/p99 connection latency and the\nsync time of a 2,000-service cluster. The figures also go into docs/benchmarks.md.\n\nFlags:\n${flagsHelp(COMPARE_FLAGS)}\n`,
@@ -188,14 +218,14 @@ async function compareCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-const DEMO_FLAGS = [
-  { name: 'mode', aliases: ['proxy-mode'], type: 'string' as const, arg: 'MODE', help: 'iptables (default), nftables or userspace' },
-  { name: 'scenario', type: 'string' as const, arg: 'FILE', help: 'a scenario file (default: examples/demo.yaml)' },
-  { name: 'help', aliases: ['h'], type: 'boolean' as const, help: 'show this help' },
+const DEMO_FLAGS: FlagSpec[] = [
+  { name: 'mode', aliases: ['proxy-mode'], kind: 'string', arg: 'MODE', help: 'iptables (default), nftables or userspace' },
+  { name: 'scenario', kind: 'string', arg: 'FILE', help: 'a scenario file (default: examples/demo.yaml)' },
+  { name: 'help', aliases: ['h'], kind: 'bool', help: 'show this help' },
 ];
 
 async function demoCommand(argv: string[]): Promise<number> {
-  const f = parseFlags(argv, DEMO_FLAGS);
+  const f = commandFlags(argv, DEMO_FLAGS);
   if (f.help) {
     process.stdout.write(
       `Usage: kube-proxy-ts demo [--mode MODE] [--scenario FILE]\n\nBuilds a sandbox network in network namespaces (root needed), runs the proxy on its node-a, sends\ntraffic and shows which backend answered; then removes everything.\n\nFlags:\n${flagsHelp(DEMO_FLAGS)}\n`,
@@ -206,6 +236,37 @@ async function demoCommand(argv: string[]): Promise<number> {
   if (!MODES.includes(mode as ModeName)) throw new UsageError(`--mode: ${JSON.stringify(mode)} is not one of ${MODES.join(', ')}`);
   const { runDemo, DEMO_SCENARIO } = await import('./lab/demo.ts');
   return runDemo(mode as ModeName, (f.scenario as string | undefined) ?? DEMO_SCENARIO);
+}
+
+/** The run command after its flags: the one-shot actions, else the proxy until SIGTERM (or a changed --config). */
+async function runCommand(opts: RunOptions): Promise<number> {
+  configureLogging(opts.logging);
+  for (const n of opts.notices) log.warn({ event: 'config-notice', subject: n.subject }, `${n.subject}: ${n.message}`);
+  if (opts.writeConfigTo) {
+    await writeFile(opts.writeConfigTo, encodeConfiguration(opts.configuration));
+    log.info({ event: 'wrote-config', file: opts.writeConfigTo }, 'wrote the configuration');
+    return 0;
+  }
+  if (opts.cleanup) return cleanupAll(opts);
+  if (opts.dryRun) return dryRun(opts);
+  await applyNodeSettings(opts);
+  if (opts.initOnly) return 0;
+  // Upstream exits when its --config changes, so that the pod restarts with the new ConfigMap. The proxy stops
+  // as on SIGTERM (its rules stay in place), through the same handler.
+  let configChanged = false;
+  const stopWatching = opts.configFile
+    ? watchConfigFile(opts.configFile.path, opts.configFile.text, () => {
+        configChanged = true;
+        log.warn({ event: 'config-changed', file: opts.configFile!.path }, 'the configuration file changed: exiting so that the proxy restarts with it');
+        process.kill(process.pid, 'SIGTERM');
+      })
+    : () => {};
+  try {
+    const code = await runProxy(opts);
+    return configChanged ? 1 : code;
+  } finally {
+    stopWatching();
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -219,16 +280,18 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(USAGE);
       return 0;
     }
-    setLogLevel(opts.logLevel);
-    if (opts.cleanup) return await cleanupAll(opts);
-    if (opts.dryRun) return await dryRun(opts);
-    return await runProxy(opts);
+    if ('version' in opts) {
+      process.stdout.write(versionText(opts.version));
+      return 0;
+    }
+    return await runCommand(opts);
   } catch (e) {
     if (e instanceof UsageError) {
       process.stderr.write(`kube-proxy-ts: ${e.message}\nRun 'kube-proxy-ts --help' for usage.\n`);
       return 2;
     }
-    if (e instanceof SourceFileError) {
+    // A proxy that cannot start says why in one line and exits non-zero.
+    if (e instanceof SourceFileError || e instanceof KubeConfigError || e instanceof StartupError) {
       process.stderr.write(`kube-proxy-ts: ${e.message}\n`);
       return 1;
     }

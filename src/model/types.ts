@@ -120,7 +120,27 @@ export interface ProxyConfig {
    * it is left out. Absent: the default range, reported only.
    */
   nodePortRange?: { min: number; max: number; refuse: boolean };
+  /**
+   * --iptables-masquerade-bit (iptables.masqueradeBit / nftables.masqueradeBit, default 14, within [0, 31]): the
+   * fwmark bit that marks packets to masquerade. Optional: absent means 14.
+   */
+  masqueradeBit?: number;
+  /**
+   * --detect-local-mode and its settings: how a packet is known to come from a local pod (upstream's
+   * LocalTrafficDetector). ClusterCIDR (the default) uses clusterCIDRs; NodeCIDR the Node's podCIDRs;
+   * BridgeInterface an input interface; InterfaceNamePrefix an input interface name prefix. Optional: absent
+   * means ClusterCIDR.
+   */
+  detectLocal?: DetectLocal;
 }
+
+export type DetectLocal =
+  | { mode: 'ClusterCIDR' }
+  | { mode: 'NodeCIDR' }
+  | { mode: 'BridgeInterface'; bridgeInterface: string }
+  | { mode: 'InterfaceNamePrefix'; interfaceNamePrefix: string };
+
+export const DEFAULT_MASQUERADE_BIT = 14;
 
 export const DEFAULT_NODEPORT_RANGE = { min: 30000, max: 32767, refuse: false } as const;
 

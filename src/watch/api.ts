@@ -12,6 +12,7 @@
 // client-node takes about a second to load: it is imported when start() runs, not with this module, so the
 // file-based commands (and --dry-run) do not pay for it.
 import type { KubeConfig } from '@kubernetes/client-node';
+import { StartupError } from '../errors.ts';
 import { log } from '../log.ts';
 import { HEADLESS_LABEL, type KubeObject, SERVICE_PROXY_NAME_LABEL } from '../model/k8s.ts';
 import type { Reflector, ReflectorStats, ReflectorTimings, ResourceSpec } from './api-reflector.ts';
@@ -36,7 +37,7 @@ export const DEFAULT_TIMINGS: ReflectorTimings = {
   listTimeoutMs: 60_000,
 };
 
-export class KubeConfigError extends Error {
+export class KubeConfigError extends StartupError {
   constructor(message: string) {
     super(message);
     this.name = 'KubeConfigError';

@@ -74,10 +74,11 @@ export async function startProxy(
   let syncs = 0;
   let waiters: { resolve: () => void }[] = [];
   let pending = '';
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => stderr.add(d));
-  // Keep reading after the first sync: the proxy must never block on a full pipe.
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-    stdout.add(d);
+  // Keep reading both after the first sync: the proxy must never block on a full pipe. Its logs (and so the
+  // sync lines) are on stderr; stdout carries only what a command prints.
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => stdout.add(d));
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    stderr.add(d);
     pending += d;
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
