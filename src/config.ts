@@ -749,6 +749,9 @@ function resolveConfiguration(c: C, parsed: ParsedFlags, notices: Notice[], conf
   const backend = (f('iptables-backend') ?? 'auto') as IptablesBackend;
   if (!['auto', 'nft', 'legacy'].includes(backend)) throw new UsageError(`--iptables-backend: ${JSON.stringify(backend)} is not auto, nft or legacy`);
   if (c.clientConnection.burst < 0) throw new UsageError('clientConnection.burst must not be negative');
+  // It goes into the API requests' label selector: a label value, nothing else.
+  if (c.serviceProxyName.length > 63 || !/^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?$/.test(c.serviceProxyName))
+    throw new UsageError(`serviceProxyName: ${JSON.stringify(c.serviceProxyName)} is not a label value`);
   const level = f('log-level') ?? levelForVerbosity(c.logging.verbosity);
   if (!/^(trace|debug|info|warn|error|fatal|silent)$/.test(level))
     throw new UsageError(`--log-level: ${JSON.stringify(level)} is not trace, debug, info, warn or error`);

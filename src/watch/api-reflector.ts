@@ -27,6 +27,7 @@ import {
 } from '@kubernetes/client-node';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
+import type { ApiClient } from './api-client.ts';
 
 /** A watched collection. */
 export interface ResourceSpec {
@@ -122,6 +123,33 @@ function statusMessage(status: number, text: string): string {
   return `HTTP ${status}${text ? `: ${text.slice(0, 200)}` : ''}`;
 }
 
+/** Waits for the rate limiter, then runs one request, reporting both to the observer (rest_client_* metrics). */
+async function limited<T>(
+  client: ApiClient | undefined,
+  host: string,
+  signal: AbortSignal,
+  send: () => Promise<T>,
+  outcome: (r: T) => { code: string; responseBytes: number | null },
+): Promise<T> {
+  if (client) {
+    const waited = await client.limiter.take(signal);
+    client.observer?.rateLimited('GET', host, waited / 1000);
+  }
+  const started = performance.now();
+  const record = (code: string, responseBytes: number | null) =>
+    client?.observer?.request({ verb: 'GET', host, code, seconds: (performance.now() - started) / 1000, responseBytes });
+  try {
+    const r = await send();
+    const o = outcome(r);
+    record(o.code, o.responseBytes);
+    return r;
+  } catch (e) {
+    const status = (e as { statusCode?: unknown }).statusCode;
+    record(typeof status === 'number' ? String(status) : '<error>', null);
+    throw e;
+  }
+}
+
 /**
  * Lists a collection as raw JSON, with client-node's KubeConfig for the server, TLS and credentials.
  * Items get their kind and apiVersion (typed lists leave them out); items without a name are dropped.
@@ -130,6 +158,7 @@ export async function listObjects(
   kc: KubeConfig,
   spec: ResourceSpec,
   signal: AbortSignal,
+  client?: ApiClient,
 ): Promise<{ resourceVersion: string; items: KubeObject[]; dropped: number }> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error('the kubeconfig has no current cluster');
@@ -139,9 +168,17 @@ export async function listObjects(
   const ctx = new RequestContext(url.toString(), HttpMethod.GET);
   ctx.setHeaderParam('Accept', 'application/json');
   ctx.setSignal(signal);
-  await kc.applySecurityAuthentication(ctx);
-  const resp = await new IsomorphicFetchHttpLibrary().send(ctx).toPromise();
-  const text = await resp.body.text();
+  const { resp, text } = await limited(
+    client,
+    url.host,
+    signal,
+    async () => {
+      await kc.applySecurityAuthentication(ctx);
+      const resp = await new IsomorphicFetchHttpLibrary().send(ctx).toPromise();
+      return { resp, text: await resp.body.text() };
+    },
+    (r) => ({ code: String(r.resp.httpStatusCode), responseBytes: Buffer.byteLength(r.text) }),
+  );
   if (resp.httpStatusCode !== 200) throw new ApiStatusError(resp.httpStatusCode, `list ${spec.path}: ${statusMessage(resp.httpStatusCode, text)}`);
   let body: unknown;
   try {
@@ -217,7 +254,22 @@ class GuardedWatch extends Watch {
     };
     const params: WatchQuery = { ...query, allowWatchBookmarks: true, timeoutSeconds: owner.watchTimeoutSeconds() };
     try {
-      controller = await super.watch(path, params, onEvent, finish);
+      // The request counts once its answer's headers are in: 200 when the stream started, else the error's status.
+      let failed: unknown = null;
+      controller = await limited(
+        owner.client,
+        owner.host,
+        owner.stopSignal,
+        () =>
+          super.watch(path, params, onEvent, (err) => {
+            failed ??= err;
+            finish(err);
+          }),
+        () => {
+          const status = (failed as { statusCode?: unknown } | null)?.statusCode;
+          return { code: failed === null ? '200' : typeof status === 'number' ? String(status) : '<error>', responseBytes: null };
+        },
+      );
     } catch (err) {
       // e.g. credentials that cannot be read: end this watch as failed instead of rejecting inside ListWatch.
       finish(err);
@@ -252,8 +304,15 @@ export class Reflector {
   private failures = 0;
   private restartTimer: NodeJS.Timeout | null = null;
 
-  constructor(kc: KubeConfig, spec: ResourceSpec, timings: ReflectorTimings, hooks: ReflectorHooks) {
+  /** The rate limiter and request observer shared by every reflector of the source (none in some tests). */
+  readonly client: ApiClient | undefined;
+  /** host:port of the API server, the rest_client_* metrics' host label. */
+  readonly host: string;
+
+  constructor(kc: KubeConfig, spec: ResourceSpec, timings: ReflectorTimings, hooks: ReflectorHooks, client?: ApiClient) {
     this.kc = kc;
+    this.client = client;
+    this.host = URL.canParse(kc.getCurrentCluster()?.server ?? '') ? new URL(kc.getCurrentCluster()!.server).host : '';
     this.spec = spec;
     this.timings = timings;
     this.hooks = hooks;
@@ -277,6 +336,11 @@ export class Reflector {
 
   get isStopped(): boolean {
     return this.stopped;
+  }
+
+  /** Aborts when stop() is called (cuts a wait for the rate limiter short). */
+  get stopSignal(): AbortSignal {
+    return this.stopping.signal;
   }
 
   start(): void {
@@ -344,7 +408,7 @@ export class Reflector {
   private async list(): Promise<KubernetesListObject<KubernetesObject>> {
     this.phase = 'list';
     const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.timings.listTimeoutMs)]);
-    const { resourceVersion, items, dropped } = await listObjects(this.kc, this.spec, signal);
+    const { resourceVersion, items, dropped } = await listObjects(this.kc, this.spec, signal, this.client);
     if (this.stopped) throw new Error('stopped');
     if (dropped > 0) this.report(new Error(`list ${this.spec.path}: ${dropped} item(s) without a name ignored`));
     const relist = this.listed;

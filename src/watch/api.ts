@@ -16,6 +16,7 @@ import { StartupError } from '../errors.ts';
 import { log } from '../log.ts';
 import { HEADLESS_LABEL, type KubeObject, SERVICE_PROXY_NAME_LABEL } from '../model/k8s.ts';
 import type { Reflector, ReflectorStats, ReflectorTimings, ResourceSpec } from './api-reflector.ts';
+import { type ApiClient, type RequestObserver, TokenBucket, TokenFileAuth, type TokenFileUser, tokenFileUsers } from './api-client.ts';
 import type { Source, SourceHandler } from './types.ts';
 
 /** kube-proxy's label selector for Services and EndpointSlices. */
@@ -24,8 +25,17 @@ export const PROXY_LABEL_SELECTOR = `!${SERVICE_PROXY_NAME_LABEL},!${HEADLESS_LA
 export interface ApiSourceOptions extends Partial<ReflectorTimings> {
   /** kubeconfig file; null: the in-cluster config (service account token, KUBERNETES_SERVICE_HOST/PORT). */
   kubeconfig: string | null;
+  /** --master: the API server's URL, replacing the kubeconfig's. */
+  master?: string | null;
   /** This node's name (the Node to watch). */
   hostname: string;
+  /** clientConnection.qps and burst (qps <= 0 or absent: no limit; the daemon passes the configuration's, 5 and 10 by default). */
+  qps?: number;
+  burst?: number;
+  /** Only objects with this service-proxy-name label (default: those without the label). */
+  serviceProxyName?: string;
+  /** Told about every request (the rest_client_* metrics). */
+  observer?: RequestObserver | null;
 }
 
 export const DEFAULT_TIMINGS: ReflectorTimings = {
@@ -44,43 +54,77 @@ export class KubeConfigError extends StartupError {
   }
 }
 
-/** Loads --kubeconfig, or the in-cluster config when null. Rejects with a KubeConfigError with a clear message. */
-export async function loadKubeConfig(file: string | null): Promise<KubeConfig> {
+/** The in-cluster service-account token (client-go's rest.InClusterConfig reads the same file). */
+export const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+
+/**
+ * Loads --kubeconfig, or the in-cluster config when null, as client-go's BuildConfigFromFlags: --master replaces
+ * the server (alone: that URL, no credentials). Users with a token file get it through TokenFileAuth (re-read
+ * every minute). Rejects with a KubeConfigError with a clear message.
+ */
+export async function loadKubeConfig(file: string | null, master: string | null = null): Promise<KubeConfig> {
   const { KubeConfig } = await import('@kubernetes/client-node');
   const kc = new KubeConfig();
+  let tokenFiles = new Map<string, TokenFileUser>();
   if (file) {
     try {
       kc.loadFromFile(file);
+      tokenFiles = await tokenFileUsers(file);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      throw new KubeConfigError(`${file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+      throw new KubeConfigError(`${err.path ?? file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
     }
     if (!kc.getCurrentCluster()) throw new KubeConfigError(`${file}: no cluster for the current context ${JSON.stringify(kc.getCurrentContext())}`);
+  } else if (master) {
+    kc.loadFromClusterAndUser({ name: 'master', server: master, skipTLSVerify: false }, { name: 'master' });
   } else {
     if (!process.env.KUBERNETES_SERVICE_HOST || !process.env.KUBERNETES_SERVICE_PORT) {
       throw new KubeConfigError('not running in a pod (KUBERNETES_SERVICE_HOST/PORT are not set): pass --kubeconfig');
     }
     kc.loadFromCluster();
+    tokenFiles.set(kc.getCurrentUser()!.name, { file: SERVICE_ACCOUNT_TOKEN, fallback: null });
   }
+  const current = kc.getCurrentCluster()!;
+  // Token-file users authenticate through TokenFileAuth only: client-node would otherwise send a static token
+  // (or its own once-a-minute, untrimmed file read for in-cluster) after it.
+  kc.loadFromOptions({
+    clusters: kc.getClusters().map((c) => (master && c.name === current.name ? { ...c, server: master } : c)),
+    contexts: kc.getContexts(),
+    users: kc.getUsers().map((u) => (tokenFiles.has(u.name) ? { ...u, token: undefined, authProvider: undefined } : u)),
+    currentContext: kc.getCurrentContext(),
+  });
+  if (tokenFiles.size > 0) kc.addAuthenticator(new TokenFileAuth(tokenFiles));
   const server = kc.getCurrentCluster()?.server ?? '';
-  if (server.startsWith('http:') && !kc.getCurrentCluster()?.skipTLSVerify) {
+  if (server.startsWith('http:') && !kc.getCurrentCluster()?.skipTLSVerify && !(master && !file)) {
     throw new KubeConfigError(`${file ?? 'in-cluster config'}: plain http:// server ${server} needs insecure-skip-tls-verify: true`);
   }
   return kc;
 }
 
-export function resourceSpecs(hostname: string): ResourceSpec[] {
+/**
+ * kube-proxy's selector for Services and EndpointSlices: without the service-proxy-name label, or with it equal
+ * to serviceProxyName when that is set (upstream's serviceProxyName), and never headless.
+ */
+export function proxyLabelSelector(serviceProxyName = ''): string {
+  return serviceProxyName === '' ? PROXY_LABEL_SELECTOR : `${SERVICE_PROXY_NAME_LABEL}=${serviceProxyName},!${HEADLESS_LABEL}`;
+}
+
+export function resourceSpecs(hostname: string, serviceProxyName = ''): ResourceSpec[] {
+  const labelSelector = proxyLabelSelector(serviceProxyName);
   return [
-    { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: PROXY_LABEL_SELECTOR },
-    { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: '/apis/discovery.k8s.io/v1/endpointslices', labelSelector: PROXY_LABEL_SELECTOR },
+    { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector },
+    { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: '/apis/discovery.k8s.io/v1/endpointslices', labelSelector },
     { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes', fieldSelector: `metadata.name=${hostname}` },
   ];
 }
 
 export class ApiSource implements Source {
   readonly kubeconfig: string | null;
+  readonly master: string | null;
   readonly hostname: string;
+  readonly serviceProxyName: string;
   readonly timings: ReflectorTimings;
+  readonly client: ApiClient;
 
   private reflectors: Reflector[] = [];
   private handler: SourceHandler | null = null;
@@ -91,7 +135,11 @@ export class ApiSource implements Source {
 
   constructor(opts: ApiSourceOptions) {
     this.kubeconfig = opts.kubeconfig;
+    this.master = opts.master ?? null;
     this.hostname = opts.hostname;
+    this.serviceProxyName = opts.serviceProxyName ?? '';
+    // One limiter for every request of the process, as client-go's per-client rate limiter.
+    this.client = { limiter: new TokenBucket(opts.qps ?? 0, opts.burst ?? 1), observer: opts.observer ?? null };
     const t: Record<string, unknown> = { ...DEFAULT_TIMINGS };
     for (const k of Object.keys(DEFAULT_TIMINGS) as (keyof ReflectorTimings)[]) {
       if (opts[k] !== undefined) t[k] = opts[k];
@@ -117,7 +165,7 @@ export class ApiSource implements Source {
   async start(handler: SourceHandler): Promise<void> {
     if (this.handler || this.stopped) throw new Error(`the API source was already ${this.stopped ? 'stopped' : 'started'}`);
     this.handler = handler;
-    const kc = await loadKubeConfig(this.kubeconfig);
+    const kc = await loadKubeConfig(this.kubeconfig, this.master);
     const { Reflector } = await import('./api-reflector.ts');
     if (this.stopped) throw new Error('the API source was stopped before the initial list');
     log.info({ event: 'api-source', server: kc.getCurrentCluster()?.server, hostname: this.hostname }, 'watching the API server');
@@ -130,7 +178,7 @@ export class ApiSource implements Source {
       this.rejectStart = reject;
       this.resolveStart = resolve;
     });
-    this.reflectors = resourceSpecs(this.hostname).map((spec) => new Reflector(kc, spec, this.timings, hooks));
+    this.reflectors = resourceSpecs(this.hostname, this.serviceProxyName).map((spec) => new Reflector(kc, spec, this.timings, hooks, this.client));
     for (const r of this.reflectors) r.start();
     await done;
   }

@@ -433,6 +433,7 @@ describe('--config', () => {
     await expect(bad('iptables: {syncPeriod: 10}')).rejects.toThrow(/iptables.syncPeriod: 10 is not a duration/);
     await expect(bad('oomScoreAdj: "high"')).rejects.toThrow(/oomScoreAdj/);
     await expect(bad('oomScoreAdj: 5000')).rejects.toThrow(/\[-1000, 1000\]/);
+    await expect(bad('serviceProxyName: "a,b=c"')).rejects.toThrow(/not a label value/);
     await expect(run(['--config', file('kind: Deployment\n')])).rejects.toThrow(/not KubeProxyConfiguration/);
     await expect(run(['--config', file('kind: KubeProxyConfiguration\napiVersion: kubeproxy.config.k8s.io/v1alpha2\n')])).rejects.toThrow(/apiVersion/);
     await expect(run(['--config', join(dir, 'missing.yaml')])).rejects.toThrow(/no such file/);
