@@ -13,7 +13,7 @@ import type { Backend } from '../../src/modes/iptables/restore.ts';
 import { ensureSysctl, ROUTE_LOCALNET } from '../../src/modes/iptables/sysctl.ts';
 import type { IptablesBackend } from '../../src/modes/types.ts';
 import type { Scenario } from '../../src/lab/sandbox/scenario.ts';
-import { ADDRESSES, newPrefix, type Topology } from '../../src/lab/sandbox/topology.ts';
+import { clusterCIDRs, newPrefix, type Topology } from '../../src/lab/sandbox/topology.ts';
 import type { ProxyUnderTest } from '../harness/run.ts';
 import { config } from '../unit/model-fixtures.ts';
 
@@ -120,11 +120,12 @@ export function tablesOf(input: string): string[] {
 
 export type How = 'full sync' | 'partial sync' | 'dry run';
 
-/** The pod CIDRs of the scenario topology, both families (README: --cluster-cidr 198.19.0.0/16,2001:2:0:10::/60). */
-const CLUSTER_CIDRS = [ADDRESSES.clusterCIDR, '2001:2:0:10::/60'];
-
 function stateOf(scenario: Scenario, family: IPFamily, configured: Partial<ProxyConfig>): DesiredState {
-  const { state, issues } = buildState(scenario.objects as unknown as KubeObject[], config({ clusterCIDRs: CLUSTER_CIDRS, ...configured }), family);
+  const { state, issues } = buildState(
+    scenario.objects as unknown as KubeObject[],
+    config({ clusterCIDRs: clusterCIDRs(scenario.pods), ...configured }),
+    family,
+  );
   if (issues.length > 0) throw new Error(`scenario ${scenario.name}: ${JSON.stringify(issues)}`);
   return state;
 }
@@ -153,6 +154,7 @@ async function ruleLines(topo: Topology, backend: Backend): Promise<string[]> {
 export function inProcessProxy(scenario: Scenario, backend: Backend, how: How, configured: Partial<ProxyConfig> = {}): ProxyUnderTest {
   return {
     name: `iptables ${backend} ${how}`,
+    mode: 'iptables',
     async setup(topo) {
       const proxiers = FAMILIES.map((family) => {
         const state = stateOf(scenario, family, configured);
