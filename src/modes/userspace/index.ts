@@ -180,7 +180,7 @@ export class UserspaceProxier implements Proxier {
 
     this.#needFull = false;
     const durationMs = performance.now() - started;
-    log.debug({ mode: 'userspace', family: this.family, full, durationMs, bytes, servicePorts: written }, 'userspace sync done');
+    log.debug({ event: 'userspace-synced', family: this.family, full, durationMs, bytes, servicePorts: written }, 'userspace sync done');
     return { full, durationMs, bytes, servicePortsWritten: written };
   }
 
@@ -213,7 +213,7 @@ export class UserspaceProxier implements Proxier {
     if (sp?.protocol === 'SCTP') {
       if (!this.#warned.has(key)) {
         this.#warned.add(key);
-        log.warn({ servicePort: key, family: this.family }, 'the userspace mode cannot proxy SCTP (Node has no SCTP sockets); its frontends are rejected');
+        log.warn({ event: 'sctp-unsupported', servicePort: key, family: this.family }, 'the userspace mode cannot proxy SCTP (Node has no SCTP sockets); its frontends are rejected');
       }
       sp = undefined;
     }
@@ -342,7 +342,7 @@ export class UserspaceProxier implements Proxier {
   async cleanup(): Promise<void> {
     for (const backend of ['nft', 'legacy'] as const) {
       const ipt = new Iptables({ backend, family: this.family });
-      if (await removeAll(ipt)) log.info({ backend, family: this.family }, 'removed the userspace mode rules');
+      if (await removeAll(ipt)) log.info({ event: 'cleanup', mode: 'userspace', backend, family: this.family }, 'removed the userspace mode rules');
     }
     this.#applied = null;
     this.#needFull = true;

@@ -47,7 +47,7 @@ export async function removeAll(ipt: Iptables): Promise<boolean> {
       const m = /^-A (\S+) (.*)$/.exec(line);
       if (!m || chains.includes(m[1]) || !chains.some((c) => line.endsWith(` -j ${c}`))) continue;
       const r = await ipt.exec(['-t', table, '-D', m[1], ...splitSaved(m[2])]);
-      if (r.code !== 0) log.warn({ table, rule: line, err: r.stderr.trim() }, 'userspace cleanup: could not delete a jump');
+      if (r.code !== 0) log.warn({ event: 'cleanup-failed', table, rule: line, err: r.stderr.trim() }, 'userspace cleanup: could not delete a jump');
     }
     for (const c of chains) await ipt.exec(['-t', table, '-F', c]);
     for (const c of chains) {
@@ -91,11 +91,11 @@ export async function deleteUdpFlows(family: IPFamily, ports: Iterable<number>):
       // Exit 1 with "0 flow entries have been deleted" when nothing matched.
       const m = /(\d+) flow entries have been deleted/.exec(r.stderr + r.stdout);
       if (m) deleted += Number(m[1]);
-      else if (r.code !== 0) log.warn({ port, err: r.stderr.trim() }, 'userspace: could not delete UDP conntrack entries');
+      else if (r.code !== 0) log.warn({ event: 'conntrack-failed', port, err: r.stderr.trim() }, 'userspace: could not delete UDP conntrack entries');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       conntrackMissing = true;
-      log.warn('userspace: the conntrack tool is missing; UDP flows to replaced listeners last until conntrack forgets them');
+      log.warn({ event: 'conntrack-missing' }, 'userspace: the conntrack tool is missing; UDP flows to replaced listeners last until conntrack forgets them');
     }
   }
   return deleted;
