@@ -181,7 +181,7 @@ export function affinitySeconds(sp: ServicePort): number | null {
   return Math.min(MAX_AFFINITY_SECONDS, Math.max(1, Math.round(t)));
 }
 
-export interface RenderContext {
+export interface PortRenderContext {
   /** This node's addresses of the family (a source range that holds one also admits the LB IPs as sources). */
   nodeIPs: readonly string[];
   /** Whether this service port owns the frontend (false when another service port claimed it first). */
@@ -225,7 +225,7 @@ function frontendChain(f: Frontend, externalPolicyLocal: boolean, firewalled: bo
 type SetName = 'primary' | 'local';
 
 /** Renders the elements of one checked service port. */
-export function renderPort(port: CheckedPort, ctx: RenderContext): RenderedPort {
+export function renderPort(port: CheckedPort, ctx: PortRenderContext): RenderedPort {
   const { sp } = port;
   const elems: ElemList = [];
   const shared: ElemList = [];

@@ -17,7 +17,7 @@ import {
   type Frontend,
   type ListenerPorts,
   type PortalTarget,
-  type RenderContext,
+  type PortalRenderContext,
   type RenderedRules,
   type ServicePortRules,
   assembleRules,
@@ -119,7 +119,7 @@ export class UserspaceProxier implements Proxier {
     const keys = full
       ? new Set([...state.servicePorts.keys(), ...this.#entries.keys(), ...this.#rules.keys()])
       : new Set([...(changes as ChangeSet).added, ...(changes as ChangeSet).updated, ...(changes as ChangeSet).removed]);
-    const ctx: RenderContext = {
+    const ctx: PortalRenderContext = {
       config: familyConfig(state.config, this.family),
       target: (sp, cls) => this.#entries.get(sp.key)?.listeners.get(cls) ?? null,
     };
@@ -213,7 +213,10 @@ export class UserspaceProxier implements Proxier {
     if (sp?.protocol === 'SCTP') {
       if (!this.#warned.has(key)) {
         this.#warned.add(key);
-        log.warn({ event: 'sctp-unsupported', servicePort: key, family: this.family }, 'the userspace mode cannot proxy SCTP (Node has no SCTP sockets); its frontends are rejected');
+        log.warn(
+          { event: 'sctp-unsupported', servicePort: key, family: this.family },
+          'the userspace mode cannot proxy SCTP (Node has no SCTP sockets); its frontends are rejected',
+        );
       }
       sp = undefined;
     }
@@ -300,7 +303,7 @@ export class UserspaceProxier implements Proxier {
     const { any, loopback } = bindAddresses(this.family);
     const listing: string[] = [];
     const perServicePort: ServicePortRules[] = [];
-    const ctx: RenderContext = { config, target: (sp, cls) => targets.get(`${sp.key}|${cls}`) ?? null };
+    const ctx: PortalRenderContext = { config, target: (sp, cls) => targets.get(`${sp.key}|${cls}`) ?? null };
     const sps = sortedServicePorts(state);
     for (const sp of sps) {
       const frontends = this.#checkedFrontends(sp, config);

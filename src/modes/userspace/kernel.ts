@@ -7,7 +7,7 @@ import { rulePort } from '../../model/addr.ts';
 import type { IPFamily } from '../../model/types.ts';
 import { Iptables, resolveBackend } from '../iptables/index.ts';
 import type { IptablesBackend } from '../types.ts';
-import type { Jump, Table } from './rules.ts';
+import type { HookJump, Table } from './rules.ts';
 import { JUMPS, TABLE_CHAINS } from './rules.ts';
 
 /** The iptables binaries of the backend the host uses (or the one forced by --iptables-backend). */
@@ -16,7 +16,7 @@ export async function iptablesFor(choice: IptablesBackend, family: IPFamily): Pr
 }
 
 /** Inserts each jump at the head of its built-in chain unless it is there already (-C, then -I). */
-export async function ensureJumps(ipt: Iptables, jumps: readonly Jump[] = JUMPS): Promise<void> {
+export async function ensureJumps(ipt: Iptables, jumps: readonly HookJump[] = JUMPS): Promise<void> {
   for (const j of jumps) {
     if ((await ipt.exec(['-t', j.table, '-C', j.chain, ...j.rule])).code === 0) continue;
     const r = await ipt.exec(['-t', j.table, '-I', j.chain, '1', ...j.rule]);

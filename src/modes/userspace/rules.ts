@@ -41,7 +41,7 @@ export const TABLE_CHAINS: Readonly<Record<Table, readonly string[]>> = {
 };
 
 /** A jump from a built-in chain to one of ours, installed once (checked with -C, inserted with -I). */
-export interface Jump {
+export interface HookJump {
   table: Table;
   chain: string;
   /** The rule's arguments after the chain name, as argv. */
@@ -51,7 +51,7 @@ export interface Jump {
 const NEW = ['-m', 'conntrack', '--ctstate', 'NEW'];
 const tag = (what: string): string[] => ['-m', 'comment', '--comment', `kube-proxy-ts userspace ${what}`];
 
-export const JUMPS: readonly Jump[] = [
+export const JUMPS: readonly HookJump[] = [
   { table: 'filter', chain: 'INPUT', rule: [...NEW, ...tag('listener guard'), '-j', CHAINS.guard] },
   { table: 'filter', chain: 'INPUT', rule: [...NEW, ...tag('service denials'), '-j', CHAINS.deny] },
   { table: 'filter', chain: 'FORWARD', rule: [...NEW, ...tag('service denials'), '-j', CHAINS.deny] },
@@ -90,13 +90,13 @@ export function familyConfig(config: ProxyConfig, family: IPFamily): FamilyConfi
   };
 }
 
-export interface RenderContext {
+export interface PortalRenderContext {
   config: FamilyConfig;
   /** The listener of a service port's class, or null when it has none (its frontends are then refused). */
   target(sp: ServicePort, cls: ListenerClass): PortalTarget | null;
 }
 
-export interface RenderInput extends RenderContext {
+export interface RenderInput extends PortalRenderContext {
   servicePorts: Iterable<ServicePort>;
   /** Ports of the wildcard sockets of every listener, for the guard chain. */
   listenerPorts: ListenerPorts;
@@ -188,7 +188,7 @@ export function frontendsOf(sp: ServicePort, config: FamilyConfig): Frontend[] {
  * policy, no local endpoint) redirect only pods and the node itself (who use clusterEndpoints) and DROP the rest.
  * `frontends` are frontendsOf(sp), when the caller has them already.
  */
-export function renderServicePort(sp: ServicePort, ctx: RenderContext, frontends: readonly Frontend[] = frontendsOf(sp, ctx.config)): ServicePortRules {
+export function renderServicePort(sp: ServicePort, ctx: PortalRenderContext, frontends: readonly Frontend[] = frontendsOf(sp, ctx.config)): ServicePortRules {
   const out: ServicePortRules = { container: [], host: [], nodePortContainer: [], nodePortHost: [], deny: [], udp: [] };
   const redirect = (chain: 'container' | 'host', f: Frontend, source: string | null, port: number): void => {
     const args = [...(source ? ['-s', source] : []), ...f.match, '-m', 'comment', '--comment', f.comment, '-j', 'REDIRECT', '--to-ports', rulePort(port)];
