@@ -198,6 +198,11 @@ export function familyCIDR(cidr: string, family: IPFamily): string | null {
   return c && c.family === family ? c.cidr : null;
 }
 
+/** The IPv4 address of a 32-bit number (for tools that lay out address ranges). */
+export function formatIPv4(n: number): string {
+  return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+}
+
 /** An address as a bigint (for interval arithmetic on CIDRs). */
 export function addressBits(ip: string): bigint {
   const a = parseStrict(ip);

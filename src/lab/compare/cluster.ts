@@ -1,7 +1,7 @@
 // A synthetic cluster for sync-time measurements: Services with one TCP port each and an
 // EndpointSlice of `endpoints` ready pods, spread over node-a and node-b. ClusterIPs come from
 // 198.18.96.0/20, pod addresses from 198.19.0.0/16 (nothing is ever sent to them).
-import { formatIPv4 } from '../../model/ip.ts';
+import { formatIPv4 } from '../../model/addr.ts';
 
 const CLUSTER_IP_BASE = (198 << 24) | (18 << 16) | (96 << 8);
 const CLUSTER_IP_COUNT = 4096;
