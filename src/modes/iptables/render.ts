@@ -11,8 +11,9 @@
 //
 // Filter rules only ever see traffic that nat did not DNAT (after DNAT the destination is an
 // endpoint, no longer the frontend); proxier.ts relies on that to order its writes.
-import { cidrContains, familyAddress, hostPort, InvalidValueError, ofFamily, parseCIDR, ruleCIDR, ruleIP, rulePort, ruleProtocol } from '../../model/addr.ts';
+import { cidrContains, familyAddress, hostPort, InvalidValueError, parseCIDR, ruleCIDR, ruleIP, rulePort, ruleProtocol } from '../../model/addr.ts';
 import type { DesiredState, Endpoint, IPFamily, ServicePort } from '../../model/types.ts';
+import { clusterCIDRsOf, nodePortCIDRsOf } from '../../model/config.ts';
 import { commentSafe, fmtProbability, fmtSeconds, quoteComment } from './format.ts';
 import type { TextBuffer } from './text-buffer.ts';
 import {
@@ -89,11 +90,8 @@ const LOOPBACK: Record<IPFamily, { cidr: string; ip: string; range: string }> = 
 
 export function renderContext(state: DesiredState): RenderContext {
   const { family, config } = state;
-  const cidrs = (list: readonly string[]) => ofFamily(list, family).map((c) => ruleCIDR(c, family));
-  // kube-proxy: with --nodeport-addresses but none of this family, this family has no NodePorts; a /0 is
-  // every address (upstream's MatchAll).
-  let nodePortCIDRs: string[] | null = config.nodePortAddresses.length === 0 ? null : cidrs(config.nodePortAddresses);
-  if (nodePortCIDRs?.some((c) => parseCIDR(c)?.prefix === 0)) nodePortCIDRs = null;
+  // Which configured CIDRs apply to this family: model/config.ts (null: NodePorts on every local address).
+  const nodePortCIDRs = nodePortCIDRsOf(config, family)?.map((c) => ruleCIDR(c, family)) ?? null;
   const loopback = LOOPBACK[family];
   const localhostNodePorts =
     family === 'IPv4' && config.localhostNodePorts !== false && (nodePortCIDRs === null || nodePortCIDRs.some((c) => cidrContains(c, loopback.ip)));
@@ -109,7 +107,7 @@ export function renderContext(state: DesiredState): RenderContext {
   }
   return {
     family,
-    clusterCIDRs: cidrs(config.clusterCIDRs),
+    clusterCIDRs: clusterCIDRsOf(config, family).map((c) => ruleCIDR(c, family)),
     masqueradeAll: config.masqueradeAll,
     nodePortCIDRs,
     nodeIPs: (state.node?.addresses ?? []).map((a) => familyAddress(a, family)).filter((a) => a !== null),
@@ -413,11 +411,6 @@ export function writeNatFixedRules(out: TextBuffer, ctx: RenderContext): void {
 export function natFixedChains(ctx: RenderContext): string[] {
   const multiCIDR = !ctx.masqueradeAll && ctx.clusterCIDRs.length > 1;
   return multiCIDR ? [...NAT_FIXED_CHAINS, KUBE_MASQ_NON_POD] : [...NAT_FIXED_CHAINS];
-}
-
-/** The chains of one service port. */
-export function servicePortChains(r: RenderedServicePort): string[] {
-  return [...r.chains.map((c) => c.name), ...r.endpoints.map((c) => c.name)];
 }
 
 /** One service port's nat rules, for a full write (its chains are declared by prependNatDeclarations). */
