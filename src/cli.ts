@@ -27,6 +27,7 @@ import { SourceFileError, readObjectsFile } from './watch/file.ts';
 import { KubeConfigError } from './watch/api.ts';
 import { cleanupAll, dryRun, runProxy } from './daemon/run.ts';
 import { applyNodeSettings } from './daemon/node-setup.ts';
+import { requestRestart, restartReason } from './daemon/lifecycle.ts';
 import { StartupError } from './errors.ts';
 import { versionText } from './version.ts';
 
@@ -251,19 +252,13 @@ async function runCommand(opts: RunOptions): Promise<number> {
   if (opts.dryRun) return dryRun(opts);
   await applyNodeSettings(opts);
   if (opts.initOnly) return 0;
-  // Upstream exits when its --config changes, so that the pod restarts with the new ConfigMap. The proxy stops
-  // as on SIGTERM (its rules stay in place), through the same handler.
-  let configChanged = false;
+  // Upstream exits when its --config changes, so that the pod restarts with the new ConfigMap.
   const stopWatching = opts.configFile
-    ? watchConfigFile(opts.configFile.path, opts.configFile.text, () => {
-        configChanged = true;
-        log.warn({ event: 'config-changed', file: opts.configFile!.path }, 'the configuration file changed: exiting so that the proxy restarts with it');
-        process.kill(process.pid, 'SIGTERM');
-      })
+    ? watchConfigFile(opts.configFile.path, opts.configFile.text, () => requestRestart('the configuration file changed', { file: opts.configFile!.path }))
     : () => {};
   try {
     const code = await runProxy(opts);
-    return configChanged ? 1 : code;
+    return restartReason() !== null ? 1 : code;
   } finally {
     stopWatching();
   }

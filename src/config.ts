@@ -6,7 +6,7 @@
 // accepted and said so once at start (RunOptions.notices); a valid kube-proxy command line never exits here.
 import { hostname as osHostname } from 'node:os';
 import { FAMILIES, familyOf, parseCIDR, parseIP } from './model/addr.ts';
-import { DEFAULT_MASQUERADE_BIT, type DetectLocal, type IPFamily, type NodeInfo, type ProxyConfig } from './model/types.ts';
+import { DEFAULT_MASQUERADE_BIT, type DetectLocal, type IPFamily, type ProxyConfig } from './model/types.ts';
 import { type IptablesBackend, MODES, type ModeName } from './modes/types.ts';
 import {
   type ConfigWarning,
@@ -665,15 +665,16 @@ function addressFromPortFlag(addr: string, port: string | undefined, flag: strin
 }
 
 /**
- * The CIDRs of nodePortAddresses `primary`, once the Node is known (upstream: server.go, from the NodeIPs): the
- * node's first address of each family, --bind-address replacing it for its own family; loopback left out.
+ * The CIDRs of nodePortAddresses `primary`, once the node's primary IPs are known (upstream: server.go, from
+ * the NodeIPs; see daemon/node-watch.ts nodeHostIPs): one per family, --bind-address replacing its own family's;
+ * loopback left out.
  */
-export function primaryNodePortAddresses(node: NodeInfo | null, nodeIPOverride: string | null): string[] {
+export function primaryNodePortAddresses(hostIPs: readonly string[], nodeIPOverride: string | null): string[] {
   const out: string[] = [];
   for (const family of FAMILIES) {
-    const ip = nodeIPOverride && familyOf(nodeIPOverride) === family ? nodeIPOverride : node?.addresses.find((a) => familyOf(a) === family);
+    const ip = nodeIPOverride && familyOf(nodeIPOverride) === family ? nodeIPOverride : hostIPs.find((a) => familyOf(a) === family);
     const parsed = ip ? parseIP(ip) : null;
-    if (!parsed || parsed.ip === (family === 'IPv4' ? '127.0.0.1' : '::1') || parsed.ip.startsWith('127.')) continue;
+    if (!parsed || parsed.ip === '::1' || parsed.ip.startsWith('127.')) continue;
     out.push(`${parsed.ip}/${family === 'IPv4' ? 32 : 128}`);
   }
   return out;

@@ -1,7 +1,6 @@
 // Running the proxy: source -> model -> sync loop -> mode, until SIGTERM/SIGINT. Rules stay in place on exit,
 // as kube-proxy leaves them, so a restart causes no traffic gap.
 import { existsSync } from 'node:fs';
-import type { Server } from 'node:http';
 import type { RunOptions } from '../config.ts';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
@@ -16,7 +15,10 @@ import { FileSource, readObjectsFile } from '../watch/file.ts';
 import type { Source } from '../watch/types.ts';
 import { ConntrackCleaner } from './conntrack.ts';
 import { type DebugOptions, type FamilyView, type SyncRecord, handleDebug } from './debug.ts';
-import { ProxierHealth, ServiceHealthServers, type SyncStatus, serveHealth } from './health.ts';
+import { ProxierHealth, ServiceHealthServers, healthCheckHosts, serveHealth, startServer } from './health.ts';
+import { NodeWatch } from './node-watch.ts';
+import { hostPort } from '../model/addr.ts';
+import type { RequestObserver } from '../watch/api-client.ts';
 import { SyncLoop } from '../sync/loop.ts';
 import { ProxyMetrics, serveMetrics } from './metrics.ts';
 import { Takeover } from './takeover.ts';
@@ -26,9 +28,9 @@ function reportOutcome(object: string, r: ApplyOutcome): void {
   else if (r.kind === 'skipped') log.debug({ event: 'skipped', object, reason: r.reason }, 'skipped');
 }
 
-function makeSource(opts: RunOptions): Source {
+function makeSource(opts: RunOptions, observer: RequestObserver | null = null): Source {
   if (opts.from) return new FileSource(opts.from);
-  return new ApiSource({ kubeconfig: opts.kubeconfig, hostname: opts.proxy.hostname });
+  return new ApiSource({ kubeconfig: opts.kubeconfig, hostname: opts.proxy.hostname, ...opts.api, observer });
 }
 
 /** One complete list of the objects, from the file or the API server. */
@@ -137,20 +139,6 @@ function familyView(p: FamilyPipeline): FamilyView {
   };
 }
 
-/** The sync status of several loops as one: pending since the oldest wait, synced as of the least recent sync. */
-function combinedStatus(loops: readonly SyncLoop[]): SyncStatus {
-  return {
-    get oldestPendingAt() {
-      const waiting = loops.map((l) => l.oldestPendingAt).filter((t): t is number => t !== null);
-      return waiting.length > 0 ? Math.min(...waiting) : null;
-    },
-    get lastSuccessAt() {
-      const last = loops.map((l) => l.lastSuccessAt);
-      return last.some((t) => t === null) ? null : Math.min(...(last as number[]));
-    },
-  };
-}
-
 /**
  * The states of every family as one, for what serves the node as a whole (the health-check node ports of
  * dual-stack services answer for both families). Keys carry the family.
@@ -163,9 +151,10 @@ function allFamilies(states: ReadonlyMap<IPFamily, DesiredState>): DesiredState 
 }
 
 export async function runProxy(opts: RunOptions): Promise<number> {
-  const metrics = new ProxyMetrics();
+  const families = nodeFamilies();
+  const metrics = new ProxyMetrics({ families });
   const synced = new Map<IPFamily, DesiredState>();
-  const pipelines: FamilyPipeline[] = nodeFamilies().map((family) => {
+  const pipelines: FamilyPipeline[] = families.map((family) => {
     const cluster = new ClusterState(opts.proxy, family);
     const proxier = createProxier(opts.mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend, family });
     const conntrack = new ConntrackCleaner(family);
@@ -179,7 +168,7 @@ export async function runProxy(opts: RunOptions): Promise<number> {
       async onSynced(e) {
         p.applied = e.state;
         p.lastSync = { at: new Date(), outcome: 'ok' };
-        metrics.recordSync(e, e.state);
+        metrics.recordSync(e, e.state, family);
         synced.set(family, e.state);
         takeover.synced(family);
         await serviceHealth.sync(allFamilies(synced));
@@ -187,9 +176,10 @@ export async function runProxy(opts: RunOptions): Promise<number> {
         conntrack.afterSync(e.state, e.changes);
         if (conntrack.failures > before) metrics.conntrackCleanupFailures.inc(conntrack.failures - before);
       },
-      onFailed(err) {
+      onFailed(err, full) {
         p.lastSync = { at: new Date(), outcome: 'failed', error: err.message };
-        metrics.recordFailure(opts.mode);
+        metrics.recordFailure(modeDefinition(opts.mode).failureMetric, family, full);
+        health.syncFailed(family);
       },
     });
     return p;
@@ -202,34 +192,45 @@ export async function runProxy(opts: RunOptions): Promise<number> {
     modeOptions: { config: opts.proxy, iptablesBackend: opts.iptablesBackend },
   });
   const [primary] = pipelines as [FamilyPipeline, ...FamilyPipeline[]];
+  // This node's Node: /healthz eligibility, and (from the API server) a restart when it is deleted or its IPs change.
+  const nodeWatch = new NodeWatch({ watched: !opts.from });
+  const isThisNode = (o: KubeObject) => o.kind === 'Node' && o.metadata?.name === opts.proxy.hostname;
   // kube-proxy's health timeout: twice the sync period.
-  const health = new ProxierHealth(combinedStatus(loops), 2 * opts.syncPeriodMs);
-  const serviceHealth = new ServiceHealthServers(health);
-  const servers: Server[] = [];
-  // The health server answers from the start: unhealthy only once the first sync is overdue.
-  if (opts.healthz && opts.healthz.port !== 0) servers.push(await serveHealth(health, opts.healthz.host, opts.healthz.port));
+  const health = new ProxierHealth({ families: new Map(pipelines.map((p) => [p.family, p.loop])), timeoutMs: 2 * opts.syncPeriodMs, node: nodeWatch });
+  const serviceHealth = new ServiceHealthServers(health, () => healthCheckHosts(opts.proxy.nodePortAddresses));
+  const servers: { close(): void }[] = [];
+  // The health server answers from the start: unhealthy only once the first sync is overdue (or failed).
+  if (opts.healthz && opts.healthz.port !== 0) {
+    const { host, port } = opts.healthz;
+    servers.push(await startServer('healthz', hostPort(host, port), () => serveHealth(health, host, port, metrics.recordHealth), opts.bindAddressHardFail));
+  }
   // The debug endpoints live on the metrics address (localhost by default), never on the public health port.
   const debug: DebugOptions = { families: pipelines.map(familyView), combine: modeDefinition(opts.mode).dryRun.combine };
-  if (opts.metrics && opts.metrics.port !== 0)
-    servers.push(await serveMetrics(metrics, opts.metrics.host, opts.metrics.port, (req, res) => handleDebug(req, res, debug)));
+  if (opts.metrics && opts.metrics.port !== 0) {
+    const { host, port } = opts.metrics;
+    const serve = () =>
+      serveMetrics(metrics, host, port, { extra: (req, res) => handleDebug(req, res, debug), proxyMode: opts.mode, configz: opts.configuration });
+    servers.push(await startServer('metrics', hostPort(host, port), serve, opts.bindAddressHardFail));
+  }
 
-  const source = makeSource(opts);
-  const changed = () => {
-    metrics.lastQueued.set(Date.now() / 1000);
-    health.nodeDeleting = primary.cluster.currentNode?.deleting ?? false;
+  const source = makeSource(opts, metrics.requests);
+  const changed = (objects: readonly KubeObject[]) => {
+    metrics.queued(objects);
     for (const p of pipelines) p.loop.request();
   };
   // Every object goes to every family's model; what is wrong with an object is the same in each: report it once.
   await source.start({
     onList(objects: KubeObject[]) {
+      nodeWatch.observe(objects.find(isThisNode) ?? null);
       for (const p of pipelines) {
         const problems = p.cluster.replaceAll(objects);
         if (p === primary) for (const x of problems) reportOutcome(x.object, x.outcome);
       }
-      changed();
+      changed(objects);
     },
     onEvent(e) {
       const o = e.object;
+      if (isThisNode(o)) nodeWatch.observe(e.type === 'delete' ? null : o);
       if (e.type === 'delete') {
         const ns = o.metadata?.namespace ?? 'default';
         const name = o.metadata?.name ?? '';
@@ -244,7 +245,7 @@ export async function runProxy(opts: RunOptions): Promise<number> {
           if (p === primary) reportOutcome(`${o.kind} ${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`, outcome);
         }
       }
-      changed();
+      changed([o]);
     },
     onError(err) {
       log.warn({ event: 'source-error', err: err.message }, 'source error; the last good state stays in force');

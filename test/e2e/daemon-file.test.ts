@@ -209,14 +209,20 @@ for (const mode of MODES) {
       expect(Date.parse(body.currentTime) - Date.parse(body.lastUpdated)).toBeLessThan(60_000);
       const m = await inNodeA('http://127.0.0.1:10249/metrics');
       expect(m.code).toBe(200);
-      const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(m.body)?.[1] ?? Number.NaN);
+      // Summed over the family's series (one per ip_family).
+      const value = (name: string) => {
+        const series = [...m.body.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))];
+        return series.length === 0 ? Number.NaN : series.reduce((sum, x) => sum + Number(x[1]), 0);
+      };
       // One observation per sync the proxy logged (changes close together may share a sync).
       expect(value('kubeproxy_sync_proxy_rules_duration_seconds_count')).toBe(proxy.syncs());
       expect(proxy.syncs()).toBeGreaterThanOrEqual(4);
       expect(value('kubeproxy_sync_full_proxy_rules_duration_seconds_count')).toBeGreaterThanOrEqual(1);
       expect(value('kubeproxy_sync_proxy_rules_endpoint_changes_total')).toBeGreaterThanOrEqual(5);
       expect(value('kubeproxy_sync_proxy_rules_service_changes_total')).toBeGreaterThanOrEqual(4);
-      expect(value('kubeproxy_sync_proxy_rules_last_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000 - 60);
+      expect(Number(/^kubeproxy_sync_proxy_rules_last_timestamp_seconds\{ip_family="IPv4"\} (\S+)$/m.exec(m.body)?.[1])).toBeGreaterThan(
+        Date.now() / 1000 - 60,
+      );
       expect(
         value(mode === 'nftables' ? 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total' : 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total'),
       ).toBe(0);

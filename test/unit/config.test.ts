@@ -8,7 +8,6 @@ import { describe, expect, it } from 'vitest';
 import { RUN_FLAGS, type RunOptions, UsageError, nodeName, parseBindAddress, primaryNodePortAddresses, resolveRunOptions } from '../../src/config.ts';
 import { FIELDS, decodeConfiguration, describeFields, encodeConfiguration } from '../../src/config-file.ts';
 import { formatDuration, parseDuration, parseFlags, parseInt32 } from '../../src/flags.ts';
-import type { NodeInfo } from '../../src/model/types.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'kpt-config-'));
 let files = 0;
@@ -320,12 +319,11 @@ describe('the run command line', () => {
     await expect(run(['--nodeport-addresses=eth0'])).rejects.toThrow(/not a CIDR/);
   });
 
-  it("resolves 'primary' from the Node's first address of each family, --bind-address replacing its family's", () => {
-    const node: NodeInfo = { name: 'n', labels: {}, zone: '', addresses: ['198.18.0.2', '198.18.0.3', '2001:2::2'], podCIDRs: [], deleting: false };
-    expect(primaryNodePortAddresses(node, null)).toEqual(['198.18.0.2/32', '2001:2::2/128']);
-    expect(primaryNodePortAddresses(node, '198.18.0.9')).toEqual(['198.18.0.9/32', '2001:2::2/128']);
-    expect(primaryNodePortAddresses({ ...node, addresses: ['127.0.0.1'] }, null)).toEqual([]);
-    expect(primaryNodePortAddresses(null, null)).toEqual([]);
+  it("resolves 'primary' from the node's primary IPs, --bind-address replacing its family's", () => {
+    expect(primaryNodePortAddresses(['198.18.0.2', '2001:2::2'], null)).toEqual(['198.18.0.2/32', '2001:2::2/128']);
+    expect(primaryNodePortAddresses(['198.18.0.2', '2001:2::2'], '198.18.0.9')).toEqual(['198.18.0.9/32', '2001:2::2/128']);
+    expect(primaryNodePortAddresses(['127.0.0.1'], null)).toEqual([]);
+    expect(primaryNodePortAddresses([], null)).toEqual([]);
   });
 
   it('lower-cases and trims the node name; a name of blanks is refused', async () => {
