@@ -24,7 +24,7 @@ import { hostPort, parseHostPort, parseIP } from './model/addr.ts';
 import { buildState, buildStates } from './model/store.ts';
 import { type ServicePortView, stateToJSON, stateToTable, viewsToTable } from './model/view.ts';
 import { SourceFileError, readObjectsFile } from './watch/file.ts';
-import { KubeConfigError } from './watch/api.ts';
+import { KubeConfigError, loadKubeConfig } from './watch/api.ts';
 import { cleanupAll, dryRun, runProxy } from './daemon/run.ts';
 import { applyNodeSettings } from './daemon/node-setup.ts';
 import { requestRestart, restartReason } from './daemon/lifecycle.ts';
@@ -250,6 +250,10 @@ async function runCommand(opts: RunOptions): Promise<number> {
   }
   if (opts.cleanup) return cleanupAll(opts);
   if (opts.dryRun) return dryRun(opts);
+  // A source the proxy cannot use ends it before it touches the node (upstream builds its client before its
+  // conntrack setup): one line and exit 1.
+  if (opts.from) await readObjectsFile(opts.from);
+  else await loadKubeConfig(opts.kubeconfig, opts.api.master);
   await applyNodeSettings(opts);
   if (opts.initOnly) return 0;
   // Upstream exits when its --config changes, so that the pod restarts with the new ConfigMap.
