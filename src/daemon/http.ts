@@ -11,6 +11,8 @@ import { log } from '../log.ts';
 export interface ServerLimits {
   /** Open connections across every server sharing the budget. */
   maxConnections: number;
+  /** Open connections from one source address: one flooding client cannot take the whole budget from kubelet's probes. */
+  maxPerSource: number;
   /** A connection without complete request headers for this long is closed. */
   headersTimeoutMs: number;
   /** A request (headers and body) must complete within this. */
@@ -23,13 +25,14 @@ export interface ServerLimits {
  * Far below the process's descriptor limit (20,000 on these nodes; kube-proxy's pods have similar limits),
  * far above what kubelet, a load balancer's health checks and Prometheus need.
  */
-export const DEFAULT_LIMITS: ServerLimits = { maxConnections: 512, headersTimeoutMs: 5_000, requestTimeoutMs: 10_000, idleTimeoutMs: 5_000 };
+export const DEFAULT_LIMITS: ServerLimits = { maxConnections: 512, maxPerSource: 32, headersTimeoutMs: 5_000, requestTimeoutMs: 10_000, idleTimeoutMs: 5_000 };
 
 /** Open connections of a group of servers, and what was refused for lack of room. */
 export class ConnectionBudget {
   readonly limits: ServerLimits;
   open = 0;
   refused = 0;
+  readonly #bySource = new Map<string, number>();
   #warnedAt = 0;
 
   constructor(limits: ServerLimits = DEFAULT_LIMITS) {
@@ -38,7 +41,9 @@ export class ConnectionBudget {
 
   /** Admits a connection or closes it; admitted ones give their room back when they close. */
   admit(socket: Socket, server: string): void {
-    if (this.open >= this.limits.maxConnections) {
+    const source = socket.remoteAddress ?? '';
+    const fromSource = this.#bySource.get(source) ?? 0;
+    if (this.open >= this.limits.maxConnections || fromSource >= this.limits.maxPerSource) {
       this.refused++;
       socket.destroy();
       const now = Date.now();
@@ -49,7 +54,13 @@ export class ConnectionBudget {
       return;
     }
     this.open++;
-    socket.once('close', () => this.open--);
+    this.#bySource.set(source, fromSource + 1);
+    socket.once('close', () => {
+      this.open--;
+      const n = (this.#bySource.get(source) ?? 1) - 1;
+      if (n === 0) this.#bySource.delete(source);
+      else this.#bySource.set(source, n);
+    });
   }
 }
 

@@ -39,7 +39,7 @@ const closed = (s: Socket) => new Promise<void>((resolve) => (s.destroyed ? reso
 
 describe('bounded HTTP servers', () => {
   it('close connections over the shared budget at once, and idle ones after the idle timeout; requests still get answers', async () => {
-    const budget = new ConnectionBudget({ maxConnections: 20, headersTimeoutMs: 300, requestTimeoutMs: 500, idleTimeoutMs: 300 });
+    const budget = new ConnectionBudget({ maxConnections: 20, maxPerSource: 20, headersTimeoutMs: 300, requestTimeoutMs: 500, idleTimeoutMs: 300 });
     const a = boundedServer('a', (_req, res) => res.end('ok'), budget);
     const b = boundedServer('b', (_req, res) => res.end('ok'), budget);
     servers.push(a, b);
@@ -61,8 +61,21 @@ describe('bounded HTTP servers', () => {
     expect(await get(portB)).toBe(200);
   });
 
+  it('one source cannot take the whole budget: another address is still served', async () => {
+    const budget = new ConnectionBudget({ maxConnections: 50, maxPerSource: 5, headersTimeoutMs: 1_000, requestTimeoutMs: 1_000, idleTimeoutMs: 2_000 });
+    const s = boundedServer('per-source', (_req, res) => res.end('ok'), budget);
+    servers.push(s);
+    await listen(s, '127.0.0.1', 0, 'per-source');
+    const port = (s.address() as AddressInfo).port;
+    const flood = await openIdle(port, 30);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(budget.open).toBe(5);
+    expect(budget.refused).toBe(25);
+    for (const f of flood) f.destroy();
+  });
+
   it('a client that starts a request and never finishes its headers is cut off', async () => {
-    const budget = new ConnectionBudget({ maxConnections: 10, headersTimeoutMs: 200, requestTimeoutMs: 400, idleTimeoutMs: 1_000 });
+    const budget = new ConnectionBudget({ maxConnections: 10, maxPerSource: 10, headersTimeoutMs: 200, requestTimeoutMs: 400, idleTimeoutMs: 1_000 });
     const s = boundedServer('slow', (_req, res) => res.end('ok'), budget);
     servers.push(s);
     await listen(s, '127.0.0.1', 0, 'slow');
