@@ -182,7 +182,9 @@ for (const mode of Object.keys(MODE_DEFINITIONS) as ModeName[]) {
       expect(proxy.child.exitCode).toBeNull();
     }, 60_000);
 
-    it('10,000 UDP conntrack deletions (100 externalIPs x 100 endpoints) do not hold up the next change', async () => {
+    // Before the deletions were batched and moved off the sync path, this change waited 149 s. The bound leaves
+  // room for the 1 s minimum sync period between the two changes and for a busy 2-core machine.
+  it('10,000 UDP conntrack deletions (100 externalIPs x 100 endpoints) do not hold up the next change', async () => {
       Object.assign(objects, bigUdp(100));
       publish();
       await proxy.nextSync(20_000);
@@ -194,7 +196,7 @@ for (const mode of Object.keys(MODE_DEFINITIONS) as ModeName[]) {
       objects.victimSlice = slice('bank', 'victim', 8080, [A1]);
       const since = performance.now();
       publish();
-      expect(await until('198.18.100.10:80/tcp', ['a1'], since, 2_000)).toBeLessThan(2_000);
+      expect(await until('198.18.100.10:80/tcp', ['a1'], since, 4_000)).toBeLessThan(4_000);
     }, 60_000);
   });
 }
