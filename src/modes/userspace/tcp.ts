@@ -1,14 +1,15 @@
 // The TCP side of the userspace proxy: accept a redirected connection, pick an endpoint, connect
-// (trying the next endpoint when one fails), then copy both ways with backpressure. Half-close is
-// kept (allowHalfOpen on both sockets), a reset on one side is passed on as a reset to the other,
-// and both sockets are closed at the end.
+// (trying the next endpoint when one fails), then copy both ways with backpressure (pump.ts: reads
+// into buffers of ours, not a new one per read). Half-close is kept (allowHalfOpen on both sockets),
+// a reset on one side is passed on as a reset to the other, and both sockets are closed at the end.
 import { connect, createServer } from 'node:net';
-import type { Server, Socket } from 'node:net';
+import type { OnReadOpts, Server, Socket } from 'node:net';
 import { log } from '../../log.ts';
 import type { Endpoint } from '../../model/types.ts';
 import type { Balancer, ListenerClass } from './balancer.ts';
 import type { Listener, ListenerContext } from './listener.ts';
 import { bindAddresses } from './listener.ts';
+import { Pump, adoptAccepted } from './pump.ts';
 import { plainAddress } from '../../model/addr.ts';
 
 /** Timeout of each connection attempt, in order; the length is the number of attempts (as the historic proxy). */
@@ -45,6 +46,10 @@ function listen(server: Server, host: string, port: number, ipv6Only: boolean): 
 /** One client connection and, once connected, its upstream connection. */
 interface Conn {
   client: Socket;
+  /** Copies client to upstream. */
+  forward: Pump;
+  /** The client socket reads through forward.onread (see adoptAccepted). */
+  adopted: boolean;
   upstream: Socket | null;
   /** The client went away (while we were still connecting for it, possibly). */
   gone: boolean;
@@ -52,10 +57,21 @@ interface Conn {
   abortDial: (() => void) | null;
 }
 
-/** One connection attempt; resolves with the connected socket, or null after a failure, a timeout or an abort. */
-function dial(ep: Endpoint, timeoutMs: number, conn: Conn): Promise<Socket | null> {
+/**
+ * One connection attempt, reading through `onread`; resolves with the connected socket, or null after a
+ * failure, a timeout or an abort.
+ */
+function dial(ep: Endpoint, timeoutMs: number, conn: Conn, onread: OnReadOpts): Promise<Socket | null> {
   return new Promise((resolve) => {
-    const socket = connect({ host: ep.ip, port: ep.port, allowHalfOpen: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_DELAY_MS });
+    const socket = connect({
+      host: ep.ip,
+      port: ep.port,
+      allowHalfOpen: true,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
+      onread,
+    });
     const finish = (ok: boolean): void => {
       clearTimeout(timer);
       conn.abortDial = null;
@@ -71,27 +87,6 @@ function dial(ep: Endpoint, timeoutMs: number, conn: Conn): Promise<Socket | nul
     socket.once('error', onError);
     conn.abortDial = () => finish(false);
   });
-}
-
-/**
- * Copies `from` into `to` with backpressure (pausing `from` while `to` is full) and passes the
- * end of `from` on as a half-close of `to`. Plain 'data' handlers: fewer listeners per connection than pipe().
- */
-function forward(from: Socket, to: Socket): void {
-  const resume = (): void => {
-    from.resume();
-  };
-  from.on('data', (chunk: Buffer) => {
-    if (!to.write(chunk)) {
-      from.pause();
-      to.once('drain', resume);
-    }
-  });
-  from.once('end', () => {
-    if (!to.destroyed) to.end();
-  });
-  // The accepted socket starts paused (pauseOnConnect); a 'data' listener alone does not start it.
-  from.resume();
 }
 
 export class TcpListener implements Listener {
@@ -159,11 +154,14 @@ export class TcpListener implements Listener {
    * 'close' listener: a side that closed with an error, or before its peer finished sending, takes
    * the other side with it as a reset; a clean close of both directions leaves nothing to do.
    */
-  #accept(client: Socket): void {
+  #accept(accepted: Socket): void {
     this.stats.accepted++;
     this.#clients++;
+    const forward = new Pump();
+    const adopted = adoptAccepted(accepted, forward.onread, true);
+    const client = adopted ?? accepted;
     this.#sockets.add(client);
-    const conn: Conn = { client, upstream: null, gone: false, abortDial: null };
+    const conn: Conn = { client, forward, adopted: adopted !== null, upstream: null, gone: false, abortDial: null };
     client.on('error', ignore);
     client.once('close', (hadError) => {
       this.#clients--;
@@ -185,14 +183,15 @@ export class TcpListener implements Listener {
       // Every endpoint failed once already: go round again (a slow endpoint gets a longer timeout).
       const ep = this.#balancer.pick(this.cls, peer, failed ?? undefined) ?? (failed ? this.#balancer.pick(this.cls, peer) : null);
       if (!ep || conn.gone) break;
-      const upstream = await dial(ep, timeoutMs, conn);
+      const backward = new Pump();
+      const upstream = await dial(ep, timeoutMs, conn, backward.onread);
       if (conn.gone) {
         upstream?.destroy();
         return;
       }
       if (upstream) {
         this.stats.proxied++;
-        this.#splice(conn, upstream);
+        this.#splice(conn, upstream, backward);
         return;
       }
       this.stats.dialFailures++;
@@ -208,7 +207,7 @@ export class TcpListener implements Listener {
   }
 
   /** Copies both ways until both directions are finished (see #accept for how closes propagate). */
-  #splice(conn: Conn, upstream: Socket): void {
+  #splice(conn: Conn, upstream: Socket, backward: Pump): void {
     const { client } = conn;
     conn.upstream = upstream;
     this.#sockets.add(upstream);
@@ -217,8 +216,8 @@ export class TcpListener implements Listener {
       this.#sockets.delete(upstream);
       if (!client.destroyed && (hadError || !upstream.readableEnded)) client.resetAndDestroy();
     });
-    forward(client, upstream);
-    forward(upstream, client);
+    conn.forward.start(client, upstream, conn.adopted);
+    backward.start(upstream, client);
   }
 }
 
