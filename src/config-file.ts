@@ -143,7 +143,11 @@ export const FIELDS: Fields = {
   mode: { type: 'string', doc: 'applied: iptables (default), nftables, or userspace; ipvs runs the iptables mode, with a warning' },
   iptables: {
     type: {
-      masqueradeBit: { type: 'int', nullable: true, doc: 'applied in the iptables and userspace modes (default 14)' },
+      masqueradeBit: {
+        type: 'int',
+        nullable: true,
+        doc: 'parsed for the iptables and userspace modes (default 14), which still mark with bit 14 (another value is named in a notice)',
+      },
       masqueradeAll: { type: 'bool', doc: 'applied in the iptables and userspace modes' },
       localhostNodePorts: { type: 'bool', nullable: true, doc: 'applied (default true): IPv4 NodePorts on 127.0.0.1, iptables mode' },
       syncPeriod: { type: 'duration', doc: 'applied in the iptables and userspace modes (0 or unset: 30s)' },
@@ -166,7 +170,11 @@ export const FIELDS: Fields = {
   },
   nftables: {
     type: {
-      masqueradeBit: { type: 'int', nullable: true, doc: 'applied in the nftables mode (default 14)' },
+      masqueradeBit: {
+        type: 'int',
+        nullable: true,
+        doc: 'parsed for the nftables mode (default 14), which still marks with bit 14 (another value is named in a notice)',
+      },
       masqueradeAll: { type: 'bool', doc: 'applied in the nftables mode' },
       syncPeriod: { type: 'duration', doc: 'applied in the nftables mode (0 or unset: 30s)' },
       minSyncPeriod: { type: 'duration', doc: 'applied in the nftables mode (0 or unset: 1s)' },
@@ -184,7 +192,10 @@ export const FIELDS: Fields = {
     },
     doc: '',
   },
-  detectLocalMode: { type: 'string', doc: 'parsed (ClusterCIDR default, NodeCIDR, BridgeInterface, InterfaceNamePrefix) and handed to the modes' },
+  detectLocalMode: {
+    type: 'string',
+    doc: 'parsed (ClusterCIDR default, NodeCIDR, BridgeInterface, InterfaceNamePrefix) and handed to the modes, which still use ClusterCIDR (another mode is named in a notice)',
+  },
   detectLocal: {
     type: {
       bridgeInterface: { type: 'string', doc: 'parsed: the bridge of detectLocalMode BridgeInterface' },

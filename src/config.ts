@@ -756,6 +756,12 @@ function resolveConfiguration(c: C, parsed: ParsedFlags, notices: Notice[], conf
   const level = f('log-level') ?? levelForVerbosity(c.logging.verbosity);
   if (!/^(trace|debug|info|warn|error|fatal|silent)$/.test(level))
     throw new UsageError(`--log-level: ${JSON.stringify(level)} is not trace, debug, info, warn or error`);
+  // Parsed and handed to the modes (ProxyConfig), which do not apply other values yet: say so rather than
+  // pretend. Remove each notice when the modes honour the field.
+  if (masqueradeBit !== DEFAULT_MASQUERADE_BIT)
+    notices.push({ subject: 'masqueradeBit', message: `${masqueradeBit}: parsed, but the modes still mark with bit ${DEFAULT_MASQUERADE_BIT} (0x4000)` });
+  if (c.detectLocalMode !== 'ClusterCIDR')
+    notices.push({ subject: 'detectLocalMode', message: `${c.detectLocalMode}: parsed, but the modes still tell local traffic by clusterCIDR` });
   const proxy: ProxyConfig = {
     hostname: nodeName(c.hostnameOverride),
     clusterCIDRs: resolveClusterCIDRs(c.clusterCIDR),
