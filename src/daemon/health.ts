@@ -136,13 +136,15 @@ export const SERVER_RETRY_MS = 5000;
 /**
  * Starts a server (health or metrics) as upstream: when its address cannot be bound, with
  * --bind-address-hard-fail the proxy cannot start (a StartupError: one line, exit 1); without, the failure is
- * logged and the server retried every 5 s while the proxy runs. Returns what closes it (or stops the retries).
+ * logged and the server retried every 5 s while the proxy runs. onFailure hears of each failure (upstream records
+ * an Event). Returns what closes it (or stops the retries).
  */
 export async function startServer(
   what: string,
   address: string,
   start: () => Promise<Server>,
   hardFail: boolean,
+  onFailure: (err: Error) => void = () => {},
   retryMs = SERVER_RETRY_MS,
 ): Promise<{ close(): void }> {
   let server: Server | null = null;
@@ -154,6 +156,7 @@ export async function startServer(
       if (closed) s.close();
       else server = s;
     } catch (e) {
+      onFailure(e as Error);
       if (hardFail) throw new StartupError(`cannot serve ${what} on ${address}: ${(e as Error).message} (--bind-address-hard-fail)`);
       log.error({ event: 'server-failed', server: what, address, err: (e as Error).message }, `cannot serve ${what}; retrying every ${retryMs / 1000} s`);
       if (!closed) {

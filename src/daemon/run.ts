@@ -10,7 +10,7 @@ import { FAMILIES } from '../model/addr.ts';
 import type { DesiredState, IPFamily, ServicePort } from '../model/types.ts';
 import { createProxier, modeDefinition } from '../modes/index.ts';
 import { MODES, type Proxier } from '../modes/types.ts';
-import { ApiSource } from '../watch/api.ts';
+import { ApiSource, createEventRecorder } from '../watch/api.ts';
 import { FileSource, readObjectsFile } from '../watch/file.ts';
 import type { Source } from '../watch/types.ts';
 import { ConntrackCleaner } from './conntrack.ts';
@@ -199,10 +199,19 @@ export async function runProxy(opts: RunOptions): Promise<number> {
   const health = new ProxierHealth({ families: new Map(pipelines.map((p) => [p.family, p.loop])), timeoutMs: 2 * opts.syncPeriodMs, node: nodeWatch });
   const serviceHealth = new ServiceHealthServers(health, () => healthCheckHosts(opts.proxy.nodePortAddresses));
   const servers: { close(): void }[] = [];
+  // Kubernetes Events about this node, as upstream records them (API source only).
+  const events = opts.from ? null : await createEventRecorder({ ...opts.api, kubeconfig: opts.kubeconfig, hostname: opts.proxy.hostname }, metrics.requests);
+  const event = (type: 'Normal' | 'Warning', reason: string, note = '') => void events?.record(type, reason, 'StartKubeProxy', note);
+  event('Normal', 'Starting');
   // The health server answers from the start: unhealthy only once the first sync is overdue (or failed).
   if (opts.healthz && opts.healthz.port !== 0) {
     const { host, port } = opts.healthz;
-    servers.push(await startServer('healthz', hostPort(host, port), () => serveHealth(health, host, port, metrics.recordHealth), opts.bindAddressHardFail));
+    const serve = () => serveHealth(health, host, port, metrics.recordHealth);
+    servers.push(
+      await startServer('healthz', hostPort(host, port), serve, opts.bindAddressHardFail, (e) =>
+        event('Warning', 'FailedToStartProxierHealthcheck', e.message),
+      ),
+    );
   }
   // The debug endpoints live on the metrics address (localhost by default), never on the public health port.
   const debug: DebugOptions = { families: pipelines.map(familyView), combine: modeDefinition(opts.mode).dryRun.combine };
@@ -210,7 +219,9 @@ export async function runProxy(opts: RunOptions): Promise<number> {
     const { host, port } = opts.metrics;
     const serve = () =>
       serveMetrics(metrics, host, port, { extra: (req, res) => handleDebug(req, res, debug), proxyMode: opts.mode, configz: opts.configuration });
-    servers.push(await startServer('metrics', hostPort(host, port), serve, opts.bindAddressHardFail));
+    servers.push(
+      await startServer('metrics', hostPort(host, port), serve, opts.bindAddressHardFail, (e) => event('Warning', 'FailedToStartMetricServer', e.message)),
+    );
   }
 
   const source = makeSource(opts, metrics.requests);

@@ -18,6 +18,7 @@ import { HEADLESS_LABEL, type KubeObject, SERVICE_PROXY_NAME_LABEL } from '../mo
 import type { Reflector, ReflectorStats, ReflectorTimings, ResourceSpec } from './api-reflector.ts';
 import { type ApiClient, type RequestObserver, TokenBucket, TokenFileAuth, type TokenFileUser, tokenFileUsers } from './api-client.ts';
 import type { Source, SourceHandler } from './types.ts';
+import { EventRecorder } from './api-events.ts';
 
 /** kube-proxy's label selector for Services and EndpointSlices. */
 export const PROXY_LABEL_SELECTOR = `!${SERVICE_PROXY_NAME_LABEL},!${HEADLESS_LABEL}`;
@@ -99,6 +100,15 @@ export async function loadKubeConfig(file: string | null, master: string | null 
     throw new KubeConfigError(`${file ?? 'in-cluster config'}: plain http:// server ${server} needs insecure-skip-tls-verify: true`);
   }
   return kc;
+}
+
+/** An Event recorder for this node, through the same kubeconfig (and --master) as the source. */
+export async function createEventRecorder(
+  o: { kubeconfig: string | null; master?: string | null; hostname: string },
+  observer: RequestObserver | null = null,
+): Promise<EventRecorder> {
+  const kc = await loadKubeConfig(o.kubeconfig, o.master ?? null);
+  return new EventRecorder(kc, o.hostname, { limiter: new TokenBucket(0, 1), observer });
 }
 
 /**

@@ -10,7 +10,9 @@ import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { stringify } from 'yaml';
 import type { KubeObject } from '../../src/model/k8s.ts';
 import { type RequestRecord, TOKEN_REREAD_MS, TokenBucket, TokenFileAuth, tokenFileUsers } from '../../src/watch/api-client.ts';
-import { ApiSource, loadKubeConfig, proxyLabelSelector } from '../../src/watch/api.ts';
+import { ApiSource, createEventRecorder, loadKubeConfig, proxyLabelSelector } from '../../src/watch/api.ts';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { TestApiServer } from '../apiserver/server.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'kpt-apiclient-'));
@@ -222,5 +224,50 @@ describe('rate limit and selection', () => {
     writeFileSync(tokenFile, 't');
     const objects = await listed(new ApiSource({ kubeconfig: testKubeconfig(server, tokenFile), hostname: 'node-a', serviceProxyName: 'edge' }));
     expect(names(objects)).toEqual(['Node/node-a', 'Service/mine']);
+  });
+});
+
+describe('Kubernetes Events', () => {
+  it("posts upstream's Starting event about the Node (events.k8s.io/v1, reporting controller kube-proxy) with the token", async () => {
+    const seen: { url: string; method: string; auth: string; body: any }[] = [];
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        seen.push({ url: req.url ?? '', method: req.method ?? '', auth: String(req.headers.authorization), body: JSON.parse(body) });
+        res.writeHead(201, { 'content-type': 'application/json' }).end('{}');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const tokenFile = join(dir, 'token-ev');
+    writeFileSync(tokenFile, 'ev-token');
+    const k = join(dir, 'kubeconfig-ev');
+    writeFileSync(
+      k,
+      kubeadmKubeconfig(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, tokenFile).replace(
+        /certificate-authority: .*/,
+        'insecure-skip-tls-verify: true',
+      ),
+    );
+    const requests: RequestRecord[] = [];
+    const recorder = await createEventRecorder({ kubeconfig: k, hostname: 'node-a' }, { rateLimited: () => {}, request: (r) => requests.push(r) });
+    expect(await recorder.record('Normal', 'Starting', 'StartKubeProxy')).toBe(true);
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toMatchObject({ url: '/apis/events.k8s.io/v1/namespaces/default/events', method: 'POST', auth: 'Bearer ev-token' });
+    expect(seen[0]!.body).toMatchObject({
+      apiVersion: 'events.k8s.io/v1',
+      kind: 'Event',
+      metadata: { namespace: 'default' },
+      reportingController: 'kube-proxy',
+      reportingInstance: 'kube-proxy-node-a',
+      action: 'StartKubeProxy',
+      reason: 'Starting',
+      regarding: { kind: 'Node', name: 'node-a', uid: 'node-a', apiVersion: 'v1' },
+      type: 'Normal',
+    });
+    expect(seen[0]!.body.metadata.name).toMatch(/^node-a\.[0-9a-f]+$/);
+    expect(seen[0]!.body.eventTime).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    expect(requests).toMatchObject([{ verb: 'POST', code: '201' }]);
   });
 });

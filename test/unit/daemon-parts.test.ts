@@ -183,7 +183,16 @@ describe('proxier health (/healthz, /livez)', () => {
     const port = (blocker.address() as AddressInfo).port;
     const h = new ProxierHealth({ families: new Map([['IPv4', { oldestPendingAt: null, lastSuccessAt: Date.now() }]]), timeoutMs: 60_000 });
     await expect(startServer('healthz', `127.0.0.1:${port}`, () => serveHealth(h, '127.0.0.1', port), true)).rejects.toThrow(StartupError);
-    const handle = await startServer('healthz', `127.0.0.1:${port}`, () => serveHealth(h, '127.0.0.1', port), false, 50);
+    const failures: string[] = [];
+    const handle = await startServer(
+      'healthz',
+      `127.0.0.1:${port}`,
+      () => serveHealth(h, '127.0.0.1', port),
+      false,
+      (e) => failures.push(e.message),
+      50,
+    );
+    expect(failures[0]).toMatch(/EADDRINUSE/);
     closers.push(() => handle.close());
     await new Promise((r) => blocker.close(r));
     let code = 0;
