@@ -1,12 +1,12 @@
 // The run command's flags and --config, as upstream kube-proxy takes them: every Linux flag accepted, upstream's
 // defaults, the file's precedence and defaulting (kubeadm's ConfigMap), --write-config-to, and what is said
 // about what does not apply.
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RUN_FLAGS, type RunOptions, UsageError, nodeName, parseBindAddress, primaryNodePortAddresses, resolveRunOptions } from '../../src/config.ts';
-import { FIELDS, decodeConfiguration, describeFields, encodeConfiguration } from '../../src/config-file.ts';
+import { FIELDS, decodeConfiguration, describeFields, encodeConfiguration, watchConfigFile } from '../../src/config-file.ts';
 import { formatDuration, parseDuration, parseFlags, parseInt32 } from '../../src/flags.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'kpt-config-'));
@@ -400,6 +400,23 @@ describe('--config', () => {
       minSyncPeriodMs: 1000,
       proxy: { clusterCIDRs: ['198.19.0.0/16'] },
     });
+  });
+
+  it('calls for a restart once when the file content changes (a ConfigMap update replaces it)', async () => {
+    const f = file('mode: iptables\n');
+    let calls = 0;
+    const stop = watchConfigFile(f, 'mode: iptables\n', () => calls++, 20);
+    try {
+      await new Promise((r) => setTimeout(r, 80));
+      expect(calls).toBe(0);
+      writeFileSync(`${f}.new`, 'mode: nftables\n');
+      renameSync(`${f}.new`, f);
+      for (let i = 0; i < 50 && calls === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 80));
+      expect(calls).toBe(1);
+    } finally {
+      stop();
+    }
   });
 
   it('describes every field of the schema for the docs', () => {
