@@ -77,9 +77,10 @@ export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[]):
 
 export function flagsHelp(specs: readonly FlagSpec[]): string {
   const rows = specs.map((s) => {
-    const names = [...(s.aliases ?? []).filter((a) => a.length === 1), s.name, ...(s.aliases ?? []).filter((a) => a.length > 1)]
-      .map((n) => (n.length === 1 ? `-${n}` : `--${n}`))
-      .join(', ');
+    // Shorthands first (`-v`), then the flag and its long aliases (`--v`, `--proxy-mode`, `--mode`).
+    const short = (s.aliases ?? []).filter((a) => a.length === 1).map((a) => `-${a}`);
+    const long = [s.name, ...(s.aliases ?? []).filter((a) => a.length > 1)].map((n) => `--${n}`);
+    const names = [...short, ...long].join(', ');
     const help = s.default !== undefined ? `${s.help} (default ${s.default})` : s.help;
     return [`${names}${s.arg ? ` ${s.arg}` : ''}`, help] as const;
   });
