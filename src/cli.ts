@@ -39,6 +39,7 @@ Usage:
   kube-proxy-ts explain --from FILE --to IP:PORT [--src IP]   what happens to one connection, and why
   kube-proxy-ts demo [--mode MODE]      run the sandbox demo (network namespaces; needs root)
   kube-proxy-ts compare [--modes M,M]   the same traffic through each mode, side by side (needs root)
+  kube-proxy-ts replay --from DUMP [--mode MODE]   rehearse a cluster's objects in a sandbox (needs root)
 
 Flags:
 ${flagsHelp(RUN_FLAGS)}
@@ -239,6 +240,32 @@ async function demoCommand(argv: string[]): Promise<number> {
   return runDemo(mode as ModeName, (f.scenario as string | undefined) ?? DEMO_SCENARIO);
 }
 
+const REPLAY_FLAGS: FlagSpec[] = [
+  { name: 'from', kind: 'string', arg: 'DUMP', help: 'the output of `kubectl get services,endpointslices,nodes -A -o json` (required)' },
+  { name: 'mode', aliases: ['proxy-mode'], kind: 'string', arg: 'MODE', help: 'iptables (default), nftables or userspace' },
+  { name: 'ip-family', kind: 'string', arg: 'IPv4|IPv6', help: "probe only this family's service ports (default: both)" },
+  { name: 'hostname-override', kind: 'string', arg: 'NODE', help: 'this node (default: the node holding the most endpoints)' },
+  { name: 'help', aliases: ['h'], kind: 'bool', help: 'show this help' },
+];
+
+async function replayCommand(argv: string[]): Promise<number> {
+  const f = commandFlags(argv, REPLAY_FLAGS);
+  if (f.help) {
+    process.stdout.write(
+      `Usage: kube-proxy-ts replay --from DUMP [--mode MODE] [--ip-family IPv4|IPv6] [--hostname-override NODE]\n\nRehearses a cluster: builds a sandbox network in network namespaces (root needed) with one pod per\nendpoint address of the dump, at its own address, runs the proxy on this node, probes every service port\nfrom a pod, from the node and from outside, and checks each answer against the model; exits 1 on any\nmismatch. Removes everything it made.\n\nFlags:\n${flagsHelp(REPLAY_FLAGS)}\n`,
+    );
+    return 0;
+  }
+  if (typeof f.from !== 'string') throw new UsageError('replay needs --from DUMP');
+  const mode = (f.mode as string | undefined) ?? 'iptables';
+  if (!MODES.includes(mode as ModeName)) throw new UsageError(`--mode: ${JSON.stringify(mode)} is not one of ${MODES.join(', ')}`);
+  const family = f['ip-family'] as string | undefined;
+  if (family !== undefined && family !== 'IPv4' && family !== 'IPv6') throw new UsageError(`--ip-family: ${JSON.stringify(family)} is not IPv4 or IPv6`);
+  const hostname = f['hostname-override'] as string | undefined;
+  const { runReplay } = await import('./lab/replay.ts');
+  return runReplay({ dump: f.from, mode: mode as ModeName, ...(family ? { family } : {}), ...(hostname !== undefined ? { hostname: nodeName(hostname) } : {}) });
+}
+
 /** The run command after its flags: the one-shot actions, else the proxy until SIGTERM (or a changed --config). */
 async function runCommand(opts: RunOptions): Promise<number> {
   configureLogging(opts.logging);
@@ -274,6 +301,7 @@ export async function main(argv: string[]): Promise<number> {
     if (argv[0] === 'demo') return await demoCommand(argv.slice(1));
     if (argv[0] === 'explain') return await explainCommand(argv.slice(1));
     if (argv[0] === 'compare') return await compareCommand(argv.slice(1));
+    if (argv[0] === 'replay') return await replayCommand(argv.slice(1));
     const opts = await resolveRunOptions(argv);
     if (opts === 'help') {
       process.stdout.write(USAGE);
