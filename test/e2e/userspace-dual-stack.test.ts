@@ -245,7 +245,7 @@ describe('userspace mode, both families in one process', () => {
     expect(await proxy!.stop(10_000)).toEqual({ killed: false, code: 0, signal: null });
     for (const family of ['IPv4', 'IPv6'] as const) expect(await saved(family, 'nat')).toContain('KUBE-PORTALS-CONTAINER');
     const r = await topo.exec('node-a', [...proxyCommand('userspace', objectsFile, PODS), '--cleanup']);
-    expect(r.stdout, r.stderr).toContain('"event":"cleanup","mode":"userspace","family":"IPv6"');
+    expect(r.stderr, r.stdout).toContain('"event":"cleanup","mode":"userspace","family":"IPv6"');
     for (const family of ['IPv4', 'IPv6'] as const) {
       expect(await saved(family, 'nat')).not.toContain('KUBE-PORTALS');
       expect(await saved(family, 'filter')).not.toContain('KUBE-PORTALS');

@@ -199,7 +199,7 @@ describe('userspace mode, live in node-a', () => {
     expect(await natRules()).toContain('-A PREROUTING -m comment --comment "kube-proxy-ts userspace portals" -j KUBE-PORTALS-CONTAINER');
     // --cleanup runs every mode's cleanup; this test is about the userspace mode's.
     const r = await topo.exec('node-a', [...proxyCommand('userspace', objectsFile), '--cleanup']);
-    expect(r.stdout, r.stderr).toContain('"event":"cleanup","mode":"userspace"');
+    expect(r.stderr, r.stdout).toContain('"event":"cleanup","mode":"userspace"');
     const nat = await natRules();
     const filter = (await topo.execOk('node-a', ['iptables-save', '-t', 'filter'])).stdout;
     expect(nat).not.toContain('KUBE-PORTALS');
@@ -221,7 +221,7 @@ describe('userspace --dry-run', () => {
     expect(nat).toContain('-A PREROUTING -m comment --comment "kube-proxy-ts userspace portals" -j KUBE-PORTALS-CONTAINER');
     expect(nat).toMatch(/-A KUBE-PORTALS-HOST -d 198\.18\.100\.12\/32 -p udp -m udp --dport 53 .* -j REDIRECT --to-ports \d+/);
     const clean = await topo.exec('node-b', [...proxyCommand('userspace', objectsFile), '--cleanup']);
-    expect(clean.stdout, clean.stderr).toContain('"event":"cleanup","mode":"userspace"');
+    expect(clean.stderr, clean.stdout).toContain('"event":"cleanup","mode":"userspace"');
     expect(await natRules('node-b')).not.toContain('KUBE-PORTALS');
   });
 });
