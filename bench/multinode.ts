@@ -431,8 +431,8 @@ each once at start-up, and then only resumes watches. Multiplying the measured p
 - Upstream's figure (KEP-3453, "Minimizing iptables-restore input size", measured on the \`gce-5000Nodes\` scalability
   job): kube-proxy's iptables mode had a p50 network programming latency of about 27 s; partial restores brought it
   to about 13 s, and \`--iptables-min-sync-period 1s\` to about 5 s, with p90/p99 still dominated by full resyncs.
-  Here the p50 of a single change on every node is ${fmtMs(percentile(single, 50))} and its p99 ${fmtMs(percentile(single, 99))}; ${slowBehindFull} of the ${slow} samples over ${SLOW_MS} ms
-  waited for a periodic full sync, which at this size${MODE === 'nftables' ? ' compares the table with its record (see the nftables section) instead of rewriting it, but' : ''} still takes a while on a busy machine.
+  Here the p50 of a single change on every node is ${fmtMs(percentile(single, 50))} and its p99 ${fmtMs(percentile(single, 99))}, on ${NODES} nodes sharing 2 cores; ${slowBehindFull} of the ${slow} samples
+  over ${SLOW_MS} ms waited for a periodic full sync${MODE === 'nftables' ? ' (at this size a comparison of the table with its record, see the nftables section, not a rewrite)' : ''}, the others for a core.
 ${
   quietRenewalsEarly
     ? `- A quiet watch came back about every ${quietRenewalSeconds.toFixed(0)} s: client-node's \`Watch\` aborts a watch that received nothing for 30 s

@@ -10,7 +10,7 @@
 // pod on node-a, the pod server "web" on node-b behind ClusterIP 198.18.120.10:80. The topology removes every
 // namespace and process it made, also on an error or a signal.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startPodServers } from '../src/lab/sandbox/podserver.ts';
@@ -159,6 +159,7 @@ try {
 
   // The soak.
   const changer = new SliceChanger(api, ENDPOINTS);
+  const loadStart = os.loadavg()[0]!;
   const meter = new CpuMeter([pid, api.child.pid!]);
   const t0 = performance.now();
   const rss: { ms: number; mb: number }[] = [{ ms: 0, mb: rssMB(pid) }];
@@ -198,6 +199,17 @@ try {
   const syncs = log.between(t0).filter((s) => s.family === 'IPv4');
   const programmed = syncs.flatMap((s) => (s.programmingMs === undefined ? [] : [s.programmingMs]));
   const late = programmed.filter((ms) => ms > APPLY_GOAL_MS).length;
+  // The slowest syncs, with what came just before them: a change that arrives during a long sync waits for it.
+  const slowest = syncs
+    .map((x, i) => ({ x, before: syncs[i - 1] }))
+    .filter(({ x }) => x.programmingMs !== undefined)
+    .sort((a, b) => b.x.programmingMs! - a.x.programmingMs!)
+    .slice(0, 5)
+    .map(
+      ({ x, before }) =>
+        `${fmtMs(x.programmingMs!)} (a ${x.full ? 'full' : 'partial'} sync of ${fmtMs(x.durationMs)}${before ? `, after a ${before.full ? 'full' : 'partial'} sync of ${fmtMs(before.durationMs)}` : ''})`,
+    );
+  const fullSyncs = syncs.filter((x) => x.full).map((x) => x.durationMs);
   const syncFailures = log.events.filter((e) => e.event === 'sync-failed').length;
   const warm = rss.find((s) => s.ms >= WARMUP_MS) ?? rss.at(-1)!;
   const afterWarm = rss.filter((s) => s.ms >= warm.ms);
@@ -243,6 +255,8 @@ ${date}${flags.quick ? ' (quick run)' : ''}.
 | CPU | proxy ${(cpu.perProcess[0]! * 100).toFixed(0)}% of a core, API server ${(cpu.perProcess[1]! * 100).toFixed(0)}%, machine ${(cpu.machineBusy * 100).toFixed(0)}% of ${cpu.cores} cores | | |
 | the proxy's API requests | ${lists} lists, ${watches} watches (${resumed} resumed from their resourceVersion) | no relists | ${met(lists <= 3)} |
 
+- the slowest changes: ${slowest.join('; ')}. Periodic full syncs (\`--sync-period 30s\`): ${fullSyncs.length}, taking p50 ${fmtMs(percentile(fullSyncs, 50))}, max ${fmtMs(Math.max(...fullSyncs))}.
+- machine load average (1 min) at the start and at the end: ${loadStart.toFixed(1)}, ${os.loadavg()[0]!.toFixed(1)}; whatever else ran on the machine shared its 2 cores.
 - resident memory every 5 minutes (MB): ${fiveMinuteMarks.map((s) => s.mb.toFixed(0)).join(', ')}, end ${end.mb.toFixed(0)}.
 - memory growth is judged on the peak after the first ${minutes(warm.ms)}, the stricter of peak and end.`;
   // The recorded figures are those of a full-length soak: a shorter run is a smoke check, printed only.
