@@ -70,7 +70,7 @@ function collect(value: unknown, file: string, out: KubeObject[], depth: number,
   if (seen.has(value)) throw new SourceFileError(`${file}: the same object appears more than once (a YAML alias)`);
   seen.add(value);
   const o = value as { kind?: unknown; apiVersion?: unknown; items?: unknown; objects?: unknown };
-  // A routing scenario (../shared/scenarios format, examples/demo.yaml): its objects are the cluster.
+  // A routing scenario (test/scenarios/README.md format, examples/demo.yaml): its objects are the cluster.
   if (o.kind === undefined && Array.isArray(o.objects)) {
     for (const item of o.objects) collect(item, file, out, depth + 1, seen);
     return;

@@ -1,5 +1,5 @@
 // `kube-proxy-ts compare`: the same traffic through each mode in turn, in one run, on the scenario
-// topology (../shared/scenarios/README.md). A client pod on node-a talks to a ClusterIP whose one
+// topology (test/scenarios/README.md). A client pod on node-a talks to a ClusterIP whose one
 // endpoint is a pod on node-b; the proxy under test runs on node-a exactly as a user runs it. Each
 // mode gets its own copy of the topology with its proxy kept running, so every measurement can
 // alternate the modes round by round (the order rotating each round) without restarts: a busy
