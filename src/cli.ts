@@ -263,7 +263,12 @@ async function replayCommand(argv: string[]): Promise<number> {
   if (family !== undefined && family !== 'IPv4' && family !== 'IPv6') throw new UsageError(`--ip-family: ${JSON.stringify(family)} is not IPv4 or IPv6`);
   const hostname = f['hostname-override'] as string | undefined;
   const { runReplay } = await import('./lab/replay.ts');
-  return runReplay({ dump: f.from, mode: mode as ModeName, ...(family ? { family } : {}), ...(hostname !== undefined ? { hostname: nodeName(hostname) } : {}) });
+  return runReplay({
+    dump: f.from,
+    mode: mode as ModeName,
+    ...(family ? { family } : {}),
+    ...(hostname !== undefined ? { hostname: nodeName(hostname) } : {}),
+  });
 }
 
 /** The run command after its flags: the one-shot actions, else the proxy until SIGTERM (or a changed --config). */

@@ -23,7 +23,16 @@ import { judge } from './sandbox/judge.ts';
 import { startPodServers } from './sandbox/podserver.ts';
 import { runProbe } from './sandbox/probe.ts';
 import { BIN, startProxy } from './sandbox/proxy.ts';
-import { type Expectation, formatProbeTarget, NODE_POD_SUBNETS, type NodeHost, type PodSpec, type ProbeSource, type ProbeTarget, writeObjectsFile } from './sandbox/scenario.ts';
+import {
+  type Expectation,
+  formatProbeTarget,
+  NODE_POD_SUBNETS,
+  type NodeHost,
+  type PodSpec,
+  type ProbeSource,
+  type ProbeTarget,
+  writeObjectsFile,
+} from './sandbox/scenario.ts';
 import { clusterCIDRs, NETWORK, Topology } from './sandbox/topology.ts';
 
 /** Pods the sandbox builds at most: a larger dump is sampled by whole service ports, and the report says so. */
@@ -233,7 +242,21 @@ async function addDumpAddresses(topo: Topology, plan: ReplayPlan): Promise<void>
     const { subnet, gateway } = NODE_POD_SUBNETS[ep.pod.node][ep.family];
     const ip = ep.family === 'IPv6' ? ['ip', '-6'] : ['ip'];
     const kernelMetric = ep.family === 'IPv6' ? ['metric', '256'] : [];
-    await topo.execOk(`pod:${ep.pod.name}`, [...ip, 'route', 'replace', subnet, 'dev', 'eth0', ...kernelMetric, 'proto', 'kernel', 'scope', 'link', 'src', ep.address]);
+    await topo.execOk(`pod:${ep.pod.name}`, [
+      ...ip,
+      'route',
+      'replace',
+      subnet,
+      'dev',
+      'eth0',
+      ...kernelMetric,
+      'proto',
+      'kernel',
+      'scope',
+      'link',
+      'src',
+      ep.address,
+    ]);
     await topo.execOk(`pod:${ep.pod.name}`, [...ip, 'route', 'replace', 'default', 'via', gateway, 'dev', 'eth0', 'src', ep.address]);
     await topo.execOk(ep.pod.node, hostRoute(ep.address, 'dev', 'cbr0'));
     await topo.execOk(other, hostRoute(ep.address, 'via', NETWORK[ep.family][ep.pod.node]));
@@ -244,7 +267,14 @@ async function addDumpAddresses(topo: Topology, plan: ReplayPlan): Promise<void>
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return `${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n`;
+  return `${rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')}\n`;
 }
 
 /** Runs the rehearsal; returns the exit code (0: every probe answered as the model says, 1: some did not). */
@@ -271,6 +301,7 @@ export async function runReplay(opts: ReplayOptions): Promise<number> {
     argv.push('--hostname-override', plan.hostname, '--cluster-cidr', plan.config.clusterCIDRs.join(','));
     const proxy = await startProxy(topo, argv);
     await startPodServers(topo);
+    out.write(`Network built (prefix ${topo.prefix}); the proxy has synced.\n`);
     const rows: string[][] = [['SERVICE PORT', 'FROM', 'TO', 'MODEL', 'ANSWERED', '']];
     for (const p of plan.probes) {
       const answering = p.expect.oneOf !== undefined;
@@ -293,6 +324,8 @@ export async function runReplay(opts: ReplayOptions): Promise<number> {
     await topo.destroy();
     rmSync(tmp, { recursive: true, force: true });
   }
-  out.write(failed === 0 ? 'Every probe answered as the model says. The network namespaces are gone.\n' : `${failed} probe(s) did not answer as the model says.\n`);
+  out.write(
+    failed === 0 ? 'Every probe answered as the model says. The network namespaces are gone.\n' : `${failed} probe(s) did not answer as the model says.\n`,
+  );
   return failed === 0 ? 0 : 1;
 }
