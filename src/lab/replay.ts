@@ -12,9 +12,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { type IPFamily, familyOf, plainAddress } from '../model/addr.ts';
+import { FAMILIES, type IPFamily, familyOf, parseIP, plainAddress } from '../model/addr.ts';
 import { type Explanation, explain } from '../model/explain.ts';
 import { buildStates } from '../model/store.ts';
+import type { KubeObject } from '../model/k8s.ts';
 import type { DesiredState, Endpoint, ProxyConfig, ServicePort } from '../model/types.ts';
 import { modeDefinition } from '../modes/index.ts';
 import type { ModeName } from '../modes/types.ts';
@@ -132,14 +133,52 @@ function placeholderAllocator(taken: ReadonlySet<string>): (node: NodeHost, fami
   };
 }
 
+/** Addresses the sandbox itself holds (nodes, client, pod gateways): a dump that uses one cannot be rehearsed there. */
+const SANDBOX_ADDRESSES: ReadonlySet<string> = new Set(
+  FAMILIES.flatMap((f) => [
+    NETWORK[f]['node-a'],
+    NETWORK[f]['node-b'],
+    NETWORK[f].client,
+    NODE_POD_SUBNETS['node-a'][f].gateway,
+    NODE_POD_SUBNETS['node-b'][f].gateway,
+  ]),
+);
+
+/** Every address of every Node in the dump: an endpoint there is a hostNetwork pod, which has no pod of its own. */
+function allNodeAddresses(objects: readonly KubeObject[]): Set<string> {
+  const out = new Set<string>();
+  for (const o of objects) {
+    if (o.kind !== 'Node') continue;
+    const addresses = (o as { status?: { addresses?: { address?: unknown }[] } }).status?.addresses ?? [];
+    for (const a of addresses) {
+      const ip = typeof a?.address === 'string' ? parseIP(a.address) : null;
+      if (ip) out.add(ip.ip);
+    }
+  }
+  return out;
+}
+
+/** Why this service port cannot be rehearsed in the sandbox, or null. */
+function unrehearsable(sp: ServicePort, eps: readonly Endpoint[], hostNetwork: ReadonlySet<string>): string | null {
+  if (sp.protocol === 'SCTP') return 'SCTP is not probed';
+  const frontend = [...sp.clusterIPs, ...sp.externalIPs, ...sp.loadBalancerIPs].find((ip) => SANDBOX_ADDRESSES.has(ip));
+  if (frontend) return `its frontend ${frontend} is an address of the sandbox itself`;
+  const own = eps.find((e) => SANDBOX_ADDRESSES.has(e.ip));
+  if (own) return `its endpoint ${own.ip} is an address of the sandbox itself`;
+  const host = eps.find((e) => hostNetwork.has(e.ip));
+  if (host) return `its endpoint ${host.ip} is a node's address (hostNetwork), which the sandbox does not rehearse`;
+  return null;
+}
+
 /** Plans the rehearsal from the dump's objects: pods, probes and their expectations. Pure. */
-export function planReplay(objects: Parameters<typeof buildStates>[0], opts: { hostname?: string; family?: IPFamily }): ReplayPlan {
+export function planReplay(objects: readonly KubeObject[], opts: { hostname?: string; family?: IPFamily }): ReplayPlan {
   const base: ProxyConfig = { hostname: '', clusterCIDRs: [], masqueradeAll: false, nodePortAddresses: [] };
   const hostname = opts.hostname ?? busiestNode(buildStates(objects, base).states);
   // The probing pod's addresses are the sandbox's, so the cluster CIDRs are the sandbox's: every pod address
   // a probe starts from is a pod address to the proxy too.
   const config: ProxyConfig = { ...base, hostname, clusterCIDRs: clusterCIDRs([{ ip6: 'dual-stack' }]) };
   const { states } = buildStates(objects, config);
+  const hostNetwork = allNodeAddresses(objects);
   const taken = new Set<string>();
   for (const s of states) {
     for (const sp of s.servicePorts.values()) for (const ip of [...sp.clusterIPs, ...sp.externalIPs, ...sp.loadBalancerIPs]) taken.add(ip);
@@ -152,11 +191,12 @@ export function planReplay(objects: Parameters<typeof buildStates>[0], opts: { h
   for (const state of states) {
     if (opts.family && state.family !== opts.family) continue;
     for (const sp of [...state.servicePorts.values()].sort((a, b) => a.key.localeCompare(b.key))) {
-      if (sp.protocol === 'SCTP') {
-        leftOut.push(`${sp.key} (${state.family}): SCTP is not probed`);
+      const eps = reachableEndpoints(sp);
+      const why = unrehearsable(sp, eps, hostNetwork);
+      if (why) {
+        leftOut.push(`${sp.key} (${state.family}): ${why}`);
         continue;
       }
-      const eps = reachableEndpoints(sp);
       const fresh = new Set(eps.map((e) => e.ip).filter((ip) => !endpointPods.has(ip)));
       if (endpointPods.size + fresh.size > MAX_ENDPOINT_PODS) {
         leftOut.push(`${sp.key} (${state.family}): sampled out, the sandbox holds at most ${MAX_ENDPOINT_PODS} endpoint addresses`);
@@ -194,7 +234,7 @@ export function planReplay(objects: Parameters<typeof buildStates>[0], opts: { h
       ['client', NETWORK[f].client],
     ];
     const nodeIP = (state.node?.addresses ?? []).find((a) => familyOf(a) === f);
-    if (nodeIP) nodeAddresses.add(nodeIP);
+    if (nodeIP && !SANDBOX_ADDRESSES.has(nodeIP)) nodeAddresses.add(nodeIP);
     const frontends: { ip: string; port: number; local: boolean }[] = [
       ...sp.clusterIPs.map((ip) => ({ ip, port: sp.port, local: false })),
       ...[...sp.externalIPs, ...sp.loadBalancerIPs].map((ip) => ({ ip, port: sp.port, local: false })),
