@@ -37,6 +37,8 @@ export interface ResourceSpec {
   path: string;
   labelSelector?: string;
   fieldSelector?: string;
+  /** What to read instead when the API server does not serve `path` (404): an older API version of the kind. */
+  fallback?: ResourceSpec;
 }
 
 export interface ReflectorTimings {
@@ -73,6 +75,8 @@ export interface ReflectorHooks {
   /** The store changed by a watch event. */
   changed(r: Reflector, type: 'add' | 'update' | 'delete', object: KubeObject): void;
   error(err: Error): void;
+  /** The API server does not serve the spec's path and the spec has a fallback: the owner replaces this reflector. */
+  notServed?(r: Reflector): void;
 }
 
 /** An error answer of the API server (status code and its Status message). */
@@ -458,6 +462,10 @@ export class Reflector {
   /** The informer stopped (or one of its steps threw): report, and restart it after a backoff. */
   private failed(err: unknown): void {
     if (this.stopped) return;
+    if (err instanceof ApiStatusError && err.statusCode === 404 && this.phase === 'list' && this.spec.fallback && this.hooks.notServed) {
+      this.hooks.notServed(this);
+      return;
+    }
     this.report(new Error(`${this.spec.kind} ${this.phase} failed: ${describe(err)}`));
     if (this.restartTimer) return;
     const base = Math.min(this.timings.backoffMaxMs, this.timings.backoffInitialMs * 2 ** Math.min(this.failures, 30));

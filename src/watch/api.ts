@@ -119,11 +119,21 @@ export function proxyLabelSelector(serviceProxyName = ''): string {
   return serviceProxyName === '' ? PROXY_LABEL_SELECTOR : `${SERVICE_PROXY_NAME_LABEL}=${serviceProxyName},!${HEADLESS_LABEL}`;
 }
 
+/** The EndpointSlice API version an API server serves: v1 since Kubernetes 1.21, v1beta1 before. */
+export type SliceVersion = 'v1' | 'v1beta1';
+
 export function resourceSpecs(hostname: string, serviceProxyName = ''): ResourceSpec[] {
   const labelSelector = proxyLabelSelector(serviceProxyName);
+  const slices = (version: SliceVersion): ResourceSpec => ({
+    kind: 'EndpointSlice',
+    apiVersion: `discovery.k8s.io/${version}`,
+    path: `/apis/discovery.k8s.io/${version}/endpointslices`,
+    labelSelector,
+  });
   return [
     { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector },
-    { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: '/apis/discovery.k8s.io/v1/endpointslices', labelSelector },
+    // API servers before 1.21 serve EndpointSlices as v1beta1 only (404 for v1); the model reads both.
+    { ...slices('v1'), fallback: slices('v1beta1') },
     { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes', fieldSelector: `metadata.name=${hostname}` },
   ];
 }
@@ -183,6 +193,17 @@ export class ApiSource implements Source {
       listed: () => this.listed(),
       changed: (_r: Reflector, type: 'add' | 'update' | 'delete', object: KubeObject) => this.deliver(() => handler.onEvent({ type, object })),
       error: (err: Error) => this.reportError(err),
+      notServed: (old: Reflector) => {
+        const spec = old.spec.fallback!;
+        log.info(
+          { event: 'api-version-fallback', resource: spec.kind, apiVersion: spec.apiVersion },
+          `the API server serves ${spec.kind} as ${spec.apiVersion}`,
+        );
+        void old.stop();
+        const next = new Reflector(kc, spec, this.timings, hooks, this.client);
+        this.reflectors = this.reflectors.map((r) => (r === old ? next : r));
+        if (!this.stopped) next.start();
+      },
     };
     const done = new Promise<void>((resolve, reject) => {
       this.rejectStart = reject;

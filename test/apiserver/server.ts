@@ -44,7 +44,11 @@ const RESOURCES: Resource[] = [
   { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', prefix: '/apis/discovery.k8s.io/v1', plural: 'endpointslices', namespaced: true },
   { kind: 'Node', apiVersion: 'v1', prefix: '/api/v1', plural: 'nodes', namespaced: false },
 ];
-const BY_KIND = new Map(RESOURCES.map((r) => [r.kind, r]));
+/** The resources of a server; an API server before 1.21 serves EndpointSlices as discovery.k8s.io/v1beta1 only. */
+function resourcesFor(endpointSliceVersion: 'v1' | 'v1beta1'): Resource[] {
+  if (endpointSliceVersion === 'v1') return RESOURCES;
+  return RESOURCES.map((r) => (r.kind === 'EndpointSlice' ? { ...r, apiVersion: 'discovery.k8s.io/v1beta1', prefix: '/apis/discovery.k8s.io/v1beta1' } : r));
+}
 const FIELDS = ['metadata.name', 'metadata.namespace'];
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -136,6 +140,8 @@ export interface TestApiServerOptions {
    * storage moved on starts high, with everything before compacted: resumed watches get 410 Gone.
    */
   initialResourceVersion?: number;
+  /** The version EndpointSlices are served as (default v1; v1beta1: an API server before 1.21, nothing under v1). */
+  endpointSliceVersion?: 'v1' | 'v1beta1';
 }
 
 function clone<T>(o: T): T {
@@ -182,6 +188,8 @@ export class TestApiServer {
   private failures: { left: number; status: number; only: 'list' | 'watch' | null } | null = null;
   private delays: { left: number; ms: number; only: 'list' | 'watch' | null } | null = null;
   private readonly control: boolean;
+  private readonly resources: Resource[];
+  private readonly byKind: Map<WatchedKind, Resource>;
 
   constructor(opts: TestApiServerOptions = {}) {
     this.host = opts.host ?? '127.0.0.1';
@@ -191,6 +199,8 @@ export class TestApiServer {
     this.maxHistory = opts.maxHistory ?? 10_000;
     this.tooOldAs = opts.tooOldAs ?? 'status';
     this.control = opts.control ?? false;
+    this.resources = resourcesFor(opts.endpointSliceVersion ?? 'v1');
+    this.byKind = new Map(this.resources.map((r) => [r.kind, r]));
     if (opts.initialResourceVersion !== undefined) {
       this.rv = opts.initialResourceVersion;
       this.compactedRv = opts.initialResourceVersion;
@@ -418,12 +428,12 @@ export class TestApiServer {
   }
 
   private key(kind: string, namespace: string | undefined, name: string): string {
-    const r = BY_KIND.get(kind as WatchedKind);
+    const r = this.byKind.get(kind as WatchedKind);
     return `${kind}/${r?.namespaced ? (namespace ?? 'default') : ''}/${name}`;
   }
 
   private identify(obj: ApiObject): { resource: Resource; key: string; ns: string | undefined; name: string } {
-    const resource = BY_KIND.get(obj.kind as WatchedKind);
+    const resource = this.byKind.get(obj.kind as WatchedKind);
     if (!resource) throw new Error(`the test API server does not store kind ${String(obj.kind)}`);
     const name = obj.metadata?.name;
     if (typeof name !== 'string' || name === '') throw new Error(`a ${resource.kind} needs metadata.name`);
@@ -644,7 +654,7 @@ export class TestApiServer {
   }
 
   private route(path: string): { resource: Resource; namespace: string | null; name: string | null } | null {
-    for (const r of RESOURCES) {
+    for (const r of this.resources) {
       if (!path.startsWith(`${r.prefix}/`)) continue;
       const parts = path
         .slice(r.prefix.length + 1)

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { KubeObject } from '../../src/model/k8s.ts';
+import { buildState } from '../../src/model/store.ts';
 import { ApiSource, type ApiSourceOptions, KubeConfigError, loadKubeConfig } from '../../src/watch/api.ts';
 import type { SourceEvent, SourceHandler } from '../../src/watch/types.ts';
 import { type ApiObject, TestApiServer } from '../apiserver/server.ts';
@@ -538,5 +539,31 @@ describe('loadKubeConfig', () => {
       if (saved.host !== undefined) process.env.KUBERNETES_SERVICE_HOST = saved.host;
       if (saved.port !== undefined) process.env.KUBERNETES_SERVICE_PORT = saved.port;
     }
+  });
+});
+
+describe('an API server before Kubernetes 1.21 (EndpointSlices only as discovery.k8s.io/v1beta1)', () => {
+  it('the source reads v1beta1 slices, and the model takes their node from the topology map', async () => {
+    const s = await setup({ seed: false, start: false, server: { endpointSliceVersion: 'v1beta1' } });
+    s.server.create(svc('web'));
+    s.server.create({
+      apiVersion: 'discovery.k8s.io/v1beta1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'web-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4',
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+      endpoints: [
+        { addresses: ['198.19.1.11'], conditions: { ready: true }, topology: { 'kubernetes.io/hostname': HOST, 'topology.kubernetes.io/zone': 'zone-a' } },
+      ],
+    });
+    await s.source.start(s.rec);
+    await inSync(s);
+    const sliceObj = [...s.rec.view.values()].find((o) => o.kind === 'EndpointSlice')!;
+    expect(sliceObj.apiVersion).toBe('discovery.k8s.io/v1beta1');
+    const { state } = buildState([...s.rec.view.values()], { hostname: HOST, clusterCIDRs: [], masqueradeAll: false, nodePortAddresses: [] });
+    expect(state.servicePorts.get('shop/web:http')!.localEndpoints.map((e) => e.id)).toEqual(['198.19.1.11:8080']);
+    // A change still arrives by watch.
+    s.server.remove('EndpointSlice', 'shop', 'web-1');
+    await inSync(s);
   });
 });
