@@ -342,6 +342,7 @@ export async function runReplay(opts: ReplayOptions): Promise<number> {
     const proxy = await startProxy(topo, argv);
     await startPodServers(topo);
     out.write(`Network built (prefix ${topo.prefix}); the proxy has synced.\n`);
+    if (!keepsSource) out.write(`The ${opts.mode} mode opens its own connections to the endpoints: the source addresses they see are not checked.\n`);
     const rows: string[][] = [['SERVICE PORT', 'FROM', 'TO', 'MODEL', 'ANSWERED', '']];
     for (const p of plan.probes) {
       const answering = p.expect.oneOf !== undefined;

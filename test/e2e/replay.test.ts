@@ -1,6 +1,6 @@
 // `kube-proxy-ts replay`: a cluster dump of our own (test/e2e/fixtures/replay-cluster.json: a dual-stack
 // NodePort, an externalTrafficPolicy Local LB with endpoints on both nodes, another with none on this node,
-// a UDP service, a service without endpoints) rehearsed in the sandbox; every probe must answer as the model
+// a UDP service, a service without endpoints, ClientIP affinity) rehearsed in the sandbox; every probe must answer as the model
 // says, and every namespace must be gone afterwards, also when probes fail.
 import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -49,6 +49,15 @@ describe('kube-proxy-ts replay', () => {
       expect(await namespacesOf(r.stdout)).toEqual([]);
     });
   }
+
+  it('userspace: the same answers, the source addresses left unchecked as the mode cannot keep them', async () => {
+    const r = await replay('--from', DUMP, '--mode', 'userspace');
+    expect(r.stdout).toContain('the source addresses they see are not checked');
+    expect(r.stdout).toContain('Every probe answered as the model says.');
+    expect(r.code).toBe(0);
+    expect(row(r.stdout, 'shop/batch:http', 'outside', '198.18.210.30:80/tcp')).toMatch(/DROP\s+timeout×1\s+ok$/);
+    expect(await namespacesOf(r.stdout)).toEqual([]);
+  });
 
   it('--hostname-override: the other node, whose endpoints the Local LBs now keep for outside clients', async () => {
     const r = await replay('--from', DUMP, '--hostname-override', 'node-y');
