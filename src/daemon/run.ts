@@ -1,7 +1,7 @@
 // Running the proxy: source -> model -> sync loop -> mode, until SIGTERM/SIGINT. Rules stay in place on exit,
 // as kube-proxy leaves them, so a restart causes no traffic gap.
 import { existsSync } from 'node:fs';
-import type { RunOptions } from '../config.ts';
+import { type RunOptions, primaryNodePortAddresses } from '../config.ts';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
 import { issueLine } from '../model/parse.ts';
@@ -10,13 +10,13 @@ import { FAMILIES } from '../model/addr.ts';
 import type { DesiredState, IPFamily, ServicePort } from '../model/types.ts';
 import { createProxier, modeDefinition } from '../modes/index.ts';
 import { MODES, type Proxier } from '../modes/types.ts';
-import { ApiSource, createEventRecorder } from '../watch/api.ts';
+import { ApiSource, createEventRecorder, loadKubeConfig, resourceSpecs } from '../watch/api.ts';
 import { FileSource, readObjectsFile } from '../watch/file.ts';
 import type { Source } from '../watch/types.ts';
 import { ConntrackCleaner } from './conntrack.ts';
 import { type DebugOptions, type FamilyView, type SyncRecord, handleDebug } from './debug.ts';
 import { ProxierHealth, ServiceHealthServers, healthCheckHosts, serveHealth, startServer } from './health.ts';
-import { NodeWatch } from './node-watch.ts';
+import { NodeWatch, nodeHostIPs } from './node-watch.ts';
 import { hostPort } from '../model/addr.ts';
 import type { RequestObserver } from '../watch/api-client.ts';
 import { SyncLoop } from '../sync/loop.ts';
@@ -49,6 +49,48 @@ async function listOnce(opts: RunOptions): Promise<KubeObject[]> {
   return objects;
 }
 
+const isNodeNamed = (name: string) => (o: KubeObject) => o.kind === 'Node' && o.metadata?.name === name;
+
+/**
+ * This node's Node object once, for what must be known before the pipelines are built (nodePortAddresses
+ * `primary`): from the file, or one GET from the API server (retried a few times); null when there is none.
+ */
+async function fetchThisNode(opts: RunOptions): Promise<KubeObject | null> {
+  if (opts.from) return (await readObjectsFile(opts.from)).find(isNodeNamed(opts.proxy.hostname)) ?? null;
+  const kc = await loadKubeConfig(opts.kubeconfig, opts.api.master ?? null);
+  // Loaded only here: the API client is heavy and file-source runs never need it.
+  const { listObjects } = await import('../watch/api-reflector.ts');
+  const spec = resourceSpecs(opts.proxy.hostname).find((r) => r.kind === 'Node')!;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return (await listObjects(kc, spec, AbortSignal.timeout(10_000))).items[0] ?? null;
+    } catch (e) {
+      if (attempt >= 5) throw e;
+      log.warn({ event: 'node-fetch-failed', attempt, err: (e as Error).message }, 'could not read this node; retrying');
+      await new Promise((r) => setTimeout(r, 2_000 * attempt));
+    }
+  }
+}
+
+/**
+ * nodePortAddresses `primary` (upstream's default in nftables mode): NodePorts on this node's primary IPs, from
+ * its Node object, resolved once at start (a change of the node's IPs restarts the proxy: daemon/node-watch.ts).
+ * Without a Node or its addresses, every local address, as upstream falls back.
+ */
+function withPrimaryNodePorts(opts: RunOptions, node: KubeObject | null): RunOptions {
+  if (!opts.nodePortAddressesPrimary) return opts;
+  const cidrs = primaryNodePortAddresses(nodeHostIPs(node), opts.nodeIPOverride);
+  if (cidrs.length === 0) {
+    log.warn(
+      { event: 'nodeport-addresses-primary' },
+      'nodePortAddresses primary: no IP known for this node (no Node object or no addresses): NodePorts on every local address',
+    );
+    return opts;
+  }
+  log.info({ event: 'nodeport-addresses-primary', cidrs }, `NodePorts on this node's primary IPs: ${cidrs.join(', ')}`);
+  return { ...opts, proxy: { ...opts.proxy, nodePortAddresses: cidrs } };
+}
+
 /** The families this node can serve: IPv6 too when the kernel has it (as upstream, which checks its tools per family). */
 export function nodeFamilies(): IPFamily[] {
   if (existsSync('/proc/sys/net/ipv6')) return ['IPv4', 'IPv6'];
@@ -61,8 +103,9 @@ export function nodeFamilies(): IPFamily[] {
  * --ip-family, that family's rules; without, both families where the mode's output can hold both (nftables),
  * else IPv4 with a note on stderr when IPv6 service ports exist.
  */
-export async function dryRun(opts: RunOptions, out: NodeJS.WritableStream = process.stdout): Promise<number> {
-  const objects = await listOnce(opts);
+export async function dryRun(given: RunOptions, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+  const objects = await listOnce(given);
+  const opts = withPrimaryNodePorts(given, objects.find(isNodeNamed(given.proxy.hostname)) ?? null);
   const def = modeDefinition(opts.mode);
   const render = async (family: IPFamily): Promise<{ text: string; ports: number }> => {
     const { state, issues } = buildState(objects, opts.proxy, family);
@@ -150,7 +193,8 @@ function allFamilies(states: ReadonlyMap<IPFamily, DesiredState>): DesiredState 
   return { ...first, servicePorts };
 }
 
-export async function runProxy(opts: RunOptions): Promise<number> {
+export async function runProxy(given: RunOptions): Promise<number> {
+  const opts = given.nodePortAddressesPrimary ? withPrimaryNodePorts(given, await fetchThisNode(given)) : given;
   const families = nodeFamilies();
   const metrics = new ProxyMetrics({ families });
   const synced = new Map<IPFamily, DesiredState>();
@@ -194,7 +238,7 @@ export async function runProxy(opts: RunOptions): Promise<number> {
   const [primary] = pipelines as [FamilyPipeline, ...FamilyPipeline[]];
   // This node's Node: /healthz eligibility, and (from the API server) a restart when it is deleted or its IPs change.
   const nodeWatch = new NodeWatch({ watched: !opts.from });
-  const isThisNode = (o: KubeObject) => o.kind === 'Node' && o.metadata?.name === opts.proxy.hostname;
+  const isThisNode = isNodeNamed(opts.proxy.hostname);
   // kube-proxy's health timeout: twice the sync period.
   const health = new ProxierHealth({ families: new Map(pipelines.map((p) => [p.family, p.loop])), timeoutMs: 2 * opts.syncPeriodMs, node: nodeWatch });
   const serviceHealth = new ServiceHealthServers(health, () => healthCheckHosts(opts.proxy.nodePortAddresses));
