@@ -103,12 +103,12 @@ function reachableEndpoints(sp: ServicePort): Endpoint[] {
 }
 
 /** The expectation a probe is held to, from the model's explanation; null when the proxy does not touch it. */
-function expectationOf(e: Explanation, src: string | 'node', podOf: (ip: string) => string | undefined): { expect: Expectation; verdict: string } | null {
+/** `podOf`: the sandbox pod of an endpoint id of the service port (every endpoint explain may name has one). */
+function expectationOf(e: Explanation, src: string | 'node', podOf: (endpointId: string) => string): { expect: Expectation; verdict: string } | null {
   if (e.verdict === 'no-match') return null;
   if (e.verdict === 'reject') return { expect: { refused: true }, verdict: 'REJECT' };
   if (e.verdict === 'drop') return { expect: { dropped: true }, verdict: 'DROP' };
-  const ips = e.endpoints.map((x) => x.id.replace(/^\[?(.*?)\]?:\d+$/, '$1'));
-  const pods = ips.map(podOf).filter((p): p is string => p !== undefined);
+  const pods = e.endpoints.map((x) => podOf(x.id));
   const expect: Expectation = { oneOf: pods };
   if (e.affinitySeconds !== null) expect.sticky = true;
   // A process on the node leaves from whichever node address routing picks: its source is not checked.
@@ -221,7 +221,6 @@ export function planReplay(objects: readonly KubeObject[], opts: { hostname?: st
     ep.pod.ip6 = place(ep.pod.node, 'IPv6');
   }
   const prober: PodSpec = { name: PROBE_POD, node: 'node-a', ip: place('node-a', 'IPv4'), ip6: place('node-a', 'IPv6'), ports: [] };
-  const podOf = (ip: string) => endpointPods.get(ip)?.pod.name;
 
   const probes: ReplayProbe[] = [];
   const clientRoutes = new Set<string>();
@@ -240,6 +239,8 @@ export function planReplay(objects: readonly KubeObject[], opts: { hostname?: st
       ...[...sp.externalIPs, ...sp.loadBalancerIPs].map((ip) => ({ ip, port: sp.port, local: false })),
       ...(sp.nodePort ? [{ ip: nodeIP ?? NETWORK[f]['node-a'], port: sp.nodePort, local: true }] : []),
     ];
+    const ipOfId = new Map(reachableEndpoints(sp).map((ep) => [ep.id, ep.ip]));
+    const podOf = (endpointId: string) => endpointPods.get(ipOfId.get(endpointId)!)!.pod.name;
     for (const fe of frontends) {
       const outsideReaches = !sp.clusterIPs.includes(fe.ip);
       if (outsideReaches && fe.ip !== NETWORK[f]['node-a']) clientRoutes.add(fe.ip);
@@ -248,7 +249,7 @@ export function planReplay(objects: readonly KubeObject[], opts: { hostname?: st
         const e = explain({ dst: fe.ip, port: fe.port, protocol: sp.protocol, src, ...(fe.local ? { dstIsLocal: true } : {}) }, state);
         const x = expectationOf(e, src, podOf);
         if (!x) continue;
-        probes.push({ servicePort: `${sp.key}`, from, to: { ip: fe.ip, port: fe.port, protocol: sp.protocol === 'UDP' ? 'udp' : 'tcp' }, ...x });
+        probes.push({ servicePort: sp.key, from, to: { ip: fe.ip, port: fe.port, protocol: sp.protocol === 'UDP' ? 'udp' : 'tcp' }, ...x });
       }
     }
   }
@@ -332,6 +333,10 @@ export async function runReplay(opts: ReplayOptions): Promise<number> {
   const tmp = mkdtempSync(path.join(tmpdir(), 'kpt-replay-'));
   const objectsFile = path.join(tmp, 'objects.yaml');
   writeObjectsFile({ objects: objects as Record<string, unknown>[] }, objectsFile);
+  // An interrupt ends the process from the sandbox's signal handler (after it removed the namespaces), past
+  // the finally below: the objects file goes on exit too.
+  const removeTmp = () => rmSync(tmp, { recursive: true, force: true });
+  process.once('exit', removeTmp);
   const topo = await Topology.create({ pods: plan.pods });
   const keepsSource = modeDefinition(opts.mode).keepsClientAddress;
   let failed = 0;
@@ -363,7 +368,8 @@ export async function runReplay(opts: ReplayOptions): Promise<number> {
     await proxy.stop(10_000);
   } finally {
     await topo.destroy();
-    rmSync(tmp, { recursive: true, force: true });
+    process.removeListener('exit', removeTmp);
+    removeTmp();
   }
   out.write(
     failed === 0 ? 'Every probe answered as the model says. The network namespaces are gone.\n' : `${failed} probe(s) did not answer as the model says.\n`,

@@ -2,6 +2,7 @@
 // NodePort, an externalTrafficPolicy Local LB with endpoints on both nodes, another with none on this node,
 // a UDP service, a service without endpoints, ClientIP affinity) rehearsed in the sandbox; every probe must answer as the model
 // says, and every namespace must be gone afterwards, also when probes fail.
+import { spawn } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -76,6 +77,23 @@ describe('kube-proxy-ts replay', () => {
     expect(r.stdout).not.toMatch(/198\.18\.1\d0\./);
     expect(row(r.stdout, 'shop/web:http', 'pod', '[2001:2:0:110::10]:80/tcp')).toMatch(/DNAT, source kept .*ok$/);
     expect(await namespacesOf(r.stdout)).toEqual([]);
+  });
+
+  it('an interrupt mid-probes removes every namespace', async () => {
+    const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'replay', '--from', DUMP], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stderr.resume();
+    const built = new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        if (stdout.includes('Network built')) resolve();
+      }),
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : null))));
+    await built;
+    child.kill('SIGINT');
+    expect(await exited).not.toBe(0);
+    expect(await namespacesOf(stdout)).toEqual([]);
   });
 
   it('a dump it cannot read: exit 1 with one line, before any namespace exists', async () => {
