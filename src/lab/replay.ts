@@ -102,8 +102,10 @@ function reachableEndpoints(sp: ServicePort): Endpoint[] {
   return [...byId.values()];
 }
 
-/** The expectation a probe is held to, from the model's explanation; null when the proxy does not touch it. */
-/** `podOf`: the sandbox pod of an endpoint id of the service port (every endpoint explain may name has one). */
+/**
+ * The expectation a probe is held to, from the model's explanation; null when the proxy does not touch it.
+ * `podOf`: the sandbox pod of an endpoint id of the service port (every endpoint explain may name has one).
+ */
 function expectationOf(e: Explanation, src: string | 'node', podOf: (endpointId: string) => string): { expect: Expectation; verdict: string } | null {
   if (e.verdict === 'no-match') return null;
   if (e.verdict === 'reject') return { expect: { refused: true }, verdict: 'REJECT' };
@@ -232,12 +234,15 @@ export function planReplay(objects: readonly KubeObject[], opts: { hostname?: st
       ['node-a', 'node'],
       ['client', NETWORK[f].client],
     ];
-    const nodeIP = (state.node?.addresses ?? []).find((a) => familyOf(a) === f);
-    if (nodeIP && !SANDBOX_ADDRESSES.has(nodeIP)) nodeAddresses.add(nodeIP);
+    // NodePorts are probed at this Node's own address (the one nftables' `primary` default accepts), which
+    // node-a takes on, unless that address is another host's of the sandbox: then at node-a's own.
+    const listed = (state.node?.addresses ?? []).find((a) => familyOf(a) === f);
+    const nodeIP = listed && (!SANDBOX_ADDRESSES.has(listed) || listed === NETWORK[f]['node-a']) ? listed : NETWORK[f]['node-a'];
+    if (nodeIP !== NETWORK[f]['node-a']) nodeAddresses.add(nodeIP);
     const frontends: { ip: string; port: number; local: boolean }[] = [
       ...sp.clusterIPs.map((ip) => ({ ip, port: sp.port, local: false })),
       ...[...sp.externalIPs, ...sp.loadBalancerIPs].map((ip) => ({ ip, port: sp.port, local: false })),
-      ...(sp.nodePort ? [{ ip: nodeIP ?? NETWORK[f]['node-a'], port: sp.nodePort, local: true }] : []),
+      ...(sp.nodePort ? [{ ip: nodeIP, port: sp.nodePort, local: true }] : []),
     ];
     const ipOfId = new Map(reachableEndpoints(sp).map((ep) => [ep.id, ep.ip]));
     const podOf = (endpointId: string) => endpointPods.get(ipOfId.get(endpointId)!)!.pod.name;
