@@ -62,7 +62,16 @@ export interface ProxyProcess {
   stop(timeoutMs: number): Promise<{ killed: boolean; code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts the proxy in a host of the topology (node-a by default) and waits for its first sync. */
+/** A field of a JSON log line, or undefined when the line does not parse or lacks it. */
+function fieldOf<T>(line: string, key: string): T | undefined {
+  try {
+    return (JSON.parse(line) as Record<string, unknown>)[key] as T | undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Starts the proxy in a host of the topology (node-a by default) and waits for its first sync of every family. */
 export async function startProxy(
   topo: Topology,
   argv: string[],
@@ -74,6 +83,11 @@ export async function startProxy(
   let syncs = 0;
   let waiters: { resolve: () => void }[] = [];
   let pending = '';
+  // The proxy runs one pipeline per IP family and logs its families at start; it has synced once every
+  // family has (a probe of one family must not run before that family's rules are in).
+  let families: string[] | null = null;
+  const familiesSynced = new Set<string>();
+  const allFamiliesSynced = () => families !== null && families.every((f) => familiesSynced.has(f));
   // Keep reading both after the first sync: the proxy must never block on a full pipe. Its logs (and so the
   // sync lines) are on stderr; stdout carries only what a command prints.
   child.stdout?.setEncoding('utf8').on('data', (d: string) => stdout.add(d));
@@ -83,7 +97,9 @@ export async function startProxy(
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
     for (const l of lines) {
+      if (l.includes('"event":"starting"')) families = fieldOf<string[]>(l, 'families') ?? ['IPv4'];
       if (!l.includes('"event":"synced"')) continue;
+      familiesSynced.add(fieldOf<string>(l, 'family') ?? 'IPv4');
       syncs++;
       const w = waiters;
       waiters = [];
@@ -126,7 +142,9 @@ export async function startProxy(
   const proc: ProxyProcess = { child, argv, output, nextSync, syncs: () => syncs, stop };
   if (opts.syncTimeoutMs !== 0) {
     try {
-      await nextSync(opts.syncTimeoutMs ?? 20_000);
+      const deadline = performance.now() + (opts.syncTimeoutMs ?? 20_000);
+      do await nextSync(Math.max(1, deadline - performance.now()));
+      while (!allFamiliesSynced());
     } catch (e) {
       await stop(2000);
       throw new Error(`the proxy did not sync: ${(e as Error).message}\ncommand: ${argv.join(' ')}\n${tail(output(), 8000)}`, { cause: e });
