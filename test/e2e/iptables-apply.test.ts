@@ -97,10 +97,13 @@ describe.each(['nft', 'legacy'] as const)('iptables mode on the %s backend', (ba
     const r = await proxier.sync(state, null);
     expect(r).toMatchObject({ full: true, bytes: 0 });
     expect(rec.inputs).toEqual([]);
-    // A rule of one service's chain disappears behind the proxier's back: the next periodic sync repairs it.
+    expect(proxier.drift?.()).toEqual([]);
+    // A rule of one service's chain disappears behind the proxier's back: the next periodic sync repairs it,
+    // and says what it found (what /debug/drift shows).
     await deleteSavedRule(ns, backend, 'nat', (l) => /^-A KUBE-SVC-\S+ .*--probability 0.333/.test(l) && l.includes('bench/svc3:http'));
     expect(await snapshot(ns, backend)).not.toBe(installed);
     const repaired = await proxier.sync(state, null);
+    expect(proxier.drift?.()).toEqual([expect.stringMatching(/^nat: chain KUBE-SVC-\S+ has (\d+) rules, \d+ written$/)]);
     expect(repaired.full).toBe(true);
     expect(repaired.bytes).toBeGreaterThan(0);
     expect(await snapshot(ns, backend)).toBe(installed);

@@ -174,11 +174,13 @@ describe('nftables proxier, applied', () => {
     // A flushed chain is seen when rules are counted (periodic sync 2).
     await nft(ns, 'flush', 'chain', 'ip', 'kube-proxy-ts', 'services');
     const repaired = await p.sync(state, null);
+    expect(p.drift()).toEqual([expect.stringMatching(/^chain services has 0 rules, \d+ installed$/)]);
     expect(repaired.bytes).toBeGreaterThan(0);
     expect((await nft(ns, 'list', 'chain', 'ip', 'kube-proxy-ts', 'services')).stdout).toContain('vmap @service-ips');
     // A deleted table is seen by every periodic sync (3: chains only).
     await nft(ns, 'delete', 'table', 'ip', 'kube-proxy-ts');
     const restored = await p.sync(state, null);
+    expect(p.drift()).toContain('chain services is missing');
     expect(restored.bytes).toBeGreaterThan(0);
     expect((await nft(ns, 'list', 'chain', 'ip', 'kube-proxy-ts', 'services')).stdout).toContain('vmap @service-ips');
     expect(p.stats.fullSyncs).toBe(3);

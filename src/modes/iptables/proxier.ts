@@ -379,9 +379,13 @@ export class IptablesProxier implements Proxier {
     const chains = allChains(ctx, next);
     const saveText = await saving;
     const { natPlan, filterPlan } = planRepairs(saveText, ctx, chains);
-    if (verify && this.holdsWhatWeWrote(saveText, nat, chains, natPlan, filterPlan, filterText(ctx, filterRules(this.installed, next, false)))) {
-      this.installed = next;
-      return { bytes: 0, written: 0 };
+    if (verify) {
+      this.lastDrift = this.driftFrom(saveText, nat, chains, natPlan, filterPlan, filterText(ctx, filterRules(this.installed, next, false)));
+      if (this.lastDrift.length === 0) {
+        this.installed = next;
+        return { bytes: 0, written: 0 };
+      }
+      log.warn({ event: 'iptables-drift', family: this.family, differences: this.lastDrift }, 'the kernel lost or gained rules of ours; rewriting them');
     }
     // Stale chains are declared (flushed) with the others, and deleted after the jump repairs.
     for (const line of [...natPlan.jumpEdits, ...removalLines(natPlan.remove).remove]) nat.line(line);
@@ -422,24 +426,36 @@ export class IptablesProxier implements Proxier {
    * stale chain of ours and every jump in place. Rule texts are not compared (iptables-save normalises
    * them); a rule changed in place without changing the count goes unnoticed until the next write.
    */
-  private holdsWhatWeWrote(
-    saveText: string,
-    nat: TextBuffer,
-    natChains: readonly string[],
-    natPlan: TablePlan,
-    filterPlan: TablePlan,
-    filterWant: string,
-  ): boolean {
-    if (natPlan.remove.length + natPlan.jumpEdits.length + filterPlan.remove.length + filterPlan.jumpEdits.length > 0) return false;
-    if (this.filterBody !== filterWant) return false;
-    const same = (table: string, want: { declared: Set<string>; rules: Map<string, number> }, chains: Iterable<string>): boolean => {
+  /** What the last periodic check found (see drift()); null before the first. */
+  private lastDrift: string[] | null = null;
+
+  drift(): string[] | null {
+    return this.lastDrift;
+  }
+
+  /** How what the kernel holds (saveText) differs from what was written: [] when it holds exactly that. */
+  private driftFrom(saveText: string, nat: TextBuffer, natChains: readonly string[], natPlan: TablePlan, filterPlan: TablePlan, filterWant: string): string[] {
+    const out: string[] = [];
+    for (const [table, plan] of [
+      ['nat', natPlan],
+      ['filter', filterPlan],
+    ] as const) {
+      for (const ch of plan.remove) out.push(`${table}: chain ${ch} is not ours to keep (stale, or added by hand)`);
+      for (const edit of plan.jumpEdits) out.push(`${table}: jump to repair: ${edit}`);
+    }
+    if (this.filterBody !== filterWant) out.push('filter: the rules to write differ from the ones written');
+    const compare = (table: string, want: { declared: Set<string>; rules: Map<string, number> }, chains: Iterable<string>) => {
       const have = countRules(saveText, table);
-      for (const ch of chains) if (!have.declared.has(ch) || (have.rules.get(ch) ?? 0) !== (want.rules.get(ch) ?? 0)) return false;
-      return true;
+      for (const ch of chains) {
+        if (!have.declared.has(ch)) out.push(`${table}: chain ${ch} is missing`);
+        else if ((have.rules.get(ch) ?? 0) !== (want.rules.get(ch) ?? 0))
+          out.push(`${table}: chain ${ch} has ${have.rules.get(ch) ?? 0} rules, ${want.rules.get(ch) ?? 0} written`);
+      }
     };
-    const natWant = countRules(`*nat\n${nat.toBuffer().toString('latin1')}\nCOMMIT\n`, 'nat');
+    compare('nat', countRules(`*nat\n${nat.toBuffer().toString('latin1')}\nCOMMIT\n`, 'nat'), natChains);
     const filterWantCounts = countRules(filterWant, 'filter');
-    return same('nat', natWant, natChains) && same('filter', filterWantCounts, filterWantCounts.declared);
+    compare('filter', filterWantCounts, filterWantCounts.declared);
+    return out;
   }
 
   private async partialSync(ipt: Iptables, state: DesiredState, ctx: RenderContext, keys: string[]): Promise<{ bytes: number; written: number }> {

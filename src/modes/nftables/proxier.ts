@@ -55,6 +55,8 @@ export class NftablesProxier implements Proxier {
   private readonly nft: Nft;
   /** The record of the installed table; null: the next sync replaces the table. */
   private planner: Planner | null = null;
+  /** What the last periodic check found (see drift()); null before the first. */
+  private lastDrift: string[] | null = null;
   private periodicSyncs = 0;
   readonly stats: NftablesStats = { syncs: 0, fullSyncs: 0, failures: 0, lastError: null };
 
@@ -89,8 +91,12 @@ export class NftablesProxier implements Proxier {
     try {
       if (planner && changes === null) {
         const deep = ++this.periodicSyncs % Math.max(1, this.opts.verifyRulesEvery ?? 10) === 0;
-        if (!(await this.tableMatches(planner, deep))) {
-          log.warn({ event: 'nftables-drift', table: `${this.fam.nft} ${TABLE}` }, 'the table differs from what was installed; replacing it');
+        this.lastDrift = await this.tableDrift(planner, deep);
+        if (this.lastDrift.length > 0) {
+          log.warn(
+            { event: 'nftables-drift', table: `${this.fam.nft} ${TABLE}`, differences: this.lastDrift },
+            'the table differs from what was installed; replacing it',
+          );
           planner = null;
         }
       }
@@ -143,10 +149,16 @@ export class NftablesProxier implements Proxier {
   }
 
   /** Whether the kernel's table has the chains (and, `deep`, the rule counts) we installed. */
-  private async tableMatches(planner: Planner, deep: boolean): Promise<boolean> {
+  /** What the periodic check found: the kernel's table against what was installed ([] when they match). */
+  drift(): string[] | null {
+    return this.lastDrift;
+  }
+
+  /** How the kernel's table differs from what was installed: chains missing or added, rule counts (deep). */
+  private async tableDrift(planner: Planner, deep: boolean): Promise<string[]> {
     const fam = this.fam.nft;
     const listing = await this.nft.listJSON(deep ? ['-t', 'list', 'table', fam, TABLE] : ['list', 'chains', fam]);
-    if (!listing) return false;
+    if (!listing) return [`table ${fam} ${TABLE} is missing`];
     const have = new Map<string, number>();
     for (const o of listing.nftables) {
       const chain = o.chain as { name?: string; table?: string } | undefined;
@@ -155,9 +167,13 @@ export class NftablesProxier implements Proxier {
       if (rule?.chain) have.set(rule.chain, (have.get(rule.chain) ?? 0) + 1);
     }
     const want = planner.expectedChains();
-    if (have.size !== want.size) return false;
-    for (const [name, n] of want) if (!have.has(name) || (deep && have.get(name) !== n)) return false;
-    return true;
+    const out: string[] = [];
+    for (const [name, n] of want) {
+      if (!have.has(name)) out.push(`chain ${name} is missing`);
+      else if (deep && have.get(name) !== n) out.push(`chain ${name} has ${have.get(name)} rules, ${n} installed`);
+    }
+    for (const name of have.keys()) if (!want.has(name)) out.push(`chain ${name} was added outside this proxy`);
+    return out;
   }
 
   /**
