@@ -65,9 +65,13 @@ export class ConntrackCleaner {
   /** Deletions dropped because a batch was full. */
   dropped = 0;
 
-  constructor(family: IPFamily, binary = 'conntrack') {
+  /** Called after each batch that ran: how long it took and how many flows it deleted (for metrics). */
+  private readonly onBatch: ((seconds: number, deleted: number) => void) | null;
+
+  constructor(family: IPFamily, binary = 'conntrack', onBatch: ((seconds: number, deleted: number) => void) | null = null) {
     this.family = family;
     this.binary = binary;
+    this.onBatch = onBatch;
   }
 
   /** Call after each successful sync with the changes it carried. Returns at once; the cleanup runs behind. */
@@ -111,6 +115,9 @@ export class ConntrackCleaner {
       await writeFile(file, batchText(this.family, filters));
       const r = await run([this.binary, '-R', file], { timeoutMs: BATCH_TIMEOUT_MS });
       if (r.code !== 0) throw new Error(r.stderr.trim().split('\n')[0] || `exit ${r.code}`);
+      // In batch mode conntrack prints each flow it deleted, one line each ("udp 17 49 src=...").
+      const deleted = r.stdout.split('\n').filter((l) => /^\w+\s+\d+\s+\d+\s+src=/.test(l)).length;
+      this.onBatch?.((performance.now() - started) / 1000, deleted);
       log.debug(
         { event: 'conntrack-cleanup', family: this.family, filters: filters.length, ms: Math.round(performance.now() - started) },
         'deleted stale UDP conntrack entries',

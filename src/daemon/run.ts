@@ -201,7 +201,7 @@ export async function runProxy(given: RunOptions): Promise<number> {
   const pipelines: FamilyPipeline[] = families.map((family) => {
     const cluster = new ClusterState(opts.proxy, family);
     const proxier = createProxier(opts.mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend, family });
-    const conntrack = new ConntrackCleaner(family);
+    const conntrack = new ConntrackCleaner(family, 'conntrack', (seconds, deleted) => metrics.conntrackReconciled(family, seconds, deleted));
     const p: FamilyPipeline = { family, cluster, proxier, conntrack, loop: null as unknown as SyncLoop, applied: null, lastSync: null };
     // The loop's callbacks run only after start(), when the health objects below exist.
     p.loop = new SyncLoop({
