@@ -143,7 +143,9 @@ export class Topology {
     try {
       await topo.#build();
     } catch (e) {
-      await topo.destroy().catch((err) => log.warn({ err, prefix: topo.prefix }, 'topology cleanup after a failed build failed'));
+      await topo
+        .destroy()
+        .catch((err) => log.warn({ event: 'sandbox-cleanup-failed', err, prefix: topo.prefix }, 'topology cleanup after a failed build failed'));
       throw e;
     }
     return topo;
@@ -199,7 +201,7 @@ export class Topology {
     this.#children.add(child);
     child.on('exit', () => this.#children.delete(child));
     // An 'error' event (spawn failure) without a listener would crash the process.
-    child.on('error', (err) => log.warn({ err, prefix: this.prefix, host, argv }, 'spawned process failed'));
+    child.on('error', (err) => log.warn({ event: 'sandbox-spawn-failed', err, prefix: this.prefix, host, argv }, 'spawned process failed'));
     child.stdin?.on('error', () => {});
     return child;
   }
@@ -401,7 +403,7 @@ export async function sweepStale(pattern: RegExp = PREFIX_PATTERN): Promise<stri
     await removeNamespace(ns);
     swept.push(ns);
   }
-  if (swept.length > 0) log.info({ namespaces: swept }, 'removed network namespaces of a dead earlier run');
+  if (swept.length > 0) log.info({ event: 'sandbox-swept', namespaces: swept }, 'removed network namespaces of a dead earlier run');
   return swept;
 }
 

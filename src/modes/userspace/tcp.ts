@@ -108,7 +108,7 @@ export class TcpListener implements Listener {
     this.#balancer = opts.balancer;
     this.#timeouts = opts.connectTimeoutsMs ?? DEFAULT_CONNECT_TIMEOUTS_MS;
     server.on('connection', (socket: Socket) => this.#accept(socket));
-    server.on('error', (err) => log.error({ err, port }, 'userspace TCP listener failed'));
+    server.on('error', (err) => log.error({ event: 'tcp-listener-error', err, port }, 'userspace TCP listener failed'));
   }
 
   /** Opens a listener on the wildcard address, on a port from `opts.ports`. */
@@ -197,11 +197,17 @@ export class TcpListener implements Listener {
       this.stats.dialFailures++;
       (failed ??= new Set()).add(ep.id);
       this.#balancer.failed(ep.id);
-      log.debug({ endpoint: ep.id, service: this.#balancer.servicePort.key, timeoutMs }, 'userspace proxy: endpoint unreachable, trying the next');
+      log.debug(
+        { event: 'endpoint-unreachable', endpoint: ep.id, service: this.#balancer.servicePort.key, timeoutMs },
+        'userspace proxy: endpoint unreachable, trying the next',
+      );
     }
     if (!conn.gone) {
       this.stats.rejected++;
-      log.debug({ service: this.#balancer.servicePort.key, failed: failed ? [...failed] : [] }, 'userspace proxy: no endpoint reachable, resetting the client');
+      log.debug(
+        { event: 'no-endpoint-reachable', service: this.#balancer.servicePort.key, failed: failed ? [...failed] : [] },
+        'userspace proxy: no endpoint reachable, resetting the client',
+      );
       client.resetAndDestroy();
     }
   }

@@ -123,7 +123,7 @@ export class UdpListener implements Listener {
     this.#now = opts.now ?? Date.now;
     for (const socket of [any, loopback]) {
       socket.on('message', (msg, rinfo) => this.#fromClient(socket, msg, rinfo));
-      socket.on('error', (err) => log.warn({ err, port: socket.address().port }, 'userspace UDP listener socket error'));
+      socket.on('error', (err) => log.warn({ event: 'udp-listener-error', err, port: socket.address().port }, 'userspace UDP listener socket error'));
     }
     track(this);
   }
@@ -229,12 +229,12 @@ export class UdpListener implements Listener {
       this.#touch(s);
       this.stats.datagramsOut++;
       s.via.send(reply, s.clientPort, rinfo.address, (err) => {
-        if (err) log.debug({ err, client: s.clientAddress }, 'userspace proxy: reply to UDP client failed');
+        if (err) log.debug({ event: 'udp-reply-failed', err, client: s.clientAddress }, 'userspace proxy: reply to UDP client failed');
       });
     });
     // ECONNREFUSED here is the endpoint's ICMP port unreachable: end the session, the next datagram picks again.
     upstream.on('error', (err) => {
-      log.debug({ err, endpoint: endpoint.id }, 'userspace proxy: UDP session to endpoint failed');
+      log.debug({ event: 'udp-session-failed', err, endpoint: endpoint.id }, 'userspace proxy: UDP session to endpoint failed');
       this.#close(s);
     });
     upstream.connect(endpoint.port, endpoint.ip, () => {
