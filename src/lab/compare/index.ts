@@ -409,10 +409,10 @@ function renderSection(
     figures.some((f) => f.mode === 'userspace')
       ? [
           'The userspace proxy pays for a second TCP connection per client connection and for copying every byte',
-          'in and out of a process: about twice the CPU per byte and per connection of the kernel modes. Where the',
-          'cores are busy (client, server and proxy share them here, with whatever else runs: see the load average)',
-          'its ratio to the kernel modes falls towards 0.5; with idle cores it rises. The backend sees the',
-          "proxy's address as the source.",
+          'in and out of a process (two more copies and a second pass through the TCP stack, on one thread): its',
+          'ratio to the kernel modes depends on the cores left free (client, server and proxy share them here,',
+          'with whatever else runs: see the load average). Where its time goes and what each change bought: the',
+          "section after this one. The backend sees the proxy's address as the source.",
         ].join('\n')
       : '',
     '<!-- compare:end -->',
