@@ -332,6 +332,8 @@ try {
   const listBytes = sum(startup.map((c) => c.listBytes)) / NODES;
   const bytesPerChange = sum(steadyBytesPerChange) / NODES;
   const relistBytes = sum(expiryDelta.map((c) => c.listBytes)) / NODES;
+  const startupLists = Math.max(...startup.map((c) => c.lists));
+  const relistsPerNode = Math.max(...expiryDelta.map((c) => c.lists));
   const proxyCpuPerNode = sum(proxyCpu) / NODES;
   const watchesPerNode = sum(whole.map((c) => c.openWatches)) / NODES;
   const fanoutPerChange = bytesPerChange * PROJECTED_NODES;
@@ -384,7 +386,7 @@ ${latencyRow('first change after a 410 and relist on every node', afterExpiryCha
 - dropped watches: ${dropped} watches cut at once mid-churn; every node had re-established its watches ${fmtMs(resumedMs)} later, with
   ${range(dropDelta.map((c) => c.lists))} lists and ${range(dropDelta.map((c) => c.watches))} watch requests per node, resumed from their resourceVersion
   (${range(dropDelta.map((c) => c.replayedEvents))} missed events replayed from the server's history per node): no relist storm.
-- 410 on every watch (${expired} watches, history compacted): every node relisted its 3 resources (${range(expiryDelta.map((c) => c.lists))} lists,
+- 410 on every watch (${expired} watches, history compacted): every node relisted its 3 collections (${range(expiryDelta.map((c) => c.lists))} lists,
   ${range(
     expiryDelta.map((c) => c.listBytes),
     mb,
@@ -407,17 +409,18 @@ ${statRow('whole run', whole)}
 
 Per node, what the proxy needs from the API server does not depend on the number of nodes: it watches 3
 collections (Services and EndpointSlices with kube-proxy's label selectors, its own Node by field selector), lists
-each once at start-up, and then only resumes watches. Multiplying the measured per-node figures:
+each once at start-up (and reads its Node once more for its addresses, and posts a \`Starting\` Event, as kube-proxy
+does), and then only resumes watches. Multiplying the measured per-node figures:
 
 | | per node (measured) | ${PROJECTED_NODES.toLocaleString('en')} nodes |
 |---|---|---|
 | open watches | ${watchesPerNode.toFixed(0)} | ${(watchesPerNode * PROJECTED_NODES).toLocaleString('en')} |
-| start-up lists (every node at once, e.g. a DaemonSet rollout) | 3, ${mb(listBytes)} | ${(3 * PROJECTED_NODES).toLocaleString('en')}, ${mb(listBytes * PROJECTED_NODES)} |
+| start-up lists (every node at once, e.g. a DaemonSet rollout) | ${startupLists}, ${mb(listBytes)} | ${(startupLists * PROJECTED_NODES).toLocaleString('en')}, ${mb(listBytes * PROJECTED_NODES)} |
 | watch requests while nothing changes (resumed from the resourceVersion; bookmarks every ${BOOKMARK_MS / 1000} s as kube-apiserver sends them) | ${quietWatchesPerMinute.toFixed(1)} per minute | ${quietRenewalsPerSecond.toFixed(0)} per second, no lists (kube-proxy: about ${clientGoRenewalsPerSecond.toFixed(0)} per second) |
 | one EndpointSlice change (${ENDPOINTS} endpoints), watch fan-out | 1 event, ${mb(bytesPerChange)} | ${PROJECTED_NODES.toLocaleString('en')} events, ${mb(fanoutPerChange)} |
 | ${CHURN_RATE} changes/s | ${mb(bytesPerChange * CHURN_RATE)}/s | ${mb(fanoutPerChange * CHURN_RATE)}/s |
 | a dropped watch (network blip, API server replica restart with its watch cache) | 0 lists, 1 resumed watch | 0 lists |
-| a 410 on every watch (history lost) | 3 lists, ${mb(relistBytes)} | ${(3 * PROJECTED_NODES).toLocaleString('en')} lists, ${mb(relistBytes * PROJECTED_NODES)} |
+| a 410 on every watch (history lost) | ${relistsPerNode} lists, ${mb(relistBytes)} | ${(relistsPerNode * PROJECTED_NODES).toLocaleString('en')} lists, ${mb(relistBytes * PROJECTED_NODES)} |
 | proxy CPU at ${CHURN_RATE} changes/s | ${Math.round(proxyCpuPerNode * 100)}% of a core | the same on each node |
 
 - The bytes are JSON, as this proxy asks for them (client-node speaks no protobuf); kube-proxy defaults to protobuf

@@ -214,15 +214,28 @@ try {
   const warm = rss.find((s) => s.ms >= WARMUP_MS) ?? rss.at(-1)!;
   const afterWarm = rss.filter((s) => s.ms >= warm.ms);
   const end = rss.at(-1)!;
+  // Growth compares sustained levels, not single samples: the median of a window just after the warm-up with
+  // that of the last window (5 minutes each; a third of what follows the warm-up in a shorter run).
+  const windowMs = Math.min(300_000, (end.ms - warm.ms) / 3);
+  const rssBaseline = percentile(
+    afterWarm.filter((s) => s.ms < warm.ms + windowMs).map((s) => s.mb),
+    50,
+  );
+  const final = percentile(
+    rss.filter((s) => s.ms > end.ms - windowMs).map((s) => s.mb),
+    50,
+  );
+  const growth = (final - rssBaseline) / rssBaseline;
   const peak = Math.max(...afterWarm.map((s) => s.mb));
-  const growth = (end.mb - warm.mb) / warm.mb;
-  const peakGrowth = (peak - warm.mb) / warm.mb;
+  const peakGrowth = (peak - rssBaseline) / rssBaseline;
   const trendPerHour = slope(afterWarm.map((s) => ({ x: s.ms / 3_600_000, y: s.mb })));
   const fiveMinuteMarks = rss.filter((s, i) => i === 0 || Math.floor(s.ms / 300_000) > Math.floor(rss[i - 1]!.ms / 300_000));
   const proxyRequests = Object.values(apiStats.clients);
   const lists = proxyRequests.reduce((a, c) => a + c.lists, 0);
   const watches = proxyRequests.reduce((a, c) => a + c.watches, 0);
-  const resumed = proxyRequests.reduce((a, c) => a + c.resumedWatches, 0);
+  const eventPosts = proxyRequests.reduce((a, c) => a + c.eventPosts, 0);
+  // A relist is the reflector listing a collection again (it logs it); the Node read once at start-up is no relist.
+  const relists = log.events.filter((e) => e.event === 'relisted').length;
   const met = (b: boolean) => (b ? 'met' : '**NOT met**');
   const pct = (x: number) => `${x >= 0 ? '+' : ''}${(x * 100).toFixed(1)}%`;
   const date = new Date().toISOString().slice(0, 10);
@@ -250,20 +263,22 @@ ${date}${flags.quick ? ' (quick run)' : ''}.
 | connection time (connect to answer) | median of 10 s medians ${medianP50.toFixed(2)} ms, worst 10 s p99 ${worstP99.toFixed(1)} ms | | |
 | change applied (per sync, its oldest change) | p50 ${fmtMs(percentile(programmed, 50))}, p99 ${fmtMs(percentile(programmed, 99))}, max ${fmtMs(Math.max(...programmed))}; ${late} of ${programmed.length} syncs over ${APPLY_GOAL_MS / 1000} s | every change ≤ ${APPLY_GOAL_MS / 1000} s | ${met(late === 0 && programmed.length > 0)} |
 | failed syncs | ${syncFailures} | | |
-| resident memory after ${minutes(warm.ms)} → end | ${warm.mb.toFixed(0)} MB → ${end.mb.toFixed(0)} MB (${pct(growth)}; peak ${peak.toFixed(0)} MB, ${pct(peakGrowth)}) | < ${GROWTH_GOAL * 100}% growth | ${met(peakGrowth < GROWTH_GOAL)} |
+| resident memory: median of the ${minutes(windowMs)} after the first ${minutes(warm.ms)} → median of the last ${minutes(windowMs)} | ${rssBaseline.toFixed(0)} MB → ${final.toFixed(0)} MB (${pct(growth)}) | < ${GROWTH_GOAL * 100}% growth | ${met(growth < GROWTH_GOAL)} |
+| resident memory, single samples: at ${minutes(warm.ms)}, the highest after it, at the end | ${warm.mb.toFixed(0)} MB, ${peak.toFixed(0)} MB (${pct(peakGrowth)} over the first median), ${end.mb.toFixed(0)} MB | | |
 | memory trend after ${minutes(warm.ms)} (least squares) | ${trendPerHour >= 0 ? '+' : ''}${trendPerHour.toFixed(1)} MB per hour | | |
 | CPU | proxy ${(cpu.perProcess[0]! * 100).toFixed(0)}% of a core, API server ${(cpu.perProcess[1]! * 100).toFixed(0)}%, machine ${(cpu.machineBusy * 100).toFixed(0)}% of ${cpu.cores} cores | | |
-| the proxy's API requests | ${lists} lists, ${watches} watches (${resumed} resumed from their resourceVersion) | no relists | ${met(lists <= 3)} |
+| the proxy's API requests | ${lists} lists (its 3 collections and its Node at start-up), ${watches} watches, ${eventPosts} Event posted; ${relists} relists | no relists | ${met(relists === 0)} |
 
 - the slowest changes: ${slowest.join('; ')}. Periodic full syncs (\`--sync-period 30s\`): ${fullSyncs.length}, taking p50 ${fmtMs(percentile(fullSyncs, 50))}, max ${fmtMs(Math.max(...fullSyncs))}.
 - machine load average (1 min) at the start and at the end: ${loadStart.toFixed(1)}, ${os.loadavg()[0]!.toFixed(1)}; whatever else ran on the machine shared its 2 cores.
 - resident memory every 5 minutes (MB): ${fiveMinuteMarks.map((s) => s.mb.toFixed(0)).join(', ')}, end ${end.mb.toFixed(0)}.
-- memory growth is judged on the peak after the first ${minutes(warm.ms)}, the stricter of peak and end.`;
+- memory growth is judged on sustained levels (medians of ${Math.round(windowMs / RSS_EVERY_MS)} samples), not on one sample: V8 grows its heap in steps and
+  returns memory later, so a single 10 s sample can be a transient high (shown in the row below it) that the next minutes give back.`;
   // The recorded figures are those of a full-length soak: a shorter run is a smoke check, printed only.
   if (MINUTES >= 30) writeSection('soak', body);
   else process.stderr.write(`soak: a ${MINUTES}-minute run; docs/benchmarks.md keeps the figures of the last run of 30 minutes or more\n`);
   console.log(body);
-  if (failed > 0 || late > 0 || peakGrowth >= GROWTH_GOAL) process.exitCode = 1;
+  if (failed > 0 || late > 0 || growth >= GROWTH_GOAL) process.exitCode = 1;
 } finally {
   await topo.destroy();
   rmSync(dir, { recursive: true, force: true });

@@ -11,6 +11,8 @@
 // tooOldAs is 'event'). allowWatchBookmarks=true watches get BOOKMARK events every bookmarkIntervalMs and
 // on bookmark(); timeoutSeconds ends a watch normally.
 //
+// Events posted to /apis/events.k8s.io/v1/namespaces/NS/events are kept in postedEvents (never listed or watched).
+//
 // Accounting per client (its remote address; in a benchmark each node has its own): requests by kind,
 // bytes sent, watch events and resumes, so that a benchmark can show what each proxy asks of the server.
 import { randomUUID } from 'node:crypto';
@@ -50,6 +52,9 @@ function resourcesFor(endpointSliceVersion: 'v1' | 'v1beta1'): Resource[] {
   return RESOURCES.map((r) => (r.kind === 'EndpointSlice' ? { ...r, apiVersion: 'discovery.k8s.io/v1beta1', prefix: '/apis/discovery.k8s.io/v1beta1' } : r));
 }
 const FIELDS = ['metadata.name', 'metadata.namespace'];
+/** Where clients post Events (stored for tests to read, never watched). */
+const EVENTS_PATH = /^\/apis\/events\.k8s\.io\/v1\/namespaces\/[^/]+\/events$/;
+const MAX_POSTED_EVENTS = 1000;
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 interface HistoryEntry {
@@ -96,6 +101,8 @@ export interface ClientStats {
   resumedWatches: number;
   /** Single-object GETs answered (200). */
   gets: number;
+  /** Events posted (events.k8s.io/v1, answered 201). */
+  eventPosts: number;
   /** Requests answered with an error status (401, 404, 410, injected 5xx, ...). */
   errors: number;
   /** Bytes of list and get answers. */
@@ -111,7 +118,19 @@ export interface ClientStats {
 }
 
 function emptyClientStats(): ClientStats {
-  return { lists: 0, watches: 0, resumedWatches: 0, gets: 0, errors: 0, listBytes: 0, watchBytes: 0, watchEvents: 0, replayedEvents: 0, openWatches: 0 };
+  return {
+    lists: 0,
+    watches: 0,
+    resumedWatches: 0,
+    gets: 0,
+    eventPosts: 0,
+    errors: 0,
+    listBytes: 0,
+    watchBytes: 0,
+    watchEvents: 0,
+    replayedEvents: 0,
+    openWatches: 0,
+  };
 }
 
 /** The client address of a socket as a person writes it. */
@@ -172,6 +191,8 @@ export class TestApiServer {
   tooOldAs: 'status' | 'event';
   /** Every request served, in order (controls excluded). */
   readonly requests: RequestRecord[] = [];
+  /** Events posted by clients (events.k8s.io/v1, as the proxy records them), the latest MAX_POSTED_EVENTS. */
+  readonly postedEvents: ApiObject[] = [];
 
   private port: number;
   private server: Server | null = null;
@@ -421,6 +442,25 @@ export class TestApiServer {
 
   // ---- internals ----
 
+  /** A posted Event: kept (the latest MAX_POSTED_EVENTS) and answered 201 with the object, as the API server does. */
+  private postEvent(req: IncomingMessage, res: ServerResponse, rec: RequestRecord): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      let event: ApiObject;
+      try {
+        event = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ApiObject;
+      } catch {
+        this.fail(req, res, 400, 'the body is not JSON', rec);
+        return;
+      }
+      this.postedEvents.push(event);
+      if (this.postedEvents.length > MAX_POSTED_EVENTS) this.postedEvents.shift();
+      this.clientOf(rec).eventPosts++;
+      this.send(req, res, 201, event, rec);
+    });
+  }
+
   private clientOf(rec: RequestRecord): ClientStats {
     let st = this.clients.get(rec.client);
     if (!st) this.clients.set(rec.client, (st = emptyClientStats()));
@@ -495,7 +535,7 @@ export class TestApiServer {
       rec.status = status;
       const client = this.clientOf(rec);
       if (status >= 400) client.errors++;
-      else client.listBytes += Buffer.byteLength(text);
+      else if (status === 200) client.listBytes += Buffer.byteLength(text);
     }
     res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
     res.end(req.method === 'HEAD' ? undefined : text);
@@ -544,6 +584,10 @@ export class TestApiServer {
       const status = this.failures.status;
       if (--this.failures.left <= 0) this.failures = null;
       this.fail(req, res, status, 'injected failure', rec);
+      return;
+    }
+    if (req.method === 'POST' && EVENTS_PATH.test(url.pathname)) {
+      this.postEvent(req, res, rec);
       return;
     }
     if (req.method !== 'GET') {

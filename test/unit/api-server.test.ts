@@ -246,7 +246,7 @@ describe('TestApiServer', () => {
     expect(server.requests.filter((q) => q.status === 503)).toHaveLength(2);
   });
 
-  it('accounts per client address: lists, watches (resumed ones and their replayed events), errors, bytes', async () => {
+  it('accounts per client address: lists, watches (resumed ones and their replayed events), posted events, errors, bytes', async () => {
     server.create(svc('web'));
     const listed = await get(server, '/api/v1/services');
     const rv = listed.body.metadata.resourceVersion;
@@ -258,9 +258,27 @@ describe('TestApiServer', () => {
     await waitFor(() => server.watchCount === 0);
     const again = await watch(`/api/v1/services?watch=true&resourceVersion=${rv}`); // resumes: replays the update
     await waitFor(() => again.events.length === 1);
+    const event = { apiVersion: 'events.k8s.io/v1', kind: 'Event', metadata: { name: 'node-a.1', namespace: 'default' }, reason: 'Starting' };
+    const posted = await fetch(`${server.url}/apis/events.k8s.io/v1/namespaces/default/events`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(event),
+    });
+    expect(posted.status).toBe(201);
+    expect(server.postedEvents).toEqual([event]);
     const all = server.clientStats();
     expect(Object.keys(all)).toEqual(['127.0.0.1']);
-    expect(all['127.0.0.1']).toMatchObject({ lists: 1, watches: 2, resumedWatches: 2, gets: 0, errors: 1, watchEvents: 2, replayedEvents: 1, openWatches: 1 });
+    expect(all['127.0.0.1']).toMatchObject({
+      lists: 1,
+      watches: 2,
+      resumedWatches: 2,
+      gets: 0,
+      eventPosts: 1,
+      errors: 1,
+      watchEvents: 2,
+      replayedEvents: 1,
+      openWatches: 1,
+    });
     expect(all['127.0.0.1']!.listBytes).toBeGreaterThan(100);
     expect(all['127.0.0.1']!.watchBytes).toBeGreaterThan(100);
     expect(server.requests.every((q) => q.client === '127.0.0.1')).toBe(true);
