@@ -18,12 +18,13 @@ import type { Readable, Writable } from 'node:stream';
 /** The buffer every connection reads into: Node's own read size. */
 const SHARED_BYTES = 64 << 10;
 /**
- * A bulk connection's own buffer. Measured in the mode comparison: 256 KiB carried the most (64 KiB
- * reads wake the proxy for less data, 1 MiB and more no longer fit the core's cache).
+ * A bulk connection's own buffer. Larger reads and writes mean fewer wakeups of the processes on either
+ * side, each of which can preempt the proxy: measured (docs/benchmarks.md), 512 KiB carried more than
+ * 256 KiB in nearly every round, and larger buffers gained nothing certain for their memory.
  */
-const OWN_BYTES = 256 << 10;
+const OWN_BYTES = 512 << 10;
 /** At most this many own buffers at once (16 MiB); further bulk connections copy out of the shared buffer. */
-const MAX_OWN = 64;
+const MAX_OWN = 32;
 /** Own buffers kept for reuse once given back (the rest is left to the garbage collector). */
 const KEEP_FREE = 8;
 /** A read at least this large means bulk data: the connection gets (or keeps) a buffer of its own. */
