@@ -18,15 +18,16 @@ import type { Readable, Writable } from 'node:stream';
 /** The buffer every connection reads into: Node's own read size. */
 const SHARED_BYTES = 64 << 10;
 /**
- * A bulk connection's own buffer. Larger reads and writes mean fewer wakeups of the processes on either
- * side, each of which can preempt the proxy: measured (docs/benchmarks.md), 512 KiB carried more than
- * 256 KiB in nearly every round, and larger buffers gained nothing certain for their memory.
+ * A bulk connection's own buffer. Larger reads and writes mean fewer system calls and fewer wakeups of
+ * the processes on either side, each of which can preempt the proxy. Measured (docs/benchmarks.md): 512 KiB
+ * carried more than 256 KiB in nearly every round; 1 MiB as much as 512 KiB for 13-20% less CPU per byte;
+ * 2 MiB gained nothing more.
  */
-const OWN_BYTES = 512 << 10;
+const OWN_BYTES = 1 << 20;
 /** At most this many own buffers at once (16 MiB); further bulk connections copy out of the shared buffer. */
-const MAX_OWN = 32;
+const MAX_OWN = 16;
 /** Own buffers kept for reuse once given back (the rest is left to the garbage collector). */
-const KEEP_FREE = 8;
+const KEEP_FREE = 4;
 /** A read at least this large means bulk data: the connection gets (or keeps) a buffer of its own. */
 const BULK_READ_BYTES = 32 << 10;
 
