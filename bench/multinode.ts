@@ -52,6 +52,8 @@ const BOOKMARK_MS = 60_000;
 const AFTER_DROP_MS = 10_000;
 /** Single-change samples slower than this are looked at: did they wait for a periodic full sync? */
 const SLOW_MS = 250;
+/** Under churn every change waits for the next sync (--min-sync-period 1s): slower than this is looked at. */
+const CHURN_SLOW_MS = 2000;
 const PROJECTED_NODES = 5000;
 const API_IP = '198.18.0.1';
 const API_PORT = 6443;
@@ -280,6 +282,17 @@ try {
       .flatMap((s) => (s.programmingMs === undefined ? [] : [s.programmingMs])),
   );
   const syncsPerNode = nodes.map((n) => n.log.between(churnStart, churnEnd).filter(ipv4).length);
+  // Steady-churn syncs that carried a change older than CHURN_SLOW_MS: were they, or did they follow, a periodic full sync?
+  let churnSlow = 0;
+  let churnSlowFull = 0;
+  for (const n of nodes) {
+    const all = n.log.syncs.filter(ipv4);
+    all.forEach((x, i) => {
+      if (x.at < churnStart + 2000 || x.at >= dropAt || (x.programmingMs ?? 0) <= CHURN_SLOW_MS) return;
+      churnSlow++;
+      if (x.full || all[i - 1]?.full) churnSlowFull++;
+    });
+  }
   const churnSent = changer.sent - sentBefore;
   const churnSeconds = (churnEnd - churnStart) / 1000;
   const steadyBytesPerChange = perNode(nodes, beforeChurn, beforeDrop).map((c) => c.watchBytes / (sentAtDrop - sentBefore));
@@ -378,6 +391,7 @@ ${latencyRow('first change after a 410 and relist on every node', afterExpiryCha
   )}% of them by this benchmark's proxies and API server (the rest: the load generator and whatever else ran)${
     saturated ? ' — **saturated**: the latencies under churn include waiting for a core' : ' (not saturated)'
   }.
+- churn: ${churnSlow} of the ${steady.length} steady-churn syncs carried a change older than ${CHURN_SLOW_MS / 1000} s; ${churnSlowFull} of those were, or came right after, a periodic full sync.
 - single changes: ${slow} of ${single.length} samples took over ${SLOW_MS} ms; ${slowBehindFull} of those waited for a periodic full sync (\`--sync-period 30s\`) that was running when the change came.
 - resident memory per proxy at the end: ${range(
     rss.map((x) => Math.round(x)),
