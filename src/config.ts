@@ -6,7 +6,7 @@
 // accepted and said so once at start (RunOptions.notices); a valid kube-proxy command line never exits here.
 import { hostname as osHostname } from 'node:os';
 import { FAMILIES, familyOf, parseCIDR, parseIP } from './model/addr.ts';
-import { DEFAULT_MASQUERADE_BIT, type DetectLocal, type IPFamily, type ProxyConfig } from './model/types.ts';
+import { DEFAULT_MASQUERADE_BIT, DEFAULT_NODEPORT_RANGE, type DetectLocal, type IPFamily, type ProxyConfig } from './model/types.ts';
 import { type IptablesBackend, MODES, type ModeName } from './modes/types.ts';
 import {
   type ConfigWarning,
@@ -491,6 +491,13 @@ export const RUN_FLAGS: RunFlag[] = [
   { name: 'from', kind: 'string', arg: 'FILE', help: 'read Services, EndpointSlices and Nodes from a YAML/JSON file instead of the API server' },
   { name: 'iptables-backend', kind: 'string', arg: 'auto|nft|legacy', help: 'which iptables binaries (default auto: whichever holds rules)' },
   { name: 'log-level', kind: 'string', arg: 'LEVEL', help: 'trace, debug, info, warn, error (overrides -v)' },
+  {
+    name: 'service-node-port-range',
+    kind: 'string',
+    arg: 'MIN-MAX',
+    help: "the API server's --service-node-port-range (default 30000-32767): NodePorts and health-check node ports outside it are reported",
+  },
+  { name: 'refuse-out-of-range-nodeports', kind: 'bool', help: 'leave out NodePorts outside --service-node-port-range instead of only reporting them' },
 ];
 
 /** `--version` alone is `--version=true`, as upstream's verflag. */
@@ -633,6 +640,22 @@ function resolveDetectLocal(c: C): DetectLocal {
   }
 }
 
+/**
+ * --service-node-port-range as kube-apiserver writes it ("30000-32767", or "30000+2767": base and size), and
+ * whether ports outside it are left out. A NodePort outside the range the API server allocates from was set
+ * by hand (port 22 would take over the node's SSH), so it is always reported.
+ */
+export function resolveNodePortRange(value: string | undefined, refuse: boolean): { min: number; max: number; refuse: boolean } {
+  if (value === undefined || value === '') return { ...DEFAULT_NODEPORT_RANGE, refuse };
+  const m = /^(\d{1,5})(?:([-+])(\d{1,5}))?$/.exec(value.trim());
+  const what = '--service-node-port-range';
+  if (!m) throw new UsageError(`${what}: ${JSON.stringify(value)} is not MIN-MAX or BASE+SIZE`);
+  const min = parseInt32(m[1]!, what, { min: 1, max: 65535 });
+  const max = m[2] === undefined ? min : m[2] === '-' ? parseInt32(m[3]!, what, { min: 1, max: 65535 }) : min + parseInt32(m[3]!, what, { min: 0, max: 65535 });
+  if (max < min || max > 65535) throw new UsageError(`${what}: ${JSON.stringify(value)} is not a range of ports`);
+  return { min, max, refuse };
+}
+
 /** clusterCIDR: at most one CIDR per family (upstream's validation). */
 function resolveClusterCIDRs(s: string): string[] {
   const cidrs = parseCIDRList(s, 'clusterCIDR');
@@ -770,6 +793,7 @@ function resolveConfiguration(c: C, parsed: ParsedFlags, notices: Notice[], conf
     localhostNodePorts: c.iptables.localhostNodePorts ?? true,
     masqueradeBit,
     detectLocal: resolveDetectLocal(c),
+    nodePortRange: resolveNodePortRange(f('service-node-port-range'), f('refuse-out-of-range-nodeports') === 'true'),
   };
   return {
     mode,

@@ -235,7 +235,7 @@ export class ClusterState {
       this.notices.push({
         object: `Service ${svcKey}`,
         field,
-        message: `${port} is outside the NodePort range ${range.min}-${range.max}${range.refuse ? '' : ' (still opened: set the range to refuse such ports)'}`,
+        message: `${port} is outside the NodePort range ${range.min}-${range.max}${range.refuse ? '' : ' (still opened; --refuse-out-of-range-nodeports leaves such ports out)'}`,
         ...(range.refuse ? {} : { severity: 'warning' as const }),
       });
       return !range.refuse;

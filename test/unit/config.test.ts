@@ -285,6 +285,19 @@ describe('the run command line', () => {
   });
 });
 
+describe('--service-node-port-range', () => {
+  it("defaults to the API server's range, reported only", async () => {
+    expect((await run(['--hostname-override', 'a'])).proxy.nodePortRange).toEqual({ min: 30000, max: 32767, refuse: false });
+  });
+  it('takes MIN-MAX or BASE+SIZE as kube-apiserver does, and the refusal', async () => {
+    const range = async (...argv: string[]) => (await run(['--hostname-override', 'a', ...argv])).proxy.nodePortRange;
+    expect(await range('--service-node-port-range', '20000-22767')).toEqual({ min: 20000, max: 22767, refuse: false });
+    expect(await range('--service-node-port-range=30000+100', '--refuse-out-of-range-nodeports')).toEqual({ min: 30000, max: 30100, refuse: true });
+    for (const bad of ['32767-30000', '0-10', 'a-b', '30000-70000', '30000-'])
+      await expect(range('--service-node-port-range', bad), bad).rejects.toThrow(UsageError);
+  });
+});
+
 describe('--config', () => {
   it("reads kubeadm's ConfigMap as upstream: zero values are the defaults, nothing to warn about", async () => {
     const o = await run(['--config', file(KUBEADM_CONFIG)]);

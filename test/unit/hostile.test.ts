@@ -156,7 +156,7 @@ describe('node ports outside the NodePort range', () => {
     const { state, issues } = buildState([ssh], CONFIG);
     expect(state.servicePorts.get('shop/ssh:x')!.nodePort).toBe(22);
     expect(issues.map(issueLine)).toEqual([
-      'warning: Service shop/ssh: spec.ports[0].nodePort: 22 is outside the NodePort range 30000-32767 (still opened: set the range to refuse such ports)',
+      'warning: Service shop/ssh: spec.ports[0].nodePort: 22 is outside the NodePort range 30000-32767 (still opened; --refuse-out-of-range-nodeports leaves such ports out)',
     ]);
   });
   it('are left out when the range refuses them; the rest of the service still routes', () => {
