@@ -7,6 +7,7 @@
 import { hostname as osHostname } from 'node:os';
 import { FAMILIES, familyOf, parseCIDR, parseIP } from './model/addr.ts';
 import { DEFAULT_MASQUERADE_BIT, DEFAULT_NODEPORT_RANGE, type DetectLocal, type IPFamily, type ProxyConfig } from './model/types.ts';
+import { checkDetectLocal } from './model/local-detect.ts';
 import { type IptablesBackend, MODES, type ModeName } from './modes/types.ts';
 import {
   type ConfigWarning,
@@ -623,6 +624,17 @@ function resolveMode(mode: string, notices: Notice[]): ModeName {
 }
 
 function resolveDetectLocal(c: C): DetectLocal {
+  const d = detectLocalMode(c);
+  // Interface names go into rule text: refused at start as the kernel would (model/local-detect.ts).
+  try {
+    checkDetectLocal(d);
+  } catch (e) {
+    throw new UsageError(`detectLocal: ${(e as Error).message}`);
+  }
+  return d;
+}
+
+function detectLocalMode(c: C): DetectLocal {
   switch (c.detectLocalMode) {
     case 'ClusterCIDR':
     case 'NodeCIDR':
@@ -779,12 +791,6 @@ function resolveConfiguration(c: C, parsed: ParsedFlags, notices: Notice[], conf
   const level = f('log-level') ?? levelForVerbosity(c.logging.verbosity);
   if (!/^(trace|debug|info|warn|error|fatal|silent)$/.test(level))
     throw new UsageError(`--log-level: ${JSON.stringify(level)} is not trace, debug, info, warn or error`);
-  // Parsed and handed to the modes (ProxyConfig), which do not apply other values yet: say so rather than
-  // pretend. Remove each notice when the modes honour the field.
-  if (masqueradeBit !== DEFAULT_MASQUERADE_BIT)
-    notices.push({ subject: 'masqueradeBit', message: `${masqueradeBit}: parsed, but the modes still mark with bit ${DEFAULT_MASQUERADE_BIT} (0x4000)` });
-  if (c.detectLocalMode !== 'ClusterCIDR')
-    notices.push({ subject: 'detectLocalMode', message: `${c.detectLocalMode}: parsed, but the modes still tell local traffic by clusterCIDR` });
   const proxy: ProxyConfig = {
     hostname: nodeName(c.hostnameOverride),
     clusterCIDRs: resolveClusterCIDRs(c.clusterCIDR),

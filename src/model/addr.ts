@@ -175,6 +175,19 @@ export function ruleCIDR(cidr: string, family: IPFamily): string {
 }
 
 /** A port 1-65535 as text; else InvalidValueError. */
+/**
+ * An interface name (or name prefix) written into a rule (`-i NAME`, `iifname "NAME"`), as the kernel's
+ * dev_valid_name accepts it: 1 to IFNAMSIZ-1 (15) bytes, not "." or "..", no '/', ':' or whitespace. Stricter
+ * where rule text needs it: printable ASCII only, no quotes or backslashes, and no '+' or '*' (iptables' and
+ * nft's wildcards). `room` bytes are kept free for a wildcard the caller appends (a prefix: 1).
+ */
+export function ruleInterfaceName(name: string, room = 0): string {
+  const max = 15 - room;
+  if (typeof name !== 'string' || name.length === 0 || name.length > max || name === '.' || name === '..' || !/^[!#-&(-),-.0-9;-[\]-~]+$/.test(name))
+    throw new InvalidValueError(`not an interface name${room > 0 ? ' prefix' : ''} (1-${max} printable characters without / : + * quotes, backslashes or spaces): ${JSON.stringify(name)}`);
+  return name;
+}
+
 export function rulePort(port: number): string {
   if (!isValidPort(port)) throw new InvalidValueError(`not a port: ${String(port)}`);
   return String(port);

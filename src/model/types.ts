@@ -136,11 +136,17 @@ export interface ProxyConfig {
 
 export type DetectLocal =
   | { mode: 'ClusterCIDR' }
-  | { mode: 'NodeCIDR' }
+  /** podCIDRs: the Node's spec.podCIDRs, resolved at start (daemon/run.ts); absent or empty: not known (yet). */
+  | { mode: 'NodeCIDR'; podCIDRs?: string[] }
   | { mode: 'BridgeInterface'; bridgeInterface: string }
   | { mode: 'InterfaceNamePrefix'; interfaceNamePrefix: string };
 
 export const DEFAULT_MASQUERADE_BIT = 14;
+
+/** The fwmark value that marks packets to masquerade: 1 << masqueradeBit (upstream's masqueradeValue), unsigned. */
+export function masqueradeMark(config: ProxyConfig): number {
+  return (1 << (config.masqueradeBit ?? DEFAULT_MASQUERADE_BIT)) >>> 0;
+}
 
 export const DEFAULT_NODEPORT_RANGE = { min: 30000, max: 32767, refuse: false } as const;
 

@@ -224,11 +224,13 @@ describe('the run command line', () => {
   it("parses --iptables-localhost-nodeports, --iptables-masquerade-bit and --detect-local-mode into the proxy's configuration", async () => {
     expect((await run(['--iptables-localhost-nodeports=false'])).proxy.localhostNodePorts).toBe(false);
     expect((await run(['--iptables-masquerade-bit=9'])).proxy.masqueradeBit).toBe(9);
-    // What the modes do not apply yet is said.
-    expect(notices(await run(['--iptables-masquerade-bit=9']))).toEqual(['masqueradeBit: 9: parsed, but the modes still mark with bit 14 (0x4000)']);
-    expect(notices(await run(['--detect-local-mode=NodeCIDR']))).toEqual([
-      'detectLocalMode: NodeCIDR: parsed, but the modes still tell local traffic by clusterCIDR',
-    ]);
+    // Honoured by the modes: nothing to say.
+    expect(notices(await run(['--iptables-masquerade-bit=9']))).toEqual([]);
+    expect(notices(await run(['--detect-local-mode=NodeCIDR']))).toEqual([]);
+    // Interface names go into rules: refused at start as the kernel would refuse them.
+    for (const bad of ['cbr0; reboot', 'a"b', 'x/y', 'sixteen-chars-xx', ''])
+      await expect(run(['--detect-local-mode=BridgeInterface', `--pod-bridge-interface=${bad}`])).rejects.toThrow(UsageError);
+    await expect(run(['--detect-local-mode=InterfaceNamePrefix', '--pod-interface-name-prefix=veth*'])).rejects.toThrow(/interface name prefix/);
     await expect(run(['--iptables-masquerade-bit=32'])).rejects.toThrow(/\[0, 31\]/);
     // upstream: the flag sets iptables.masqueradeBit only; the nftables mode reads nftables.masqueradeBit.
     expect((await run(['--iptables-masquerade-bit=9', '--proxy-mode=nftables'])).proxy.masqueradeBit).toBe(14);

@@ -5,8 +5,6 @@
 import { hash } from 'node:crypto';
 import type { ServicePort } from '../../model/types.ts';
 
-export const MASQ_MARK = '0x4000';
-
 /** Fixed chains. */
 export const KUBE_SERVICES = 'KUBE-SERVICES';
 export const KUBE_NODEPORTS = 'KUBE-NODEPORTS';

@@ -12,8 +12,9 @@
 // Filter rules only ever see traffic that nat did not DNAT (after DNAT the destination is an
 // endpoint, no longer the frontend); proxier.ts relies on that to order its writes.
 import { cidrContains, familyAddress, hostPort, InvalidValueError, parseCIDR, ruleCIDR, ruleIP, rulePort, ruleProtocol } from '../../model/addr.ts';
-import type { DesiredState, Endpoint, IPFamily, ServicePort } from '../../model/types.ts';
-import { clusterCIDRsOf, nodePortCIDRsOf } from '../../model/config.ts';
+import { type DesiredState, type Endpoint, type IPFamily, masqueradeMark, type ServicePort } from '../../model/types.ts';
+import { nodePortCIDRsOf } from '../../model/config.ts';
+import { describeDetector, type LocalDetector, localDetector } from '../../model/local-detect.ts';
 import { commentSafe, fmtProbability, fmtSeconds, quoteComment } from './format.ts';
 import type { TextBuffer } from './text-buffer.ts';
 import {
@@ -28,7 +29,6 @@ import {
   KUBE_PROXY_FIREWALL,
   KUBE_SERVICES,
   KUBELET_FIREWALL,
-  MASQ_MARK,
   NAT_FIXED_CHAINS,
   servicePortName,
   serviceChains,
@@ -66,7 +66,10 @@ export interface RenderedServicePort {
 /** What rendering needs from the configuration, validated and reduced to one family. */
 export interface RenderContext {
   family: IPFamily;
-  clusterCIDRs: string[];
+  /** How a packet from a local pod is told apart (model/local-detect.ts). */
+  local: LocalDetector;
+  /** The masquerade mark as iptables-save prints it (0x4000 for the default bit 14). */
+  masqMark: string;
   masqueradeAll: boolean;
   /** CIDRs whose local addresses accept NodePorts; null: every local address. */
   nodePortCIDRs: string[] | null;
@@ -96,6 +99,9 @@ export function renderContext(state: DesiredState): RenderContext {
   const localhostNodePorts =
     family === 'IPv4' && config.localhostNodePorts !== false && (nodePortCIDRs === null || nodePortCIDRs.some((c) => cidrContains(c, loopback.ip)));
   const warnings: string[] = [];
+  const local = localDetector(config, family);
+  // As upstream, which logs that it cannot tell local traffic (and so masquerades none of it) for the family.
+  if (local.kind === 'none' && !config.masqueradeAll) warnings.push(describeDetector(local));
   for (const cidr of nodePortCIDRs ?? []) {
     if (!localhostNodePorts && onlyLoopback(cidr, family)) {
       warnings.push(
@@ -107,7 +113,8 @@ export function renderContext(state: DesiredState): RenderContext {
   }
   return {
     family,
-    clusterCIDRs: clusterCIDRsOf(config, family).map((c) => ruleCIDR(c, family)),
+    local: local.kind === 'cidr' ? { kind: 'cidr', cidrs: local.cidrs.map((c) => ruleCIDR(c, family)) } : local,
+    masqMark: `0x${masqueradeMark(config).toString(16)}`,
     masqueradeAll: config.masqueradeAll,
     nodePortCIDRs,
     nodeIPs: (state.node?.addresses ?? []).map((a) => familyAddress(a, family)).filter((a) => a !== null),
@@ -233,8 +240,8 @@ export function renderServicePort(sp: ServicePort, ctx: RenderContext): Rendered
       rules.push(`-m comment --comment ${c(`masquerade traffic for ${cn} external destinations`)} -j ${KUBE_MARK_MASQ}`);
     } else {
       // Pods and the node itself are not subject to the external policy: they use the Cluster endpoints.
-      for (const cidr of ctx.clusterCIDRs) {
-        rules.push(`-m comment --comment ${c(`pod traffic for ${cn} external destinations`)} -s ${cidr} -j ${ch.svc}`);
+      for (const match of ifLocal(ctx.local)) {
+        rules.push(`-m comment --comment ${c(`pod traffic for ${cn} external destinations`)} ${match} -j ${ch.svc}`);
       }
       rules.push(`-m comment --comment ${c(`masquerade LOCAL traffic for ${cn} external destinations`)} -m addrtype --src-type LOCAL -j ${KUBE_MARK_MASQ}`);
       rules.push(`-m comment --comment ${c(`route LOCAL traffic for ${cn} external destinations`)} -m addrtype --src-type LOCAL -j ${ch.svc}`);
@@ -306,13 +313,45 @@ export function renderServicePort(sp: ServicePort, ctx: RenderContext): Rendered
   return { key: sp.key, frontends, chains, endpoints, filter, affinity: affinitySeconds !== null };
 }
 
-/** Marks ClusterIP traffic that does not come from a pod (or all of it with --masquerade-all). */
+/**
+ * The detector's IfLocal as iptables matches: any one of them matching means local traffic. Empty without a
+ * detector (upstream's IsImplemented false: no rule at all).
+ */
+export function ifLocal(d: LocalDetector): string[] {
+  switch (d.kind) {
+    case 'none':
+      return [];
+    case 'cidr':
+      return d.cidrs.map((cidr) => `-s ${cidr}`);
+    case 'interface':
+      return [`-i ${d.name}`];
+    case 'prefix':
+      return [`-i ${d.prefix}+`];
+  }
+}
+
+/**
+ * The detector's IfNotLocal as one iptables match, or null when one match cannot say it (more than one CIDR:
+ * the KUBE-MASQ-NON-POD chain returns for each) or there is no detector.
+ */
+export function ifNotLocal(d: LocalDetector): string | null {
+  if (d.kind === 'none' || (d.kind === 'cidr' && d.cidrs.length !== 1)) return null;
+  return `! ${ifLocal(d)[0]!}`;
+}
+
+/** Whether not-local needs the KUBE-MASQ-NON-POD chain (several CIDRs of the family, no --masquerade-all). */
+function needsNonPodChain(ctx: RenderContext): boolean {
+  return !ctx.masqueradeAll && ctx.local.kind === 'cidr' && ctx.local.cidrs.length > 1;
+}
+
+/** Marks ClusterIP traffic that does not come from a local pod (or all of it with --masquerade-all). */
 function clusterIPMasqRules(ctx: RenderContext, name: string /* comment-safe */, pm: string, clusterIPs: string[], port: string): string[] {
-  if (!ctx.masqueradeAll && ctx.clusterCIDRs.length === 0) return [];
+  const notLocal = ifNotLocal(ctx.local);
+  if (!ctx.masqueradeAll && notLocal === null && !needsNonPodChain(ctx)) return [];
   return clusterIPs.map((ip) => {
     const head = `-m comment --comment ${quoteComment(`${name} cluster IP`)} ${pm} -d ${ip} --dport ${port}`;
     if (ctx.masqueradeAll) return `${head} -j ${KUBE_MARK_MASQ}`;
-    if (ctx.clusterCIDRs.length === 1) return `${head} ! -s ${ctx.clusterCIDRs[0]} -j ${KUBE_MARK_MASQ}`;
+    if (notLocal !== null) return `${head} ${notLocal} -j ${KUBE_MARK_MASQ}`;
     return `${head} -j ${KUBE_MASQ_NON_POD}`;
   });
 }
@@ -395,22 +434,21 @@ export function prependNatDeclarations(out: TextBuffer, chains: string[]): void 
 
 /** The rules of the fixed nat chains (declared with the others, see natFixedChains). */
 export function writeNatFixedRules(out: TextBuffer, ctx: RenderContext): void {
-  const multiCIDR = !ctx.masqueradeAll && ctx.clusterCIDRs.length > 1;
-  out.line(`-A ${KUBE_POSTROUTING} -m mark ! --mark ${MASQ_MARK}/${MASQ_MARK} -j RETURN`);
+  const mark = ctx.masqMark;
+  out.line(`-A ${KUBE_POSTROUTING} -m mark ! --mark ${mark}/${mark} -j RETURN`);
   // Clear the mark so that a packet that is re-processed (e.g. by IPsec) is not masqueraded again.
-  out.line(`-A ${KUBE_POSTROUTING} -j MARK --xor-mark ${MASQ_MARK}`);
+  out.line(`-A ${KUBE_POSTROUTING} -j MARK --xor-mark ${mark}`);
   out.line(`-A ${KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully`);
-  out.line(`-A ${KUBE_MARK_MASQ} -j MARK --or-mark ${MASQ_MARK}`);
-  if (multiCIDR) {
-    for (const cidr of ctx.clusterCIDRs) out.line(`-A ${KUBE_MASQ_NON_POD} -s ${cidr} -j RETURN`);
+  out.line(`-A ${KUBE_MARK_MASQ} -j MARK --or-mark ${mark}`);
+  if (needsNonPodChain(ctx)) {
+    for (const match of ifLocal(ctx.local)) out.line(`-A ${KUBE_MASQ_NON_POD} ${match} -j RETURN`);
     out.line(`-A ${KUBE_MASQ_NON_POD} -j ${KUBE_MARK_MASQ}`);
   }
 }
 
 /** The fixed chains of nat that this configuration uses. */
 export function natFixedChains(ctx: RenderContext): string[] {
-  const multiCIDR = !ctx.masqueradeAll && ctx.clusterCIDRs.length > 1;
-  return multiCIDR ? [...NAT_FIXED_CHAINS, KUBE_MASQ_NON_POD] : [...NAT_FIXED_CHAINS];
+  return needsNonPodChain(ctx) ? [...NAT_FIXED_CHAINS, KUBE_MASQ_NON_POD] : [...NAT_FIXED_CHAINS];
 }
 
 /** One service port's nat rules, for a full write (its chains are declared by prependNatDeclarations). */
@@ -461,7 +499,7 @@ export function filterText(ctx: RenderContext, rulesByPort: Iterable<readonly Ru
   for (const chain of FILTER_FIXED_CHAINS) lines.push(`:${chain} - [0:0]`);
   if (ctx.localhostNodePorts) lines.push(`:${KUBELET_FIREWALL} - [0:0]`);
   lines.push(
-    `-A ${KUBE_FORWARD} -m comment --comment "kubernetes forwarding rules" -m mark --mark ${MASQ_MARK}/${MASQ_MARK} -j ACCEPT`,
+    `-A ${KUBE_FORWARD} -m comment --comment "kubernetes forwarding rules" -m mark --mark ${ctx.masqMark}/${ctx.masqMark} -j ACCEPT`,
     `-A ${KUBE_FORWARD} -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
   );
   if (ctx.localhostNodePorts) lines.push(LOCALNET_GUARD);

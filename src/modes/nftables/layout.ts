@@ -19,9 +19,6 @@ import { CHAIN, KIND, SET, TABLE } from './names.ts';
 
 export { TABLE };
 
-/** The masquerade bit in meta mark, as kube-proxy (and this project's iptables mode) uses it. */
-export const MASQ_BIT = 0x4000;
-
 /** Slot values (endpoint positions) in the scratch register: 0x7e57_0000 + slot. */
 export const SLOT_BASE = 0x7e570000;
 /** Set in a slot value that indexes the local endpoint set of a frontend that has two sets (Local policy). */
@@ -151,7 +148,15 @@ export function valueType(v: ValueKind, fam: Family): string {
 
 export interface LayoutConfig {
   family: Family;
+  /** The local-traffic detector's CIDRs (ClusterCIDR, NodeCIDR), the elements of the cluster-cidrs set. */
   clusterCIDRs: readonly string[];
+  /**
+   * The local-traffic detector's input interface (BridgeInterface: a name; InterfaceNamePrefix: "prefix*", nft's
+   * wildcard), already checked by model/addr.ts ruleInterfaceName; null with a CIDR detector or none.
+   */
+  localInterface: string | null;
+  /** The masquerade mark (1 << masqueradeBit). */
+  masqMark: number;
   masqueradeAll: boolean;
   nodePortAddresses: readonly string[];
 }
@@ -299,7 +304,12 @@ export function chainSpecs(cfg: LayoutConfig, needs: Needs): ChainSpec[] {
   const npKey = concat(keyParts('np', fam));
   const saddr = payload(fam.nft, 'saddr');
   const daddr = payload(fam.nft, 'daddr');
-  const hasCIDRs = cfg.clusterCIDRs.length > 0;
+  const MASQ_BIT = cfg.masqMark;
+  // The detector's IfLocal / IfNotLocal (upstream's IfLocalNFT / IfNotLocalNFT); null without a detector.
+  const ifLocal = (op: '==' | '!='): X | null =>
+    cfg.localInterface !== null ? match(meta('iifname'), cfg.localInterface, op) : cfg.clusterCIDRs.length > 0 ? inSet(saddr, SET.clusterCIDRs, op) : null;
+  const local = ifLocal('==');
+  const notLocal = ifLocal('!=');
   // NodePorts: local destination addresses, optionally only within --nodeport-addresses; never loopback (as
   // upstream's nftables mode, which leaves loopback addresses out of --nodeport-addresses too).
   const nodePortDest: X[] = [
@@ -310,12 +320,12 @@ export function chainSpecs(cfg: LayoutConfig, needs: Needs): ChainSpec[] {
   const markMasq: X[] = [jump(CHAIN.markForMasquerade)];
   // A Local policy: pods and the node itself use every endpoint (the node masqueraded), others the local ones.
   const localPolicy = (select: string, selectLocal: string): X[][] => [
-    ...(hasCIDRs ? [[inSet(saddr, SET.clusterCIDRs), goto(select)]] : []),
+    ...(local !== null ? [[local, goto(select)]] : []),
     [fibLocal('saddr'), ...markMasq],
     [fibLocal('saddr'), goto(select)],
     [goto(selectLocal)],
   ];
-  const clusterIPMasq: X[][] = cfg.masqueradeAll ? [markMasq] : hasCIDRs ? [[inSet(saddr, SET.clusterCIDRs, '!='), ...markMasq]] : [];
+  const clusterIPMasq: X[][] = cfg.masqueradeAll ? [markMasq] : notLocal !== null ? [[notLocal, ...markMasq]] : [];
   const firewall: X[] = [inSet(concat([...keyParts('svc', fam), saddr]), SET.firewallAllow, '!='), DROP];
   // New connections to frontends of service ports without endpoints: REJECT (reject-chain).
   const noEndpoints: X[] = [NEW, vmap(svcKey, SET.noEndpointServices)];

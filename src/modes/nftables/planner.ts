@@ -8,8 +8,9 @@
 // The planner updates its record while planning. If applying the batch fails, the caller must throw
 // the planner away (the kernel still holds the previous table) and start over with full().
 import { familyAddress, InvalidValueError } from '../../model/addr.ts';
-import { clusterCIDRsOf, nodePortCIDRsOf } from '../../model/config.ts';
-import type { DesiredState, IPFamily, ProxyConfig } from '../../model/types.ts';
+import { nodePortCIDRsOf } from '../../model/config.ts';
+import { localDetector } from '../../model/local-detect.ts';
+import { type DesiredState, type IPFamily, masqueradeMark, type ProxyConfig } from '../../model/types.ts';
 import {
   type CheckedPort,
   checkPort,
@@ -127,9 +128,13 @@ export class Planner {
 
   constructor(opts: PlannerOptions) {
     this.family = FAMILIES[opts.family];
+    const local = localDetector(opts.config, opts.family);
+    if (local.kind === 'none' && !opts.config.masqueradeAll) this.configProblems.push(local.reason);
     this.layout = {
       family: this.family,
-      clusterCIDRs: familyCIDRs(clusterCIDRsOf(opts.config, opts.family), this.family, this.configProblems),
+      clusterCIDRs: local.kind === 'cidr' ? familyCIDRs(local.cidrs, this.family, this.configProblems) : [],
+      localInterface: local.kind === 'interface' ? local.name : local.kind === 'prefix' ? `${local.prefix}*` : null,
+      masqMark: masqueradeMark(opts.config),
       masqueradeAll: opts.config.masqueradeAll,
       // An empty list means every local address (model/config.ts decides when that is).
       nodePortAddresses: familyCIDRs(nodePortCIDRsOf(opts.config, opts.family) ?? [], this.family, this.configProblems),
