@@ -215,6 +215,7 @@ export class ProxyMetrics {
     this.syncDuration.observe(labels, s);
     (e.result.full ? this.fullSyncDuration : this.partialSyncDuration).observe(labels, s);
     this.lastSync.set(labels, nowMs / 1000);
+    for (const r of e.result.iptablesRules ?? []) this.recordIptablesRules(family, r.table, r.total, r.written);
     for (const t of e.triggerTimes) if (t <= nowMs) this.networkProgramming.observe(labels, (nowMs - t) / 1000);
     this.#pending.set(family, { services: 0, endpoints: 0 });
     this.#updatePending();

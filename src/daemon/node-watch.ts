@@ -28,6 +28,13 @@ export function nodeHostIPs(node: KubeObject | null): string[] {
   return other ? [all[0]!, other] : [all[0]!];
 }
 
+/** The Node's spec.podCIDRs (spec.podCIDR when only that is set), as given; [] without any. */
+export function nodePodCIDRs(node: KubeObject | null): string[] {
+  const spec = (node as { spec?: { podCIDRs?: unknown; podCIDR?: unknown } } | null)?.spec;
+  if (Array.isArray(spec?.podCIDRs) && spec.podCIDRs.length > 0) return spec.podCIDRs.map(String);
+  return typeof spec?.podCIDR === 'string' && spec.podCIDR !== '' ? [spec.podCIDR] : [];
+}
+
 function taintKeys(node: KubeObject): string[] {
   const taints = (node as { spec?: { taints?: unknown } }).spec?.taints;
   return Array.isArray(taints) ? taints.map((t: { key?: unknown }) => String(t?.key ?? '')) : [];
@@ -39,6 +46,11 @@ export interface NodeWatchOptions {
    * changed node IPs restart the process, as upstream. False for a file source, which follows the file as given.
    */
   watched: boolean;
+  /**
+   * --detect-local-mode NodeCIDR: the podCIDRs the rules were built with; a Node with others restarts the process
+   * (upstream's NodePodCIDRHandler), so the new ones are read at start.
+   */
+  podCIDRs?: readonly string[];
   /** Called instead of requestRestart (tests). */
   restart?: (why: string, fields: Record<string, unknown>) => void;
 }
@@ -64,6 +76,10 @@ export class NodeWatch {
     const ips = nodeHostIPs(node);
     if (this.#seen && this.#o.watched && this.#hostIPs.length > 0 && ips.join(',') !== this.#hostIPs.join(',')) {
       restart("this node's IPs changed", { node: node.metadata?.name, old: this.#hostIPs, new: ips });
+    }
+    const podCIDRs = this.#o.podCIDRs;
+    if (podCIDRs && this.#o.watched && nodePodCIDRs(node).join(',') !== podCIDRs.join(',')) {
+      restart("this node's podCIDRs changed (detect-local-mode NodeCIDR)", { node: node.metadata?.name, old: podCIDRs, new: nodePodCIDRs(node) });
     }
     if (!this.#seen || this.#hostIPs.length === 0) this.#hostIPs = ips;
     this.#node = node;

@@ -16,7 +16,7 @@ import type { Source } from '../watch/types.ts';
 import { ConntrackCleaner } from './conntrack.ts';
 import { type DebugOptions, type FamilyView, type SyncRecord, handleDebug } from './debug.ts';
 import { ProxierHealth, ServiceHealthServers, healthCheckHosts, serveHealth, startServer } from './health.ts';
-import { NodeWatch, nodeHostIPs } from './node-watch.ts';
+import { NodeWatch, nodeHostIPs, nodePodCIDRs } from './node-watch.ts';
 import { hostPort } from '../model/addr.ts';
 import type { RequestObserver } from '../watch/api-client.ts';
 import { SyncLoop } from '../sync/loop.ts';
@@ -91,6 +91,37 @@ function withPrimaryNodePorts(opts: RunOptions, node: KubeObject | null): RunOpt
   return { ...opts, proxy: { ...opts.proxy, nodePortAddresses: cidrs } };
 }
 
+/**
+ * --detect-local-mode NodeCIDR: the Node's spec.podCIDRs become the local detector's CIDRs, fixed for the life of
+ * the process (node-watch.ts restarts it when they change), as upstream.
+ */
+function withNodePodCIDRs(opts: RunOptions, node: KubeObject | null): RunOptions {
+  if (opts.proxy.detectLocal?.mode !== 'NodeCIDR') return opts;
+  const podCIDRs = nodePodCIDRs(node);
+  log.info({ event: 'detect-local-node-cidr', podCIDRs }, `local traffic: from this node's podCIDRs ${podCIDRs.join(', ') || '(none)'}`);
+  return { ...opts, proxy: { ...opts.proxy, detectLocal: { mode: 'NodeCIDR', podCIDRs } } };
+}
+
+/** upstream's timeoutForNodePodCIDR: how long the start waits for the Node's podCIDRs under NodeCIDR. */
+const POD_CIDR_WAIT_MS = 5 * 60_000;
+
+/**
+ * This node's Node as the start needs it: for nodePortAddresses `primary`, and under detect-local-mode NodeCIDR
+ * until it has podCIDRs (upstream's waitForPodCIDR; a file source is taken as it is).
+ */
+async function nodeForStart(opts: RunOptions): Promise<KubeObject | null> {
+  const nodeCIDR = opts.proxy.detectLocal?.mode === 'NodeCIDR';
+  if (!opts.nodePortAddressesPrimary && !nodeCIDR) return null;
+  const deadline = Date.now() + POD_CIDR_WAIT_MS;
+  for (;;) {
+    const node = await fetchThisNode(opts);
+    if (!nodeCIDR || opts.from || nodePodCIDRs(node).length > 0) return node;
+    if (Date.now() > deadline) throw new Error('timeout waiting for PodCIDR allocation to configure detect-local-mode NodeCIDR');
+    log.info({ event: 'detect-local-node-cidr' }, `waiting for this node's podCIDR allocation (detect-local-mode NodeCIDR)`);
+    await new Promise((r) => setTimeout(r, 5_000));
+  }
+}
+
 /** The families this node can serve: IPv6 too when the kernel has it (as upstream, which checks its tools per family). */
 export function nodeFamilies(): IPFamily[] {
   if (existsSync('/proc/sys/net/ipv6')) return ['IPv4', 'IPv6'];
@@ -105,7 +136,8 @@ export function nodeFamilies(): IPFamily[] {
  */
 export async function dryRun(given: RunOptions, out: NodeJS.WritableStream = process.stdout): Promise<number> {
   const objects = await listOnce(given);
-  const opts = withPrimaryNodePorts(given, objects.find(isNodeNamed(given.proxy.hostname)) ?? null);
+  const node = objects.find(isNodeNamed(given.proxy.hostname)) ?? null;
+  const opts = withNodePodCIDRs(withPrimaryNodePorts(given, node), node);
   const def = modeDefinition(opts.mode);
   const render = async (family: IPFamily): Promise<{ text: string; ports: number }> => {
     const { state, issues } = buildState(objects, opts.proxy, family);
@@ -194,7 +226,8 @@ function allFamilies(states: ReadonlyMap<IPFamily, DesiredState>): DesiredState 
 }
 
 export async function runProxy(given: RunOptions): Promise<number> {
-  const opts = given.nodePortAddressesPrimary ? withPrimaryNodePorts(given, await fetchThisNode(given)) : given;
+  const startNode = await nodeForStart(given);
+  const opts = withNodePodCIDRs(withPrimaryNodePorts(given, startNode), startNode);
   const families = nodeFamilies();
   const metrics = new ProxyMetrics({ families });
   const synced = new Map<IPFamily, DesiredState>();
@@ -237,7 +270,8 @@ export async function runProxy(given: RunOptions): Promise<number> {
   });
   const [primary] = pipelines as [FamilyPipeline, ...FamilyPipeline[]];
   // This node's Node: /healthz eligibility, and (from the API server) a restart when it is deleted or its IPs change.
-  const nodeWatch = new NodeWatch({ watched: !opts.from });
+  const detect = opts.proxy.detectLocal;
+  const nodeWatch = new NodeWatch({ watched: !opts.from, ...(detect?.mode === 'NodeCIDR' ? { podCIDRs: detect.podCIDRs ?? [] } : {}) });
   const isThisNode = isNodeNamed(opts.proxy.hostname);
   // kube-proxy's health timeout: twice the sync period.
   const health = new ProxierHealth({ families: new Map(pipelines.map((p) => [p.family, p.loop])), timeoutMs: 2 * opts.syncPeriodMs, node: nodeWatch });

@@ -14,6 +14,11 @@ export interface SyncResult {
   bytes: number;
   /** Service ports whose rules were (re)written in this sync. */
   servicePortsWritten: number;
+  /**
+   * The iptables mode's rule counts per table (upstream's kubeproxy_sync_proxy_rules_iptables_total and _last):
+   * the rules of ours in the table after this sync, and how many this sync wrote.
+   */
+  iptablesRules?: { table: 'nat' | 'filter'; total: number; written: number }[];
 }
 
 export interface Proxier {

@@ -56,7 +56,7 @@ import {
   renderServicePort,
   type Rule,
   sortedPorts,
-  writeNatFixedRules,
+  natFixedRules,
   writeServicePortRules,
 } from './render.ts';
 import { type Backend, Iptables, type IptablesBinaries, RestoreError } from './restore.ts';
@@ -91,9 +91,27 @@ export interface Installed {
   /** filter rules. */
   filter: readonly Rule[];
   affinity: boolean;
+  /** How many nat rules it wrote (its frontends and the rules of its chains), for the rule-count metrics. */
+  natRules: number;
 }
 
 const NO_RULES: readonly Rule[] = Object.freeze([]);
+
+/** What a full or partial sync did: bytes handed to iptables-restore, service ports written, rules written per table. */
+interface WriteCounts {
+  bytes: number;
+  written: number;
+  natWritten: number;
+  filterWritten: number;
+}
+
+/** The `-A` lines (rules) of restore text. */
+function countRuleLines(text: string): number {
+  const t = `\n${text}`;
+  let n = 0;
+  for (let i = t.indexOf('\n-A '); i !== -1; i = t.indexOf('\n-A ', i + 1)) n++;
+  return n;
+}
 
 export function toInstalled(r: RenderedServicePort): Installed {
   return {
@@ -102,6 +120,7 @@ export function toInstalled(r: RenderedServicePort): Installed {
     endpoints: r.endpoints.map((c) => c.name).join(' '),
     filter: r.filter.length > 0 ? r.filter : NO_RULES,
     affinity: r.affinity,
+    natRules: r.frontends.length + [...r.chains, ...r.endpoints].reduce((n, c) => n + c.rules.length, 0),
   };
 }
 
@@ -291,12 +310,23 @@ export class IptablesProxier implements Proxier {
       const verify = changed === null && !this.needsFull && ctxKey === this.contextKey;
       try {
         const ipt = await this.iptables();
-        const { bytes, written } = full ? await this.fullSync(ipt, state, ctx, verify) : await this.partialSync(ipt, state, ctx, changed as string[]);
+        const { bytes, written, natWritten, filterWritten } = full
+          ? await this.fullSync(ipt, state, ctx, verify)
+          : await this.partialSync(ipt, state, ctx, changed as string[]);
         // After the write, so that the martian-packet guard is in place before route_localnet opens the way.
         if (ctx.localhostNodePorts && !this.routeLocalnetSet) await this.setRouteLocalnet();
         this.needsFull = false;
         this.contextKey = ctxKey;
-        const result: SyncResult = { full, durationMs: performance.now() - started, bytes, servicePortsWritten: written };
+        const result: SyncResult = {
+          full,
+          durationMs: performance.now() - started,
+          bytes,
+          servicePortsWritten: written,
+          iptablesRules: [
+            { table: 'nat', total: this.natRuleTotal(ctx), written: natWritten },
+            { table: 'filter', total: countRuleLines(this.filterBody ?? ''), written: filterWritten },
+          ],
+        };
         log.debug({ event: 'iptables-sync', ...result }, 'iptables rules synced');
         return result;
       } catch (err) {
@@ -368,7 +398,17 @@ export class IptablesProxier implements Proxier {
     await this.queue.catch(() => undefined);
   }
 
-  private async fullSync(ipt: Iptables, state: DesiredState, ctx: RenderContext, verify = false): Promise<{ bytes: number; written: number }> {
+  /**
+   * Our rules in nat now, as upstream counts them (natRules plus the rules of chains a partial sync skipped): the
+   * fixed chains, every service port's, the NodePort jumps; not the jumps from the built-in chains.
+   */
+  private natRuleTotal(ctx: RenderContext): number {
+    let n = natFixedRules(ctx).length + nodePortJumps(ctx).length;
+    for (const inst of this.installed.values()) n += inst.natRules;
+    return n;
+  }
+
+  private async fullSync(ipt: Iptables, state: DesiredState, ctx: RenderContext, verify = false): Promise<WriteCounts> {
     // What is installed now (both tables in one read), read while the rules are rendered.
     const saving = ipt.save();
     saving.catch(() => undefined); // awaited below; not an unhandled rejection if rendering throws first
@@ -383,7 +423,7 @@ export class IptablesProxier implements Proxier {
       this.lastDrift = this.driftFrom(saveText, nat, chains, natPlan, filterPlan, filterText(ctx, filterRules(this.installed, next, false)));
       if (this.lastDrift.length === 0) {
         this.installed = next;
-        return { bytes: 0, written: 0 };
+        return { bytes: 0, written: 0, natWritten: 0, filterWritten: 0 };
       }
       log.warn({ event: 'iptables-drift', family: this.family, differences: this.lastDrift }, 'the kernel lost or gained rules of ours; rewriting them');
     }
@@ -406,7 +446,7 @@ export class IptablesProxier implements Proxier {
     const union = filterRules(this.installed, next, true);
     const unionBody = filterText(ctx, union);
     const newBody = filterText(ctx, filterRules(this.installed, next, false));
-    const bytes = await this.write(
+    const { bytes, filterWritten } = await this.write(
       ipt,
       {
         // A full sync always writes filter: whatever is there now may have been changed behind our back.
@@ -418,7 +458,9 @@ export class IptablesProxier implements Proxier {
       },
       next,
     );
-    return { bytes, written: next.size };
+    let natWritten = natFixedRules(ctx).length + nodePortJumps(ctx).length;
+    for (const inst of next.values()) natWritten += inst.natRules;
+    return { bytes, written: next.size, natWritten, filterWritten };
   }
 
   /**
@@ -458,7 +500,7 @@ export class IptablesProxier implements Proxier {
     return out;
   }
 
-  private async partialSync(ipt: Iptables, state: DesiredState, ctx: RenderContext, keys: string[]): Promise<{ bytes: number; written: number }> {
+  private async partialSync(ipt: Iptables, state: DesiredState, ctx: RenderContext, keys: string[]): Promise<WriteCounts> {
     const changed = new Map<string, PortChange>();
     for (const key of keys) {
       const sp = state.servicePorts.get(key);
@@ -473,7 +515,7 @@ export class IptablesProxier implements Proxier {
     }
     const unionBody = filterText(ctx, filterRules(this.installed, next, true));
     const newBody = filterText(ctx, filterRules(this.installed, next, false));
-    const bytes = await this.write(
+    const { bytes, filterWritten } = await this.write(
       ipt,
       {
         filterFirst: unionBody !== this.filterBody ? unionBody : null,
@@ -484,7 +526,9 @@ export class IptablesProxier implements Proxier {
       },
       next,
     );
-    return { bytes, written: changed.size };
+    let natWritten = 0;
+    for (const c of changed.values()) if (c.next) natWritten += toInstalled(c.next).natRules;
+    return { bytes, written: changed.size, natWritten, filterWritten };
   }
 
   /**
@@ -492,7 +536,7 @@ export class IptablesProxier implements Proxier {
    * whenever they can: it commits each table at its COMMIT, in input order, and stops at the
    * first failure, so one process keeps the same order and saves a process per sync.
    */
-  private async write(ipt: Iptables, w: Writes, next: Map<string, Installed>): Promise<number> {
+  private async write(ipt: Iptables, w: Writes, next: Map<string, Installed>): Promise<{ bytes: number; filterWritten: number }> {
     const previousFilter = this.filterBody;
     const first = w.filterFirst ?? '';
     const last = w.filterLast ?? '';
@@ -504,7 +548,7 @@ export class IptablesProxier implements Proxier {
     } else {
       input = first + (w.nat ?? '') + last;
     }
-    if (input.length === 0) return 0;
+    if (input.length === 0) return { bytes: 0, filterWritten: 0 };
 
     this.filterBody = null; // unknown until the restore returns
     try {
@@ -533,7 +577,7 @@ export class IptablesProxier implements Proxier {
     }
     this.installed = next;
     this.filterBody = w.filterBody;
-    return input.length;
+    return { bytes: input.length, filterWritten: countRuleLines(first) + countRuleLines(last) };
   }
 
   /**
@@ -545,7 +589,7 @@ export class IptablesProxier implements Proxier {
     const ports = sortedPorts(state);
     const nat = new TextBuffer(estimateNatBytes(ports), FILTER_HEADROOM + declarationBytes(ports));
     const next = new Map<string, Installed>();
-    writeNatFixedRules(nat, ctx);
+    for (const line of natFixedRules(ctx)) nat.line(line);
     for (const sp of ports) {
       const r = this.tryRender(sp, ctx);
       if (!r) continue;

@@ -432,18 +432,21 @@ export function prependNatDeclarations(out: TextBuffer, chains: string[]): void 
   out.prependLines(chains, ':', ' - [0:0]\n', '*nat\n');
 }
 
-/** The rules of the fixed nat chains (declared with the others, see natFixedChains). */
-export function writeNatFixedRules(out: TextBuffer, ctx: RenderContext): void {
+/** The rules of the fixed nat chains (declared with the others, see natFixedChains), as `-A` lines. */
+export function natFixedRules(ctx: RenderContext): string[] {
   const mark = ctx.masqMark;
-  out.line(`-A ${KUBE_POSTROUTING} -m mark ! --mark ${mark}/${mark} -j RETURN`);
-  // Clear the mark so that a packet that is re-processed (e.g. by IPsec) is not masqueraded again.
-  out.line(`-A ${KUBE_POSTROUTING} -j MARK --xor-mark ${mark}`);
-  out.line(`-A ${KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully`);
-  out.line(`-A ${KUBE_MARK_MASQ} -j MARK --or-mark ${mark}`);
+  const lines = [
+    `-A ${KUBE_POSTROUTING} -m mark ! --mark ${mark}/${mark} -j RETURN`,
+    // Clear the mark so that a packet that is re-processed (e.g. by IPsec) is not masqueraded again.
+    `-A ${KUBE_POSTROUTING} -j MARK --xor-mark ${mark}`,
+    `-A ${KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully`,
+    `-A ${KUBE_MARK_MASQ} -j MARK --or-mark ${mark}`,
+  ];
   if (needsNonPodChain(ctx)) {
-    for (const match of ifLocal(ctx.local)) out.line(`-A ${KUBE_MASQ_NON_POD} ${match} -j RETURN`);
-    out.line(`-A ${KUBE_MASQ_NON_POD} -j ${KUBE_MARK_MASQ}`);
+    for (const match of ifLocal(ctx.local)) lines.push(`-A ${KUBE_MASQ_NON_POD} ${match} -j RETURN`);
+    lines.push(`-A ${KUBE_MASQ_NON_POD} -j ${KUBE_MARK_MASQ}`);
   }
+  return lines;
 }
 
 /** The fixed chains of nat that this configuration uses. */
