@@ -184,7 +184,9 @@ export function ruleCIDR(cidr: string, family: IPFamily): string {
 export function ruleInterfaceName(name: string, room = 0): string {
   const max = 15 - room;
   if (typeof name !== 'string' || name.length === 0 || name.length > max || name === '.' || name === '..' || !/^[!#-&(-),-.0-9;-[\]-~]+$/.test(name))
-    throw new InvalidValueError(`not an interface name${room > 0 ? ' prefix' : ''} (1-${max} printable characters without / : + * quotes, backslashes or spaces): ${JSON.stringify(name)}`);
+    throw new InvalidValueError(
+      `not an interface name${room > 0 ? ' prefix' : ''} (1-${max} printable characters without / : + * quotes, backslashes or spaces): ${JSON.stringify(name)}`,
+    );
   return name;
 }
 

@@ -128,7 +128,15 @@ for (const mode of Object.keys(MODE_DEFINITIONS) as ModeName[]) {
             ...variant.config,
           }),
         );
-        const argv = [process.execPath, '--disable-warning=ExperimentalWarning', BIN, `--config=${configFile}`, '--hostname-override=node-a', '--from', path.join(dir, 'objects.json')];
+        const argv = [
+          process.execPath,
+          '--disable-warning=ExperimentalWarning',
+          BIN,
+          `--config=${configFile}`,
+          '--hostname-override=node-a',
+          '--from',
+          path.join(dir, 'objects.json'),
+        ];
         let proxy: ProxyProcess | null = null;
         try {
           proxy = await startProxy(topo, argv, { syncTimeoutMs: 30_000 });

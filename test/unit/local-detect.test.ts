@@ -9,10 +9,28 @@ import { ifLocal, ifNotLocal, renderContext, renderServicePort } from '../../src
 import { chainSpecs, emptyNeeds, FAMILIES } from '../../src/modes/nftables/layout.ts';
 import { NftablesProxier } from '../../src/modes/nftables/proxier.ts';
 import { createProxier } from '../../src/modes/iptables/index.ts';
+import { podSourceCIDRs } from '../../src/modes/userspace/sources.ts';
 import type { SyncEvent } from '../../src/sync/loop.ts';
 import { config, desiredState, endpoint, servicePort } from './model-fixtures.ts';
 
-const HOSTILE = ['', 'a b', 'a\tb', 'a"b', "a'b", 'a\\b', 'a/b', 'a:b', 'eth+', 'eth*', '.', '..', 'ünïcode', 'x\n-A INPUT -j DROP', 'sixteen-chars-xx', '$(reboot)'];
+const HOSTILE = [
+  '',
+  'a b',
+  'a\tb',
+  'a"b',
+  "a'b",
+  'a\\b',
+  'a/b',
+  'a:b',
+  'eth+',
+  'eth*',
+  '.',
+  '..',
+  'ünïcode',
+  'x\n-A INPUT -j DROP',
+  'sixteen-chars-xx',
+  '$(reboot)',
+];
 
 describe('ruleInterfaceName', () => {
   it('takes what the kernel takes as an interface name, within IFNAMSIZ', () => {
@@ -36,7 +54,10 @@ describe('localDetector', () => {
   it('ClusterCIDR (the default): the cluster CIDR of the family', () => {
     expect(localDetector(base, 'IPv4')).toEqual({ kind: 'cidr', cidrs: ['198.19.0.0/16'] });
     expect(localDetector(base, 'IPv6')).toEqual({ kind: 'cidr', cidrs: ['2001:2:0:10::/60'] });
-    expect(localDetector({ ...base, clusterCIDRs: ['198.19.0.0/16'] }, 'IPv6')).toMatchObject({ kind: 'none', reason: expect.stringContaining('no --cluster-cidr of IPv6') });
+    expect(localDetector({ ...base, clusterCIDRs: ['198.19.0.0/16'] }, 'IPv6')).toMatchObject({
+      kind: 'none',
+      reason: expect.stringContaining('no --cluster-cidr of IPv6'),
+    });
   });
   it("NodeCIDR: the Node's podCIDRs of the family, not the cluster CIDR", () => {
     const c = { ...base, detectLocal: { mode: 'NodeCIDR' as const, podCIDRs: ['198.19.1.0/24', '2001:2:0:11::/64'] } };
@@ -90,10 +111,14 @@ describe('iptables rendering of the detector and the masquerade bit', () => {
     ];
     for (const [c, match] of cases) {
       const { lines } = rules(c);
-      expect(lines.filter((l) => l.includes('-d 198.18.100.10') && l.endsWith('-j KUBE-MARK-MASQ')), match).toEqual([
-        expect.stringContaining(` ! ${match} -j KUBE-MARK-MASQ`),
-      ]);
-      expect(lines.filter((l) => l.includes('pod traffic for')), match).toEqual([expect.stringMatching(new RegExp(` ${match.replace('+', '\\+')} -j KUBE-SVC-`))]);
+      expect(
+        lines.filter((l) => l.includes('-d 198.18.100.10') && l.endsWith('-j KUBE-MARK-MASQ')),
+        match,
+      ).toEqual([expect.stringContaining(` ! ${match} -j KUBE-MARK-MASQ`)]);
+      expect(
+        lines.filter((l) => l.includes('pod traffic for')),
+        match,
+      ).toEqual([expect.stringMatching(new RegExp(` ${match.replace('+', '\\+')} -j KUBE-SVC-`))]);
     }
     // NodeCIDR without podCIDRs: no detector, no masquerade rule and no short circuit, and a warning, as upstream.
     const none = rules({ detectLocal: { mode: 'NodeCIDR' } });
@@ -105,7 +130,9 @@ describe('iptables rendering of the detector and the masquerade bit', () => {
   it('marks, tests and clears the configured masquerade bit', () => {
     expect(masqueradeMark(config())).toBe(0x4000);
     expect(masqueradeMark(config({ masqueradeBit: 31 }))).toBe(0x80000000);
-    const text = createProxier({ config: config({ masqueradeBit: 9 }), iptablesBackend: 'nft', family: 'IPv4' }).dryRun(desiredState([web], { masqueradeBit: 9 }));
+    const text = createProxier({ config: config({ masqueradeBit: 9 }), iptablesBackend: 'nft', family: 'IPv4' }).dryRun(
+      desiredState([web], { masqueradeBit: 9 }),
+    );
     expect(text).toContain('-A KUBE-MARK-MASQ -j MARK --or-mark 0x200\n');
     expect(text).toContain('-A KUBE-POSTROUTING -m mark ! --mark 0x200/0x200 -j RETURN\n');
     expect(text).toContain('-A KUBE-POSTROUTING -j MARK --xor-mark 0x200\n');
@@ -115,7 +142,14 @@ describe('iptables rendering of the detector and the masquerade bit', () => {
 });
 
 describe('nftables rendering of the detector and the masquerade bit', () => {
-  const cfg = { family: FAMILIES.IPv4, clusterCIDRs: [] as string[], localInterface: null as string | null, masqMark: 0x4000, masqueradeAll: false, nodePortAddresses: [] as string[] };
+  const cfg = {
+    family: FAMILIES.IPv4,
+    clusterCIDRs: [] as string[],
+    localInterface: null as string | null,
+    masqMark: 0x4000,
+    masqueradeAll: false,
+    nodePortAddresses: [] as string[],
+  };
   const chain = (c: typeof cfg, name: string) => JSON.stringify(chainSpecs(c, emptyNeeds()).find((x) => x.name === name)!.rules);
   const iifname = (op: string, name: string) => JSON.stringify({ match: { op, left: { meta: { key: 'iifname' } }, right: name } });
 
@@ -130,7 +164,9 @@ describe('nftables rendering of the detector and the masquerade bit', () => {
   });
 
   it('marks, tests and clears the configured masquerade bit', () => {
-    const text = new NftablesProxier({ config: config({ masqueradeBit: 9 }), family: 'IPv4', iptablesBackend: 'auto' }).dryRun(desiredState([], { masqueradeBit: 9 }));
+    const text = new NftablesProxier({ config: config({ masqueradeBit: 9 }), family: 'IPv4', iptablesBackend: 'auto' }).dryRun(
+      desiredState([], { masqueradeBit: 9 }),
+    );
     const mark = JSON.stringify({ meta: { key: 'mark' } });
     expect(text).toContain(`{"mangle":{"key":${mark},"value":{"|":[${mark},512]}}}`);
     expect(text).toContain(`{"match":{"op":"==","left":{"&":[${mark},512]},"right":0}}`);
@@ -139,9 +175,19 @@ describe('nftables rendering of the detector and the masquerade bit', () => {
   });
 
   it('interface detectors from the configuration, with the wildcard for a prefix', () => {
-    const dry = (c: Partial<ProxyConfig>) => new NftablesProxier({ config: config(c), family: 'IPv6', iptablesBackend: 'auto' }).dryRun(desiredState([], c, 'IPv6'));
+    const dry = (c: Partial<ProxyConfig>) =>
+      new NftablesProxier({ config: config(c), family: 'IPv6', iptablesBackend: 'auto' }).dryRun(desiredState([], c, 'IPv6'));
     expect(dry({ detectLocal: { mode: 'InterfaceNamePrefix', interfaceNamePrefix: 'veth' } })).toContain(iifname('!=', 'veth*'));
     expect(dry({ detectLocal: { mode: 'BridgeInterface', bridgeInterface: 'cbr0' } })).toContain(iifname('!=', 'cbr0'));
+  });
+});
+
+describe('userspace: pods by address only', () => {
+  it("uses the CIDR detectors' CIDRs, none for the interface detectors", () => {
+    const c = config({ clusterCIDRs: ['198.19.0.0/16'] });
+    expect(podSourceCIDRs(c, 'IPv4')).toEqual(['198.19.0.0/16']);
+    expect(podSourceCIDRs({ ...c, detectLocal: { mode: 'NodeCIDR', podCIDRs: ['198.19.1.0/24'] } }, 'IPv4')).toEqual(['198.19.1.0/24']);
+    expect(podSourceCIDRs({ ...c, detectLocal: { mode: 'BridgeInterface', bridgeInterface: 'cbr0' } }, 'IPv4')).toEqual([]);
   });
 });
 
@@ -160,7 +206,14 @@ describe('iptables rule-count gauges', () => {
         endpointChanges: 0,
         triggerTimes: [],
       }) as unknown as SyncEvent;
-    m.recordSync(event([{ table: 'nat', total: 120, written: 7 }, { table: 'filter', total: 9, written: 9 }]), state, 'IPv6');
+    m.recordSync(
+      event([
+        { table: 'nat', total: 120, written: 7 },
+        { table: 'filter', total: 9, written: 9 },
+      ]),
+      state,
+      'IPv6',
+    );
     const text = await m.registry.metrics();
     expect(text).toContain('kubeproxy_sync_proxy_rules_iptables_total{ip_family="IPv6",table="nat"} 120');
     expect(text).toContain('kubeproxy_sync_proxy_rules_iptables_last{ip_family="IPv6",table="nat"} 7');

@@ -3,7 +3,14 @@
 import { describe, expect, it } from 'vitest';
 import { type ChainSpec, chainSpecs, COUNT_BASE, emptyNeeds, FAMILIES, LOCAL_BIT, type Needs, SLOT_BASE } from '../../src/modes/nftables/layout.ts';
 
-const cfg = { family: FAMILIES.IPv4, clusterCIDRs: ['198.19.0.0/16'], localInterface: null, masqMark: 0x4000, masqueradeAll: false, nodePortAddresses: [] as string[] };
+const cfg = {
+  family: FAMILIES.IPv4,
+  clusterCIDRs: ['198.19.0.0/16'],
+  localInterface: null,
+  masqMark: 0x4000,
+  masqueradeAll: false,
+  nodePortAddresses: [] as string[],
+};
 const chain = (chains: ChainSpec[], name: string) => {
   const c = chains.find((x) => x.name === name);
   if (!c) throw new Error(`no chain ${name}`);

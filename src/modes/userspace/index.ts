@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { log } from '../../log.ts';
 import { hostPort, InvalidValueError } from '../../model/addr.ts';
 import type { ChangeSet, DesiredState, IPFamily, ServicePort } from '../../model/types.ts';
+import { describeDetector, localDetector } from '../../model/local-detect.ts';
 import { sortedServicePorts } from '../../model/view.ts';
 import { Iptables } from '../iptables/index.ts';
 import type { ModeDefinition, ModeOptions, Proxier, SyncResult } from '../types.ts';
@@ -29,7 +30,7 @@ import {
   sameRules,
   tableText,
 } from './rules.ts';
-import { SourceClassifier } from './sources.ts';
+import { podSourceCIDRs, SourceClassifier } from './sources.ts';
 import { TcpListener } from './tcp.ts';
 import { UdpListener } from './udp.ts';
 
@@ -89,8 +90,15 @@ export class UserspaceProxier implements Proxier {
     this.#opts = opts;
     this.family = opts.family;
     this.#ports = new PortAllocator(opts.portRange ?? null);
-    this.#sources = new SourceClassifier({ family: this.family, clusterCIDRs: opts.config.clusterCIDRs });
-    this.#sourcesKey = opts.config.clusterCIDRs.join(',');
+    const pods = podSourceCIDRs(opts.config, this.family);
+    this.#sources = new SourceClassifier({ family: this.family, clusterCIDRs: pods });
+    this.#sourcesKey = pods.join(',');
+    const detect = localDetector(opts.config, this.family);
+    if (detect.kind === 'interface' || detect.kind === 'prefix')
+      log.warn(
+        { event: 'userspace-detect-local', family: this.family, detector: describeDetector(detect) },
+        'the userspace mode tells pods by their address only: with an interface detect-local mode it does not short-circuit pods to Local external frontends',
+      );
   }
 
   /** The listeners of a service port (for tests and tools). */
@@ -109,9 +117,10 @@ export class UserspaceProxier implements Proxier {
     if (state.family !== this.family) throw new Error(`the ${this.family} userspace proxier was handed an ${state.family} state`);
     const full = changes === null || this.#needFull;
     this.#needFull = true;
-    const cidrs = state.config.clusterCIDRs.join(',');
+    const pods = podSourceCIDRs(state.config, this.family);
+    const cidrs = pods.join(',');
     if (cidrs !== this.#sourcesKey) {
-      this.#sources = new SourceClassifier({ family: this.family, clusterCIDRs: state.config.clusterCIDRs });
+      this.#sources = new SourceClassifier({ family: this.family, clusterCIDRs: pods });
       this.#sourcesKey = cidrs;
     }
     this.#sources.refresh();

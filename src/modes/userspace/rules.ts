@@ -20,7 +20,8 @@
 // REJECT is the kernel's default for the family: ICMP port unreachable, ICMPv6 port unreachable for IPv6.
 import { InvalidValueError, ruleCIDR, ruleIP, rulePort, ruleProtocol } from '../../model/addr.ts';
 import type { IPFamily, ProxyConfig, ServicePort } from '../../model/types.ts';
-import { clusterCIDRsOf, nodePortCIDRsOf } from '../../model/config.ts';
+import { nodePortCIDRsOf } from '../../model/config.ts';
+import { podSourceCIDRs } from './sources.ts';
 import type { ListenerClass } from './balancer.ts';
 import { listenerClasses } from './balancer.ts';
 import { intersectCidrs } from './sources.ts';
@@ -71,7 +72,7 @@ export interface PortalTarget {
 /** What the rules take from the configuration, for one family. */
 export interface FamilyConfig {
   family: IPFamily;
-  /** This family's --cluster-cidr entries: the pod sources. */
+  /** The pod sources of this family (sources.ts podSourceCIDRs: the local-traffic detector's CIDRs). */
   clusterCIDRs: string[];
   /**
    * This family's --nodeport-addresses, or null for every local address: none given for this family, or a
@@ -85,7 +86,7 @@ export function familyConfig(config: ProxyConfig, family: IPFamily): FamilyConfi
   const nodePort = nodePortCIDRsOf(config, family);
   return {
     family,
-    clusterCIDRs: clusterCIDRsOf(config, family).map((c) => ruleCIDR(c, family)),
+    clusterCIDRs: podSourceCIDRs(config, family).map((c) => ruleCIDR(c, family)),
     nodePortCIDRs: nodePort === null ? null : nodePort.map((c) => ruleCIDR(c, family)),
   };
 }

@@ -4,7 +4,18 @@
 // classifier per family: it knows only that family's pod CIDRs and node addresses.
 import { networkInterfaces } from 'node:os';
 import { cidrContains, familyAddress, inAnyCIDR, ofFamily, parseCIDR, plainAddress } from '../../model/addr.ts';
-import type { IPFamily } from '../../model/types.ts';
+import { localDetector } from '../../model/local-detect.ts';
+import type { IPFamily, ProxyConfig } from '../../model/types.ts';
+
+/**
+ * The pod sources as this mode can tell them (model/local-detect.ts): by address only, since the proxy sees a
+ * socket's peer and the redirect rules its source, so the CIDR detectors (ClusterCIDR, NodeCIDR) apply and the
+ * interface ones (BridgeInterface, InterfaceNamePrefix) leave pods undetected (said once in the log).
+ */
+export function podSourceCIDRs(config: ProxyConfig, family: IPFamily): string[] {
+  const d = localDetector(config, family);
+  return d.kind === 'cidr' ? d.cidrs : [];
+}
 
 /** The loopback range of each family: the node itself, whatever its interfaces say. */
 const LOOPBACK: Readonly<Record<IPFamily, string>> = { IPv4: '127.0.0.0/8', IPv6: '::1/128' };
