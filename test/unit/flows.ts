@@ -528,6 +528,12 @@ const internalExternalMasquerade: FlowCase[] = (() => {
     variant('masqueradeAll', { masqueradeAll: true }, masqueradeAll),
     // With --masquerade-all every ClusterIP flow is masqueraded anyway; only the short circuit goes.
     variant('masqueradeAll, no LocalTrafficDetector', { masqueradeAll: true, clusterCIDRs: [] }, { ...masqueradeAll, ...noShortCircuit }),
+    // Another mark bit (--iptables-masquerade-bit / nftables.masqueradeBit) changes no flow.
+    variant('masqueradeBit 9', { masqueradeBit: 9 }, {}),
+    // upstream's detect-local-mode NodeCIDR: this node's podCIDRs instead of the cluster CIDR; every pod of the
+    // table is on this node, so no flow changes. (The interface detectors need an input interface, which a
+    // flow does not carry: test/unit/local-detect.test.ts and test/e2e/local-detect.test.ts cover them.)
+    variant('NodeCIDR', { clusterCIDRs: [], detectLocal: { mode: 'NodeCIDR', podCIDRs: ['198.19.1.0/24', '2001:2:0:11::/64'] } }, {}),
   ];
 })();
 
