@@ -146,7 +146,7 @@ export const FIELDS: Fields = {
       masqueradeBit: {
         type: 'int',
         nullable: true,
-        doc: 'parsed for the iptables and userspace modes (default 14), which still mark with bit 14 (another value is named in a notice)',
+        doc: "applied: the iptables mode's masquerade mark is 1 << bit (default 14, 0x4000)",
       },
       masqueradeAll: { type: 'bool', doc: 'applied in the iptables and userspace modes' },
       localhostNodePorts: { type: 'bool', nullable: true, doc: 'applied (default true): IPv4 NodePorts on 127.0.0.1, iptables mode' },
@@ -173,7 +173,7 @@ export const FIELDS: Fields = {
       masqueradeBit: {
         type: 'int',
         nullable: true,
-        doc: 'parsed for the nftables mode (default 14), which still marks with bit 14 (another value is named in a notice)',
+        doc: "applied: the nftables mode's masquerade mark is 1 << bit (default 14, 0x4000)",
       },
       masqueradeAll: { type: 'bool', doc: 'applied in the nftables mode' },
       syncPeriod: { type: 'duration', doc: 'applied in the nftables mode (0 or unset: 30s)' },
@@ -194,12 +194,12 @@ export const FIELDS: Fields = {
   },
   detectLocalMode: {
     type: 'string',
-    doc: 'parsed (ClusterCIDR default, NodeCIDR, BridgeInterface, InterfaceNamePrefix) and handed to the modes, which still use ClusterCIDR (another mode is named in a notice)',
+    doc: 'applied: ClusterCIDR (default), NodeCIDR, BridgeInterface, InterfaceNamePrefix, as --detect-local-mode',
   },
   detectLocal: {
     type: {
-      bridgeInterface: { type: 'string', doc: 'parsed: the bridge of detectLocalMode BridgeInterface' },
-      interfaceNamePrefix: { type: 'string', doc: 'parsed: the prefix of detectLocalMode InterfaceNamePrefix' },
+      bridgeInterface: { type: 'string', doc: 'applied: the bridge of detectLocalMode BridgeInterface' },
+      interfaceNamePrefix: { type: 'string', doc: 'applied: the prefix of detectLocalMode InterfaceNamePrefix' },
     },
     doc: '',
   },

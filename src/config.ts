@@ -180,7 +180,7 @@ export const RUN_FLAGS: RunFlag[] = [
     name: 'iptables-masquerade-bit',
     kind: 'string',
     arg: 'BIT',
-    help: 'fwmark bit of packets to masquerade, iptables and userspace modes, [0, 31]',
+    help: 'fwmark bit of packets to masquerade in the iptables mode, [0, 31] (nftables: nftables.masqueradeBit in --config)',
     default: '14',
     set: (c, v) => (c.iptables.masqueradeBit = int(v, 'iptables-masquerade-bit', { min: 0, max: 31 })),
   },
