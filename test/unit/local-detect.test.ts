@@ -2,6 +2,7 @@
 // iptables and nftables modes render the detector and the masquerade bit, and the iptables rule-count gauges.
 import { describe, expect, it } from 'vitest';
 import { ProxyMetrics } from '../../src/daemon/metrics.ts';
+import { NodeWatch, nodePodCIDRs } from '../../src/daemon/node-watch.ts';
 import { InvalidValueError, ruleInterfaceName } from '../../src/model/addr.ts';
 import { checkDetectLocal, localDetector } from '../../src/model/local-detect.ts';
 import { masqueradeMark, type ProxyConfig } from '../../src/model/types.ts';
@@ -179,6 +180,31 @@ describe('nftables rendering of the detector and the masquerade bit', () => {
       new NftablesProxier({ config: config(c), family: 'IPv6', iptablesBackend: 'auto' }).dryRun(desiredState([], c, 'IPv6'));
     expect(dry({ detectLocal: { mode: 'InterfaceNamePrefix', interfaceNamePrefix: 'veth' } })).toContain(iifname('!=', 'veth*'));
     expect(dry({ detectLocal: { mode: 'BridgeInterface', bridgeInterface: 'cbr0' } })).toContain(iifname('!=', 'cbr0'));
+  });
+});
+
+describe("NodeCIDR: the Node's podCIDRs", () => {
+  const node = (spec: Record<string, unknown>) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a' }, spec });
+  it('reads spec.podCIDRs, else spec.podCIDR', () => {
+    expect(nodePodCIDRs(node({ podCIDR: '198.19.1.0/24', podCIDRs: ['198.19.1.0/24', '2001:2:0:11::/64'] }))).toEqual(['198.19.1.0/24', '2001:2:0:11::/64']);
+    expect(nodePodCIDRs(node({ podCIDR: '198.19.1.0/24' }))).toEqual(['198.19.1.0/24']);
+    expect(nodePodCIDRs(node({}))).toEqual([]);
+    expect(nodePodCIDRs(null)).toEqual([]);
+  });
+  it("restarts when they change (upstream's NodePodCIDRHandler), not otherwise; a file source is followed as given", () => {
+    const restarts: string[] = [];
+    const watch = new NodeWatch({ watched: true, podCIDRs: ['198.19.1.0/24'], restart: (why) => restarts.push(why) });
+    watch.observe(node({ podCIDRs: ['198.19.1.0/24'] }));
+    expect(restarts).toEqual([]);
+    watch.observe(node({ podCIDRs: ['198.19.9.0/24'] }));
+    expect(restarts).toEqual([expect.stringContaining('podCIDRs changed')]);
+    const file = new NodeWatch({ watched: false, podCIDRs: ['198.19.1.0/24'], restart: (why) => restarts.push(why) });
+    file.observe(node({ podCIDRs: ['198.19.9.0/24'] }));
+    expect(restarts).toHaveLength(1);
+    // Without NodeCIDR the podCIDRs are not watched.
+    const plain = new NodeWatch({ watched: true, restart: (why) => restarts.push(why) });
+    plain.observe(node({ podCIDRs: ['198.19.9.0/24'] }));
+    expect(restarts).toHaveLength(1);
   });
 });
 
