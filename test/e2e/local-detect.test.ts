@@ -88,6 +88,12 @@ const VARIANTS: { name: string; config: Record<string, unknown> }[] = [
   { name: 'InterfaceNamePrefix', config: { detectLocalMode: 'InterfaceNamePrefix', detectLocal: { interfaceNamePrefix: 'cbr' } } },
 ];
 
+/** GET inside node-a (the metrics address is node-a's loopback): the body. */
+async function getIn(topo: Topology, url: string): Promise<string> {
+  const js = `fetch(${JSON.stringify(url)}).then(async r => process.stdout.write(await r.text()))`;
+  return (await topo.execOk('node-a', [process.execPath, '-e', js])).stdout;
+}
+
 /** What each try saw: "pod<-source" for an answer, else the failure. */
 const seen = (tries: ProbeTry[]) => [...new Set(tries.map((t) => (typeof t === 'object' ? `${t.answer.pod}<-${t.answer.sourceIP}` : t)))].sort();
 
@@ -123,7 +129,7 @@ for (const mode of Object.keys(MODE_DEFINITIONS) as ModeName[]) {
             mode,
             iptables: { masqueradeBit: MASQUERADE_BIT },
             nftables: { masqueradeBit: MASQUERADE_BIT },
-            metricsBindAddress: '127.0.0.1:0',
+            metricsBindAddress: '127.0.0.1:10249',
             healthzBindAddress: '127.0.0.1:0',
             ...variant.config,
           }),
@@ -142,6 +148,7 @@ for (const mode of Object.keys(MODE_DEFINITIONS) as ModeName[]) {
           proxy = await startProxy(topo, argv, { syncTimeoutMs: 30_000 });
           const probe = async (from: 'pod:a2' | 'client', to: string, tries = 4) =>
             seen((await runProbe(topo, { from, to: parseProbeTarget(to)!, tries, timeoutMs: 800 })).tries);
+          const get = (url: string) => getIn(topo, url);
           const why = () => `\n${proxy!.output().slice(-3000)}`;
 
           expect(await probe('pod:a2', `${CLUSTER_IP}:80/tcp`), `pod -> ClusterIP${why()}`).toEqual([`b1<-${A2}`]);
@@ -154,6 +161,20 @@ for (const mode of Object.keys(MODE_DEFINITIONS) as ModeName[]) {
           expect(dump).toMatch(/0x0*200\b/);
           expect(dump).not.toMatch(/0x0*4000\b/);
           expect(dump).not.toContain(CLIENT);
+
+          // The iptables rule-count gauges, where the mode reports them, count exactly the rules of ours in each table.
+          const metrics = await get('http://127.0.0.1:10249/metrics');
+          for (const table of ['nat', 'filter']) {
+            const total = new RegExp(`^kubeproxy_sync_proxy_rules_iptables_total\\{ip_family="IPv4",table="${table}"\\} (\\d+)$`, 'm').exec(metrics);
+            const last = new RegExp(`^kubeproxy_sync_proxy_rules_iptables_last\\{ip_family="IPv4",table="${table}"\\} (\\d+)$`, 'm').exec(metrics);
+            const saved = (await topo.exec('node-a', ['iptables-save', '-t', table])).stdout;
+            const ours = saved.split('\n').filter((l) => l.startsWith('-A KUBE-')).length;
+            const programsIptables = saved.includes(':KUBE-SERVICES ');
+            expect(total !== null, `${table} total series${why()}`).toBe(programsIptables);
+            if (total === null) continue;
+            expect(Number(total[1]), `${table} rules of ours`).toBe(ours);
+            expect(Number(last![1])).toBeLessThanOrEqual(ours);
+          }
         } finally {
           await proxy?.stop(5_000);
         }

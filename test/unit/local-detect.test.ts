@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ProxyMetrics } from '../../src/daemon/metrics.ts';
 import { NodeWatch, nodePodCIDRs } from '../../src/daemon/node-watch.ts';
 import { InvalidValueError, ruleInterfaceName } from '../../src/model/addr.ts';
+import type { KubeObject } from '../../src/model/k8s.ts';
 import { checkDetectLocal, localDetector } from '../../src/model/local-detect.ts';
 import { masqueradeMark, type ProxyConfig } from '../../src/model/types.ts';
 import { ifLocal, ifNotLocal, renderContext, renderServicePort } from '../../src/modes/iptables/render.ts';
@@ -184,7 +185,7 @@ describe('nftables rendering of the detector and the masquerade bit', () => {
 });
 
 describe("NodeCIDR: the Node's podCIDRs", () => {
-  const node = (spec: Record<string, unknown>) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a' }, spec });
+  const node = (spec: Record<string, unknown>) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a' }, spec }) as KubeObject;
   it('reads spec.podCIDRs, else spec.podCIDR', () => {
     expect(nodePodCIDRs(node({ podCIDR: '198.19.1.0/24', podCIDRs: ['198.19.1.0/24', '2001:2:0:11::/64'] }))).toEqual(['198.19.1.0/24', '2001:2:0:11::/64']);
     expect(nodePodCIDRs(node({ podCIDR: '198.19.1.0/24' }))).toEqual(['198.19.1.0/24']);
