@@ -3,7 +3,7 @@
 // exists, is not being deleted, is not tainted ToBeDeletedByClusterAutoscaler), and the two changes upstream
 // restarts for: the node's IPs changed, the Node was deleted.
 import type { KubeObject } from '../model/k8s.ts';
-import { familyOf, parseIP } from '../model/addr.ts';
+import { familyOf, parseCIDR, parseIP } from '../model/addr.ts';
 import { requestRestart } from './lifecycle.ts';
 
 /** The Cluster Autoscaler's taint before it deletes a node (upstream's ToBeDeletedTaint). */
@@ -28,11 +28,14 @@ export function nodeHostIPs(node: KubeObject | null): string[] {
   return other ? [all[0]!, other] : [all[0]!];
 }
 
-/** The Node's spec.podCIDRs (spec.podCIDR when only that is set), as given; [] without any. */
+/**
+ * The Node's spec.podCIDRs (spec.podCIDR when only that is set), canonical; [] without any. What is not a CIDR
+ * is left out: these go into rules and logs.
+ */
 export function nodePodCIDRs(node: KubeObject | null): string[] {
   const spec = (node as { spec?: { podCIDRs?: unknown; podCIDR?: unknown } } | null)?.spec;
-  if (Array.isArray(spec?.podCIDRs) && spec.podCIDRs.length > 0) return spec.podCIDRs.map(String);
-  return typeof spec?.podCIDR === 'string' && spec.podCIDR !== '' ? [spec.podCIDR] : [];
+  const given: unknown[] = Array.isArray(spec?.podCIDRs) && spec.podCIDRs.length > 0 ? spec.podCIDRs : [spec?.podCIDR];
+  return given.map((c) => parseCIDR(c)?.cidr).filter((c): c is string => c !== undefined);
 }
 
 function taintKeys(node: KubeObject): string[] {

@@ -191,6 +191,10 @@ describe("NodeCIDR: the Node's podCIDRs", () => {
     expect(nodePodCIDRs(node({ podCIDR: '198.19.1.0/24' }))).toEqual(['198.19.1.0/24']);
     expect(nodePodCIDRs(node({}))).toEqual([]);
     expect(nodePodCIDRs(null)).toEqual([]);
+    expect(nodePodCIDRs(node({ podCIDRs: ['198.19.1.0/24', '198.19.1.0/24\u001b[2J', 7, '2001:2:0:0011::/64'] }))).toEqual([
+      '198.19.1.0/24',
+      '2001:2:0:11::/64',
+    ]);
   });
   it("restarts when they change (upstream's NodePodCIDRHandler), not otherwise; a file source is followed as given", () => {
     const restarts: string[] = [];
