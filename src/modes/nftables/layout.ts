@@ -304,7 +304,6 @@ export function chainSpecs(cfg: LayoutConfig, needs: Needs): ChainSpec[] {
   const npKey = concat(keyParts('np', fam));
   const saddr = payload(fam.nft, 'saddr');
   const daddr = payload(fam.nft, 'daddr');
-  const MASQ_BIT = cfg.masqMark;
   // The detector's IfLocal / IfNotLocal (upstream's IfLocalNFT / IfNotLocalNFT); null without a detector.
   const ifLocal = (op: '==' | '!='): X | null =>
     cfg.localInterface !== null ? match(meta('iifname'), cfg.localInterface, op) : cfg.clusterCIDRs.length > 0 ? inSet(saddr, SET.clusterCIDRs, op) : null;
@@ -358,16 +357,16 @@ export function chainSpecs(cfg: LayoutConfig, needs: Needs): ChainSpec[] {
       name: CHAIN.services,
       rules: [[vmap(svcKey, SET.serviceIPs)], [...nodePortDest, vmap(npKey, SET.serviceNodePorts)]],
     },
-    { name: CHAIN.markForMasquerade, rules: [[setMark({ '|': [meta('mark'), MASQ_BIT] })]] },
+    { name: CHAIN.markForMasquerade, rules: [[setMark({ '|': [meta('mark'), cfg.masqMark] })]] },
     {
       name: CHAIN.masquerading,
       rules: [
         // Reset the scratch register (locally generated packets keep skb->priority to the qdisc).
         [match({ '&': [meta('priority'), SCRATCH_MASK] }, SCRATCH_MATCH), setPriority(0)],
         // Hairpin: an endpoint reaching itself through a service.
-        [match({ ct: { key: 'status' } }, 'dnat', 'in'), inSet(concat([saddr, daddr]), SET.hairpin), setMark({ '|': [meta('mark'), MASQ_BIT] })],
-        [match({ '&': [meta('mark'), MASQ_BIT] }, 0), RETURN],
-        [setMark({ '^': [meta('mark'), MASQ_BIT] })],
+        [match({ ct: { key: 'status' } }, 'dnat', 'in'), inSet(concat([saddr, daddr]), SET.hairpin), setMark({ '|': [meta('mark'), cfg.masqMark] })],
+        [match({ '&': [meta('mark'), cfg.masqMark] }, 0), RETURN],
+        [setMark({ '^': [meta('mark'), cfg.masqMark] })],
         [{ masquerade: { flags: ['fully-random'] } }],
       ],
     },
