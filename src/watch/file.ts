@@ -2,11 +2,14 @@
 // Services, EndpointSlices and Nodes (or a routing scenario file, whose `objects` are read). Other kinds are
 // skipped with a debug log.
 import { type FSWatcher, watch } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
-import { type YAMLException, loadAll } from 'js-yaml';
+import { type LoadOptions, type YAMLException, load, loadAll } from 'js-yaml';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
+import { modelFields } from './fields.ts';
+import { type Piece, SplitError, sniffJSON, splitJSONList, splitYAML } from './file-split.ts';
 import type { Source, SourceHandler } from './types.ts';
 
 /** The kinds read, with the API versions accepted (v1beta1 slices: what API servers before 1.21 serve). */
@@ -92,18 +95,105 @@ function collect(value: unknown, file: string, out: KubeObject[], depth: number,
   out.push(value as KubeObject);
 }
 
-export async function readObjectsFile(file: string): Promise<KubeObject[]> {
+/** Every piece's digest (file-split.ts) with the identities of the objects it holds, as stubs. */
+export type PieceIndex = Map<string, KubeObject[]>;
+
+export interface FileRead {
+  /** The objects of the pieces not in `known`, reduced to the fields the model reads. */
+  objects: KubeObject[];
+  pieces: PieceIndex;
+}
+
+/** An object's identity, all a delete needs: what the file source remembers of each object. */
+function stub(o: KubeObject): KubeObject {
+  return { apiVersion: o.apiVersion, kind: o.kind, metadata: { name: o.metadata?.name, namespace: o.metadata?.namespace } } as KubeObject;
+}
+
+/**
+ * Reads the file piece by piece (file-split.ts): each List entry or document is parsed and reduced to the
+ * model's fields before the next is read, so the whole parsed file never exists at once. Pieces whose digest
+ * is in `known` (read before, unchanged) are not parsed again. A file the splitter cannot cut, or with any
+ * error, is parsed whole by parseObjects, which says where the error is.
+ */
+export async function readObjects(file: string, known?: PieceIndex): Promise<FileRead> {
+  try {
+    return await readPieces(file, known);
+  } catch {
+    // Parsed whole below: its error names the position, or the file is of a shape the splitter does not cut.
+  }
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (e) {
     throw new SourceFileError(`${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
   }
-  return parseObjects(text, file);
+  const objects = parseObjects(text, file).map((o) => modelFields(o) as KubeObject);
+  return { objects, pieces: new Map([[createHash('sha1').update(text).digest('base64'), objects.map(stub)]]) };
+}
+
+async function readPieces(file: string, known: PieceIndex | undefined): Promise<FileRead> {
+  const json = await sniffJSON(file);
+  const objects: KubeObject[] = [];
+  const pieces: PieceIndex = new Map();
+  /** Entries without a kind, per List document: their kind is the typed List's (ServiceList...), known at its end. */
+  const kindless = new Map<number, { digest: string; value: object }[]>();
+  const take = (digest: string, value: unknown, depth: number) => {
+    const out: KubeObject[] = [];
+    collect(value, file, out, depth, new Set());
+    for (const o of out) objects.push(o);
+    const ids = pieces.get(digest) ?? [];
+    for (const o of out) ids.push(stub(o));
+    pieces.set(digest, ids);
+  };
+  const onPiece = (p: Piece) => {
+    if (p.role !== 'header' && known?.has(p.digest)) {
+      pieces.set(p.digest, known.get(p.digest)!);
+      return;
+    }
+    let value: unknown = json ? JSON.parse(p.text) : load(p.text, { filename: file, json: true, maxAliases: MAX_ALIASES } as LoadOptions);
+    if (p.role === 'item' && !json) {
+      if (!Array.isArray(value) || value.length !== 1) throw new SplitError('a List entry is not one sequence entry');
+      value = value[0];
+    }
+    // js-yaml's strings are slices of the piece's text, which they would keep alive: copied flat once reduced.
+    value = json ? modelFields(value) : JSON.parse(JSON.stringify(modelFields(value)) ?? 'null');
+    if (p.role === 'item' && typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === undefined) {
+      const list = kindless.get(p.doc) ?? [];
+      list.push({ digest: p.digest, value });
+      kindless.set(p.doc, list);
+      return;
+    }
+    if (p.role === 'header') {
+      const h = value as { kind?: unknown; items?: unknown } | null;
+      if (typeof h?.kind !== 'string' || !h.kind.endsWith('List') || !Array.isArray(h.items) || h.items.length !== 0) throw new SplitError('not a List');
+      for (const k of kindless.get(p.doc) ?? []) {
+        if (h.kind !== 'List') (k.value as { kind?: string }).kind = h.kind.slice(0, -4);
+        take(k.digest, k.value, 1);
+      }
+      kindless.delete(p.doc);
+      return;
+    }
+    if (value === null || value === undefined) pieces.set(p.digest, []); // an empty document
+    else take(p.digest, value, p.role === 'item' ? 1 : 0);
+  };
+  if (json) await splitJSONList(file, onPiece);
+  else await splitYAML(file, onPiece);
+  return { objects, pieces };
+}
+
+/** The watched objects of the file, reduced to the fields the model reads. */
+export async function readObjectsFile(file: string): Promise<KubeObject[]> {
+  return (await readObjects(file)).objects;
 }
 
 function identity(o: KubeObject): string {
   return `${o.kind}/${o.metadata?.namespace ?? 'default'}/${o.metadata?.name ?? ''}`;
+}
+
+function identities(pieces: PieceIndex): Map<string, KubeObject> {
+  const m = new Map<string, KubeObject>();
+  for (const stubs of pieces.values()) for (const o of stubs) m.set(identity(o), o);
+  return m;
 }
 
 /**
@@ -116,7 +206,8 @@ export class FileSource implements Source {
   readonly file: string;
   private readonly debounceMs: number;
   private readonly pollMs: number;
-  private last = new Map<string, { text: string; object: KubeObject }>();
+  /** What the last read held: each piece's digest with its objects' identities (never the objects). */
+  private pieces: PieceIndex = new Map();
   private watcher: FSWatcher | null = null;
   private poll: NodeJS.Timeout | null = null;
   private debounce: NodeJS.Timeout | null = null;
@@ -133,10 +224,10 @@ export class FileSource implements Source {
 
   async start(handler: SourceHandler): Promise<void> {
     this.handler = handler;
-    const objects = await readObjectsFile(this.file);
-    this.last = new Map(objects.map((o) => [identity(o), { text: JSON.stringify(o), object: o }]));
+    const read = await readObjects(this.file);
+    this.pieces = read.pieces;
     this.lastStat = await this.statKey();
-    handler.onList(objects);
+    handler.onList(read.objects);
     try {
       this.watcher = watch(dirname(this.file), { persistent: false }, (_event, name) => {
         if (name === null || name === basename(this.file)) this.schedule();
@@ -174,23 +265,20 @@ export class FileSource implements Source {
   private async reread(): Promise<void> {
     if (this.stopped || !this.handler) return;
     this.lastStat = await this.statKey();
-    let objects: KubeObject[];
+    let read: FileRead;
     try {
-      objects = await readObjectsFile(this.file);
+      read = await readObjects(this.file, this.pieces);
     } catch (err) {
       this.handler.onError?.(err as Error);
       return;
     }
-    const next = new Map(objects.map((o) => [identity(o), { text: JSON.stringify(o), object: o }]));
-    const prev = this.last;
-    this.last = next;
-    for (const [id, p] of prev) if (!next.has(id)) this.handler.onEvent({ type: 'delete', object: p.object });
-    for (const [id, n] of next) {
-      const p = prev.get(id);
-      if (!p) this.handler.onEvent({ type: 'add', object: n.object });
-      else if (p.text !== n.text) this.handler.onEvent({ type: 'update', object: n.object });
-    }
-    log.debug({ event: 'file-reread', file: this.file, objects: next.size }, 're-read the source file');
+    const before = identities(this.pieces);
+    const after = identities(read.pieces);
+    this.pieces = read.pieces;
+    // Only the objects of changed pieces were parsed: each is new or updated; those no piece holds any more are gone.
+    for (const [id, o] of before) if (!after.has(id)) this.handler.onEvent({ type: 'delete', object: o });
+    for (const o of read.objects) this.handler.onEvent({ type: before.has(identity(o)) ? 'update' : 'add', object: o });
+    log.debug({ event: 'file-reread', file: this.file, objects: after.size, changed: read.objects.length }, 're-read the source file');
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,285 @@
+// Splits an objects file into the texts of its objects without ever holding the file's whole parsed tree:
+// a 10,000 x 10 dump is 100 MB of JSON, and its parsed tree several times that. A JSON List is read in
+// chunks and its top-level `items` array cut into item texts by a small scanner (strings and escapes
+// honoured); a YAML file is cut into documents at `---` lines and a List document's block `items:` sequence
+// into its entries. Each piece is parsed (and reduced to the model's fields) by the caller before the next is
+// read. Anything else (a single object, a flow-style List, a top-level array) is one piece, parsed whole.
+// The splitter does not validate: every byte ends up in a piece that the caller parses, and a caller that
+// meets an error parses the whole file again, to say where the error is (file.ts).
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+
+export interface Piece {
+  /** A digest of the text: equal digests, equal objects (the file source re-reads only changed pieces). */
+  digest: string;
+  text: string;
+  /** 'item': an entry of a List (in YAML: a one-entry sequence); 'header': the List without its entries (`items: []`); 'whole': a document. */
+  role: 'item' | 'header' | 'whole';
+  /** Which document of the file (the List an item belongs to). */
+  doc: number;
+}
+
+const CHUNK = 1 << 20;
+
+export class SplitError extends Error {}
+
+function digestOf(parts: readonly (Buffer | string)[]): string {
+  const h = createHash('sha1');
+  for (const p of parts) h.update(p);
+  return h.digest('base64');
+}
+
+/** Whether the file's text is JSON (its first non-blank byte opens an object or array). */
+export async function sniffJSON(file: string): Promise<boolean> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(4096);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    const first = buf.subarray(0, bytesRead).toString('latin1').trimStart()[0];
+    return first === '{' || first === '[';
+  } finally {
+    await fh.close();
+  }
+}
+
+async function* chunks(file: string): AsyncGenerator<Buffer> {
+  const fh = await open(file, 'r');
+  try {
+    for (;;) {
+      const buf = Buffer.allocUnsafe(CHUNK);
+      const { bytesRead } = await fh.read(buf, 0, CHUNK, null);
+      if (bytesRead === 0) return;
+      yield buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const isSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+
+/**
+ * A JSON file whose top level is an object: its `items` array's entries as 'item' pieces, then the object
+ * with `"items": []` as the 'header'. Throws SplitError when the file is not of that shape (the caller parses
+ * it whole). Nothing is validated here beyond the nesting: each piece is parsed by the caller.
+ */
+export async function splitJSONList(file: string, onPiece: (p: Piece) => void): Promise<void> {
+  const scanner = new JSONListScanner(onPiece);
+  for await (const chunk of chunks(file)) scanner.scan(chunk);
+  scanner.end();
+}
+
+/** The state of splitJSONList between chunks; scan() keeps it in locals while it runs (the hot loop). */
+class JSONListScanner {
+  private depth = 0;
+  private inString = false;
+  private escaped = false;
+  private inItems = false;
+  private itemsSeen = false;
+  /** Whether a ',' was read since the last entry: the next ']' needs an entry before it. */
+  private afterComma = false;
+  private readonly header: Buffer[] = [];
+  private item: Buffer[] | null = null;
+  private readonly onPiece: (p: Piece) => void;
+
+  constructor(onPiece: (p: Piece) => void) {
+    this.onPiece = onPiece;
+  }
+
+  scan(chunk: Buffer): void {
+    let { depth, inString, escaped, inItems } = this;
+    // [from, i) is the run of bytes not yet copied to where they belong (the header, or the open entry).
+    let from = 0;
+    const n = chunk.length;
+    for (let i = 0; i < n; i++) {
+      if (inString) {
+        // Hop to the quote that ends the string: one not preceded by an odd run of backslashes. (A byte loop
+        // over a 100 MB dump takes twice as long.)
+        if (escaped) {
+          escaped = false;
+          i++;
+        }
+        let q = chunk.indexOf(QUOTE, i);
+        while (q >= 0 && backslashesBefore(chunk, i, q) % 2 === 1) q = chunk.indexOf(QUOTE, q + 1);
+        if (q < 0) {
+          escaped = backslashesBefore(chunk, i, n) % 2 === 1;
+          i = n;
+          break;
+        }
+        inString = false;
+        i = q;
+        continue;
+      }
+      const c = chunk[i]!;
+      if (c === 0x20 || c === 0x0a) {
+        if (inItems && depth === 1 && this.item === null) from = i + 1;
+        continue;
+      }
+      if (depth === 0 && !isSpace(c) && c !== 0x7b /* { */) throw new SplitError('not a JSON object');
+      if (inItems && depth === 1) {
+        // Between entries of items: entries open at their first byte and close at ',' or ']'.
+        if (c === 0x2c /* , */ || c === 0x5d /* ] */) {
+          if (i > from && this.item !== null) this.item.push(chunk.subarray(from, i));
+          // `[]` has no entry; `[,` and `,]` are errors
+          if (this.item !== null || c === 0x2c || this.afterComma) this.emitItem();
+          this.afterComma = c === 0x2c;
+          from = i + 1;
+          if (c === 0x5d) inItems = false;
+          continue;
+        }
+        if (this.item === null) {
+          if (isSpace(c)) {
+            from = i + 1;
+            continue;
+          }
+          this.item = [];
+          from = i;
+        }
+      }
+      if (c === QUOTE) inString = true;
+      else if (c === 0x7b || c === 0x5b /* [ */) {
+        depth++;
+        if (depth === 2 && c === 0x5b && !inItems && !this.itemsSeen && /"items"\s*:\s*$/.test(tail(this.header, chunk.subarray(from, i)))) {
+          // The top level's items array: its entries become pieces; the header gets an empty array.
+          if (i > from) this.header.push(chunk.subarray(from, i));
+          this.header.push(Buffer.from('[]'));
+          inItems = true;
+          this.itemsSeen = true;
+          depth = 1; // counted from the array's inside, as for the top level
+          from = i + 1;
+        }
+      } else if (c === 0x7d || c === 0x5d) {
+        depth--;
+        if (depth < 0 || (inItems && depth === 0)) throw new SplitError('unbalanced brackets');
+      }
+    }
+    if (n > from) (inItems ? this.item : this.header)?.push(chunk.subarray(from, n));
+    Object.assign(this, { depth, inString, escaped, inItems });
+  }
+
+  private emitItem(): void {
+    const item = this.item;
+    if (item === null) throw new SplitError('an empty entry in items');
+    this.item = null;
+    this.onPiece({ digest: digestOf(item), text: Buffer.concat(item).toString('utf8'), role: 'item', doc: 0 });
+  }
+
+  end(): void {
+    if (this.inItems || this.inString) throw new SplitError('the file ends inside the List');
+    // A List with no entries, or a file without a List, is just its header.
+    const text = Buffer.concat(this.header).toString('utf8');
+    this.onPiece({ digest: digestOf([text]), text, role: 'header', doc: 0 });
+  }
+}
+
+/** How many backslashes end chunk[from, to). */
+function backslashesBefore(chunk: Buffer, from: number, to: number): number {
+  let k = to;
+  while (k > from && chunk[k - 1] === BACKSLASH) k--;
+  return to - k;
+}
+
+/** The last characters of the header so far (where an `"items":` key would end). */
+function tail(header: readonly Buffer[], pending: Buffer): string {
+  const parts: Buffer[] = [pending];
+  let n = pending.length;
+  for (let k = header.length - 1; k >= 0 && n < 64; k--) {
+    parts.unshift(header[k]!);
+    n += header[k]!.length;
+  }
+  const b = Buffer.concat(parts);
+  return b.subarray(Math.max(0, b.length - 64)).toString('latin1');
+}
+
+const DOC_MARKER = /^(---|\.\.\.)(?=\s|$)/;
+const ITEMS_KEY = /^items:[ \t]*(#.*)?$/;
+const ENTRY = /^( *)-(?= |$)/;
+
+/**
+ * A YAML stream: each document as a 'whole' piece, except a document whose top level has a block `items:`
+ * sequence, whose entries become 'item' pieces (each a one-entry sequence, as indented in the file) and whose
+ * remaining lines, with `items: []`, the 'header'. Line by line, from chunks: the file's text is never held
+ * whole.
+ */
+export async function splitYAML(file: string, onPiece: (p: Piece) => void): Promise<void> {
+  let doc = 0;
+  let header: string[] = [];
+  let entry: string[] | null = null;
+  /** The block items sequence being read: the indentation of its dashes; -1 outside one. */
+  let itemsIndent = -1;
+  /** The line before was the top-level `items:` key (blank lines aside). */
+  let afterItemsKey = false;
+  /** This document's items have been split off: its header is a List with `items: []`. */
+  let isList = false;
+  const emitEntry = () => {
+    if (entry === null) return;
+    const text = entry.join('\n');
+    onPiece({ digest: digestOf([text]), text, role: 'item', doc });
+    entry = null;
+  };
+  const endDoc = () => {
+    emitEntry();
+    const text = header.join('\n');
+    if (isList || text.trim() !== '') onPiece({ digest: digestOf([text]), text, role: isList ? 'header' : 'whole', doc });
+    header = [];
+    itemsIndent = -1;
+    afterItemsKey = false;
+    isList = false;
+    doc++;
+  };
+  const line = (l: string) => {
+    if (DOC_MARKER.test(l)) {
+      endDoc();
+      if (l.startsWith('---')) header.push(l);
+      return;
+    }
+    const blank = /^\s*(#.*)?$/.test(l);
+    if (afterItemsKey) {
+      if (blank) return;
+      const m = ENTRY.exec(l);
+      if (m) {
+        // The entries' dash column decides what belongs to them.
+        itemsIndent = m[1]!.length;
+        afterItemsKey = false;
+        isList = true;
+        header[header.length - 1] = 'items: []';
+      } else {
+        afterItemsKey = false; // `items:` with a nested mapping or a flow value on the next line: no split
+      }
+    }
+    if (itemsIndent >= 0) {
+      const m = ENTRY.exec(l);
+      if (m && m[1]!.length === itemsIndent) {
+        emitEntry();
+        entry = [l];
+        return;
+      }
+      const indent = l.length - l.trimStart().length;
+      if (blank || indent > itemsIndent) {
+        if (entry !== null) entry.push(l);
+        return;
+      }
+      // A line back at the dashes' column or left of it: the sequence is over.
+      emitEntry();
+      itemsIndent = -1;
+    }
+    header.push(l);
+    if (!isList && ITEMS_KEY.test(l)) afterItemsKey = true;
+  };
+  let pending = '';
+  const decoder = new TextDecoder('utf8');
+  for await (const chunk of chunks(file)) {
+    const text = pending + decoder.decode(chunk, { stream: true });
+    let start = 0;
+    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+      line(text.slice(start, nl > start && text.charCodeAt(nl - 1) === 0x0d ? nl - 1 : nl));
+      start = nl + 1;
+    }
+    pending = text.slice(start);
+  }
+  pending += decoder.decode();
+  if (pending !== '') line(pending);
+  endDoc();
+}
