@@ -1,8 +1,8 @@
-// What the proxy keeps of an object read from a file: exactly the fields of src/model/k8s.ts (what the model
-// reads), copied as they are (validation is the model's: a field of the wrong type stays wrong here), and of
-// a Service's or EndpointSlice's labels and annotations only the keys the model looks at. A 10,000 x 10 dump
-// as kubectl prints it carries last-applied-configuration annotations, targetRefs, ownerReferences and
-// managedFields that would otherwise stay in memory for as long as the objects do.
+// What the proxy keeps of an object read from a file: the fields of src/model/k8s.ts that the model reads
+// (not uid or resourceVersion), copied as they are (validation is the model's: a field of the wrong type
+// stays wrong here), and of a Service's or EndpointSlice's labels and annotations only the keys the model
+// looks at. A 10,000 x 10 dump as kubectl prints it carries last-applied-configuration annotations,
+// targetRefs, ownerReferences and managedFields that would otherwise stay in memory as long as the objects.
 import {
   HEADLESS_LABEL,
   type KubeObject,
@@ -36,7 +36,7 @@ function metadata(kind: unknown): (v: unknown) => unknown {
   // A kindless item (of a typed List, whose kind is known only at the List's end) keeps all its labels.
   const allLabels = kind === undefined;
   return (v) =>
-    pick(v, ['name', 'namespace', 'uid', 'resourceVersion', 'labels', 'annotations', 'deletionTimestamp'], {
+    pick(v, ['name', 'namespace', 'labels', 'annotations', 'deletionTimestamp'], {
       labels: allLabels ? (l) => l : (l) => pick(l, SERVICE_LABELS),
       annotations: (a) => pick(a, SERVICE_ANNOTATIONS),
     });

@@ -115,9 +115,9 @@ function stub(o: KubeObject): KubeObject {
  * is in `known` (read before, unchanged) are not parsed again. A file the splitter cannot cut, or with any
  * error, is parsed whole by parseObjects, which says where the error is.
  */
-export async function readObjects(file: string, known?: PieceIndex): Promise<FileRead> {
+export async function readObjects(file: string, opts: { index: boolean; known?: PieceIndex } = { index: false }): Promise<FileRead> {
   try {
-    return await readPieces(file, known);
+    return await readPieces(file, opts.index ? (opts.known ?? new Map()) : null);
   } catch {
     // Parsed whole below: its error names the position, or the file is of a shape the splitter does not cut.
   }
@@ -128,26 +128,31 @@ export async function readObjects(file: string, known?: PieceIndex): Promise<Fil
     throw new SourceFileError(`${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
   }
   const objects = parseObjects(text, file).map((o) => modelFields(o) as KubeObject);
-  return { objects, pieces: new Map([[createHash('sha1').update(text).digest('base64'), objects.map(stub)]]) };
+  return { objects, pieces: opts.index ? new Map([[createHash('sha1').update(text).digest('base64'), objects.map(stub)]]) : new Map() };
 }
 
-async function readPieces(file: string, known: PieceIndex | undefined): Promise<FileRead> {
+/** known: the index of the last read (an empty one at first); null: no index (nothing will be re-read). */
+async function readPieces(file: string, known: PieceIndex | null): Promise<FileRead> {
   const json = await sniffJSON(file);
   const objects: KubeObject[] = [];
   const pieces: PieceIndex = new Map();
   /** Entries without a kind, per List document: their kind is the typed List's (ServiceList...), known at its end. */
-  const kindless = new Map<number, { digest: string; value: object }[]>();
-  const take = (digest: string, value: unknown, depth: number) => {
+  const kindless = new Map<number, { digest: string | null; value: object }[]>();
+  const take = (digest: string | null, value: unknown, depth: number) => {
     const out: KubeObject[] = [];
     collect(value, file, out, depth, new Set());
+    // js-yaml's strings are slices of the piece's text, which they would keep alive: copied flat once reduced.
+    for (let i = 0; i < out.length; i++) out[i] = (json ? modelFields(out[i]) : JSON.parse(JSON.stringify(modelFields(out[i])))) as KubeObject;
     for (const o of out) objects.push(o);
+    if (digest === null) return;
     const ids = pieces.get(digest) ?? [];
     for (const o of out) ids.push(stub(o));
     pieces.set(digest, ids);
   };
   const onPiece = (p: Piece) => {
-    if (p.role !== 'header' && known?.has(p.digest)) {
-      pieces.set(p.digest, known.get(p.digest)!);
+    const digest = known && p.role !== 'header' ? p.digest() : null;
+    if (digest !== null && known?.has(digest)) {
+      pieces.set(digest, known.get(digest)!);
       return;
     }
     let value: unknown = json ? JSON.parse(p.text) : load(p.text, { filename: file, json: true, maxAliases: MAX_ALIASES } as LoadOptions);
@@ -155,11 +160,9 @@ async function readPieces(file: string, known: PieceIndex | undefined): Promise<
       if (!Array.isArray(value) || value.length !== 1) throw new SplitError('a List entry is not one sequence entry');
       value = value[0];
     }
-    // js-yaml's strings are slices of the piece's text, which they would keep alive: copied flat once reduced.
-    value = json ? modelFields(value) : JSON.parse(JSON.stringify(modelFields(value)) ?? 'null');
     if (p.role === 'item' && typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === undefined) {
       const list = kindless.get(p.doc) ?? [];
-      list.push({ digest: p.digest, value });
+      list.push({ digest, value });
       kindless.set(p.doc, list);
       return;
     }
@@ -173,8 +176,9 @@ async function readPieces(file: string, known: PieceIndex | undefined): Promise<
       kindless.delete(p.doc);
       return;
     }
-    if (value === null || value === undefined) pieces.set(p.digest, []); // an empty document
-    else take(p.digest, value, p.role === 'item' ? 1 : 0);
+    if (value === null || value === undefined) {
+      if (digest !== null) pieces.set(digest, []); // an empty document
+    } else take(digest, value, p.role === 'item' ? 1 : 0);
   };
   if (json) await splitJSONList(file, onPiece);
   else await splitYAML(file, onPiece);
@@ -224,7 +228,7 @@ export class FileSource implements Source {
 
   async start(handler: SourceHandler): Promise<void> {
     this.handler = handler;
-    const read = await readObjects(this.file);
+    const read = await readObjects(this.file, { index: true });
     this.pieces = read.pieces;
     this.lastStat = await this.statKey();
     handler.onList(read.objects);
@@ -267,7 +271,7 @@ export class FileSource implements Source {
     this.lastStat = await this.statKey();
     let read: FileRead;
     try {
-      read = await readObjects(this.file, this.pieces);
+      read = await readObjects(this.file, { index: true, known: this.pieces });
     } catch (err) {
       this.handler.onError?.(err as Error);
       return;
