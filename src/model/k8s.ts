@@ -81,3 +81,92 @@ export const HEADLESS_LABEL = 'service.kubernetes.io/headless';
 export const HOSTNAME_LABEL = 'kubernetes.io/hostname';
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
+
+// ---- One copy of what the proxy reads ----
+// An API server sends whole objects (managedFields, last-applied annotations, owner references, every
+// endpoint's targetRef...): at 10,000 services x 10 endpoints that is most of the memory of the objects. The
+// sources keep only the fields above that src/model/parse.ts reads, before anything caches the objects. A
+// value of the wrong shape is kept as it is, so that parse.ts still reports it.
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The listed keys of `v` when it is an object (absent ones left out); anything else as it is. */
+function pick(v: unknown, keys: readonly string[], inner: Record<string, (x: unknown) => unknown> = {}): unknown {
+  if (!isRecord(v)) return v;
+  const out: Record<string, unknown> = {};
+  for (const k of keys) {
+    if (v[k] === undefined) continue;
+    const f = inner[k];
+    out[k] = f ? f(v[k]) : v[k];
+  }
+  return out;
+}
+
+/** Each element of a list through `f`; a non-list as it is. */
+const each = (f: (x: unknown) => unknown) => (v: unknown) => (Array.isArray(v) ? v.map(f) : v);
+
+/** Labels and annotations: only the keys read (the proxy's selection, the slice's service, the trigger time). */
+const READ_LABELS = [SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL];
+const READ_ANNOTATIONS = [TRIGGER_TIME_ANNOTATION];
+// resourceVersion: the informers compare versions and resume watches from it.
+const meta = (v: unknown) =>
+  pick(v, ['name', 'namespace', 'resourceVersion', 'deletionTimestamp', 'labels', 'annotations'], {
+    labels: (l) => pick(l, READ_LABELS),
+    annotations: (a) => pick(a, READ_ANNOTATIONS),
+  });
+
+const serviceFields = (v: unknown) =>
+  pick(v, ['apiVersion', 'kind', 'metadata', 'spec', 'status'], {
+    metadata: meta,
+    spec: (s) =>
+      pick(
+        s,
+        [
+          'type',
+          'clusterIP',
+          'clusterIPs',
+          'ports',
+          'externalIPs',
+          'loadBalancerSourceRanges',
+          'sessionAffinity',
+          'sessionAffinityConfig',
+          'externalTrafficPolicy',
+          'internalTrafficPolicy',
+          'healthCheckNodePort',
+        ],
+        { ports: each((p) => pick(p, ['name', 'protocol', 'port', 'nodePort'])) },
+      ),
+    status: (s) => pick(s, ['loadBalancer'], { loadBalancer: (lb) => pick(lb, ['ingress'], { ingress: each((i) => pick(i, ['ip', 'ipMode'])) }) }),
+  });
+
+const sliceFields = (v: unknown) =>
+  pick(v, ['apiVersion', 'kind', 'metadata', 'addressType', 'ports', 'endpoints'], {
+    metadata: meta,
+    ports: each((p) => pick(p, ['name', 'protocol', 'port'])),
+    endpoints: each((e) =>
+      pick(e, ['addresses', 'conditions', 'nodeName', 'zone', 'hints', 'deprecatedTopology', 'topology'], {
+        conditions: (c) => pick(c, ['ready', 'serving', 'terminating']),
+        hints: (h) => pick(h, ['forZones', 'forNodes']),
+      }),
+    ),
+  });
+
+/**
+ * The fields of an object the proxy reads (a new object; the argument is left as it is). Services and
+ * EndpointSlices are cut down to them; a Node (there is one) loses only its managedFields; other kinds pass.
+ */
+export function readFields(o: KubeObject): KubeObject {
+  switch (o.kind) {
+    case 'Service':
+      return serviceFields(o) as Service;
+    case 'EndpointSlice':
+      return sliceFields(o) as EndpointSlice;
+    case 'Node': {
+      if (!isRecord(o.metadata) || !('managedFields' in o.metadata)) return o;
+      const { managedFields: _, ...metadata } = o.metadata as ObjectMeta & { managedFields?: unknown };
+      return { ...o, metadata };
+    }
+    default:
+      return o;
+  }
+}

@@ -343,6 +343,9 @@ function cond(v: unknown, dflt: boolean): boolean {
   return v === undefined || v === null ? dflt : v === true;
 }
 
+/** The hints of an endpoint without any (nearly all): one shared empty list, not two new arrays per endpoint. */
+const NO_HINTS: string[] = Object.freeze([]) as unknown as string[];
+
 function parseEndpointSliceOnce(slice: EndpointSlice): ParseResult<ParsedSlice> {
   const c = new Collector(describe('EndpointSlice', slice.metadata));
   const { name, namespace } = checkMeta(c, slice.metadata, true, 'dns1123-subdomain');
@@ -391,12 +394,13 @@ function parseEndpointSliceOnce(slice: EndpointSlice): ParseResult<ParsedSlice> 
     const nodeName = e.nodeName ?? topology?.[HOSTNAME_LABEL] ?? null;
     const zone = e.zone ?? e.topology?.[ZONE_LABEL] ?? null;
     const hintNames = (field: string, list: unknown): string[] => {
-      if (list === undefined || list === null) return [];
+      if (list === undefined || list === null) return NO_HINTS;
       if (!Array.isArray(list)) {
         c.add(`endpoints[${i}].hints.${field}`, 'is not a list');
         return [];
       }
-      return list.map((h: { name?: unknown } | null) => h?.name).filter((n): n is string => typeof n === 'string' && n !== '');
+      const names = list.map((h: { name?: unknown } | null) => h?.name).filter((n): n is string => typeof n === 'string' && n !== '');
+      return names.length === 0 ? NO_HINTS : names;
     };
     // Conditions as upstream reads them: ready and serving absent mean true, terminating absent means false.
     endpoints.push({

@@ -8,7 +8,9 @@
 // - any other failure (a list or watch answered with 5xx, a refused or cut connection) stops the informer:
 //   restart it with exponential backoff and jitter (it resumes from its last resourceVersion, or relists);
 // - the list call gets the label and field selectors too (ListWatch sends them only on the watch), and is a
-//   raw JSON list (objects exactly as served, with kind and apiVersion filled in for typed-list items);
+//   raw JSON list (with kind and apiVersion filled in for typed-list items);
+// - list items and watch events are cut down to the fields the proxy reads before the informer caches them
+//   (model/k8s.ts readFields): one slim copy of each object;
 // - watches ask for bookmarks and a server-side timeout, and a watch with no event and no bookmark for
 //   silentWatchMs is cut and resumed from its last resourceVersion at once;
 // - events from a watch that was already replaced are dropped; malformed events are reported, not fatal;
@@ -26,7 +28,7 @@ import {
   Watch,
 } from '@kubernetes/client-node';
 import { log } from '../log.ts';
-import type { KubeObject } from '../model/k8s.ts';
+import { type KubeObject, readFields } from '../model/k8s.ts';
 import type { ApiClient } from './api-client.ts';
 
 /** A watched collection. */
@@ -155,8 +157,20 @@ async function limited<T>(
 }
 
 /**
+ * An object as it enters the informer (list item or watch event): its kind and apiVersion filled in (typed
+ * lists leave them out), cut down to the fields the proxy reads (model/k8s.ts readFields), so that one
+ * slim copy is all the informer's cache, our store and the parse memo hold.
+ */
+function entering(item: KubeObject, spec: ResourceSpec): KubeObject {
+  const o = item as Record<string, unknown>;
+  o.kind ??= spec.kind;
+  o.apiVersion ??= spec.apiVersion;
+  return readFields(item);
+}
+
+/**
  * Lists a collection as raw JSON, with client-node's KubeConfig for the server, TLS and credentials.
- * Items get their kind and apiVersion (typed lists leave them out); items without a name are dropped.
+ * Items enter as entering() makes them; items without a name are dropped.
  */
 export async function listObjects(
   kc: KubeConfig,
@@ -199,10 +213,7 @@ export async function listObjects(
       dropped++;
       continue;
     }
-    const o = item as Record<string, unknown>;
-    o.kind ??= spec.kind;
-    o.apiVersion ??= spec.apiVersion;
-    items.push(item);
+    items.push(entering(item, spec));
   }
   return { resourceVersion, items, dropped };
 }
@@ -254,7 +265,8 @@ class GuardedWatch extends Watch {
       if (!live()) return;
       arm();
       if (!owner.acceptWatchEvent(phase, obj)) return;
-      owner.callInformer(() => callback(phase, obj, raw), false);
+      const kept = phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? entering(obj, owner.spec) : obj;
+      owner.callInformer(() => callback(phase, kept, raw), false);
     };
     const params: WatchQuery = { ...query, allowWatchBookmarks: true, timeoutSeconds: owner.watchTimeoutSeconds() };
     try {
