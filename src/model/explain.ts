@@ -1,8 +1,9 @@
 // "Why does this packet go there?": what the desired state does with one new connection, as every mode
 // programs it. Pure: the same decisions the renderers encode, in words.
 import { cidrContains, hostPort, inAnyCIDR } from './addr.ts';
-import { clusterCIDRsOf, nodePortCIDRsOf } from './config.ts';
+import { nodePortCIDRsOf } from './config.ts';
 import { describeTopology } from './endpoints.ts';
+import { type LocalDetector, describeDetector, localDetector } from './local-detect.ts';
 import type { DesiredState, Endpoint, ServicePort } from './types.ts';
 
 export type SourceKind = 'pod' | 'node' | 'external';
@@ -31,10 +32,23 @@ export interface Explanation {
   steps: string[];
 }
 
-function classify(src: string | 'node', state: DesiredState): SourceKind {
+/** A source address is a local pod's only by the detector's CIDRs; an interface detector cannot be asked by address. */
+function classify(src: string | 'node', detector: LocalDetector): SourceKind {
   if (src === 'node') return 'node';
-  if (inAnyCIDR(clusterCIDRsOf(state.config, state.family), src)) return 'pod';
-  return 'external';
+  return detector.kind === 'cidr' && inAnyCIDR(detector.cidrs, src) ? 'pod' : 'external';
+}
+
+function describeSource(src: string | 'node', kind: SourceKind, detector: LocalDetector): string {
+  if (src === 'node') return 'a process on this node';
+  if (kind === 'pod') return `${src} (a local pod: ${describeDetector(detector)})`;
+  switch (detector.kind) {
+    case 'cidr':
+      return `${src} (not a local pod: not a ${describeDetector(detector)})`;
+    case 'none':
+      return `${src} (${detector.reason})`;
+    default:
+      return `${src} (local pods are told by their ${describeDetector(detector)}, which an address does not show: this is what a packet that came in elsewhere meets)`;
+  }
 }
 
 function findFrontend(q: PacketQuery, state: DesiredState): { sp: ServicePort; frontend: NonNullable<Explanation['frontend']> } | null {
@@ -61,12 +75,9 @@ const share = (eps: readonly Endpoint[]) => eps.map((e) => ({ id: e.id, node: e.
 
 export function explain(q: PacketQuery, state: DesiredState): Explanation {
   const steps: string[] = [];
-  const kind = classify(q.src, state);
-  const srcText =
-    q.src === 'node'
-      ? 'a process on this node'
-      : `${q.src} (${kind === 'pod' ? `a pod address: inside ${clusterCIDRsOf(state.config, state.family).join(',')}` : 'outside the cluster CIDR'})`;
-  steps.push(`source: ${srcText}`);
+  const detector = localDetector(state.config, state.family);
+  const kind = classify(q.src, detector);
+  steps.push(`source: ${describeSource(q.src, kind, detector)}`);
   const hit = findFrontend(q, state);
   const out: Explanation = { servicePort: null, frontend: null, verdict: 'no-match', endpoints: [], masquerade: false, affinitySeconds: null, steps };
   if (!hit) {
@@ -113,7 +124,8 @@ export function explain(q: PacketQuery, state: DesiredState): Explanation {
       steps.push(`internalTrafficPolicy Cluster: every endpoint of the cluster (${eps.length})`);
       if (topology) steps.push(topology);
     }
-    masq = state.config.masqueradeAll || (clusterCIDRsOf(state.config, state.family).length > 0 && kind !== 'pod');
+    // Upstream masquerades "not from a local pod" only when it has a detector (IfNotLocal); without one, nothing.
+    masq = state.config.masqueradeAll || (detector.kind !== 'none' && kind !== 'pod');
     if (state.config.masqueradeAll) steps.push('--masquerade-all: masqueraded');
     else if (masq) steps.push('the source is not a pod address: masqueraded, so replies come back through this node');
     else steps.push('the source is a pod: its address is kept');

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { type IPFamily, inAnyCIDR } from '../../src/model/addr.ts';
 import { explain, type Explanation, type PacketQuery } from '../../src/model/explain.ts';
 import { buildState } from '../../src/model/store.ts';
-import type { DesiredState } from '../../src/model/types.ts';
+import type { DesiredState, ProxyConfig } from '../../src/model/types.ts';
 import {
   type Expectation,
   listScenarioFiles,
@@ -106,5 +106,47 @@ describe('explain agrees with every scenario probe', () => {
     const e = explain({ dst: '198.18.100.1', port: 80, protocol: 'TCP', src: 'node' }, state);
     expect(e.verdict).toBe('no-match');
     expect(e.steps.join('\n')).toContain('does not touch this packet');
+  });
+});
+
+describe('explain tells local pods as the detect-local mode does', () => {
+  const objects = [
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'web', namespace: 'shop' },
+      spec: { clusterIP: '198.18.100.1', clusterIPs: ['198.18.100.1'], ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] },
+    },
+    {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'web-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4',
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+      endpoints: [{ addresses: ['198.19.2.10'], conditions: { ready: true }, nodeName: 'node-b' }],
+    },
+  ];
+  const base = { hostname: 'node-a', clusterCIDRs: ['198.19.0.0/16'], masqueradeAll: false, nodePortAddresses: [] };
+  const ask = (config: ProxyConfig, src: string) =>
+    explain({ dst: '198.18.100.1', port: 80, protocol: 'TCP', src }, buildState(objects as never[], config).state);
+
+  it("NodeCIDR: only this node's podCIDR is a local pod; a pod of another node is masqueraded", () => {
+    const config: ProxyConfig = { ...base, detectLocal: { mode: 'NodeCIDR', podCIDRs: ['198.19.1.0/24'] } };
+    expect(ask(config, '198.19.1.5')).toMatchObject({ verdict: 'dnat', masquerade: false });
+    expect(ask(config, '198.19.3.5')).toMatchObject({ verdict: 'dnat', masquerade: true });
+    expect(ask(config, '198.19.1.5').steps[0]).toContain('a local pod: source in 198.19.1.0/24');
+  });
+
+  it('an interface detector: an address does not show it, and explain says so', () => {
+    const config: ProxyConfig = { ...base, detectLocal: { mode: 'InterfaceNamePrefix', interfaceNamePrefix: 'veth' } };
+    const e = ask(config, '198.19.1.5');
+    expect(e).toMatchObject({ verdict: 'dnat', masquerade: true });
+    expect(e.steps[0]).toContain('input interface veth*');
+  });
+
+  it('no detector (no CIDR of the family): nothing is masqueraded, as upstream', () => {
+    const e = ask({ ...base, clusterCIDRs: [] }, '198.18.200.9');
+    expect(e).toMatchObject({ verdict: 'dnat', masquerade: false });
+    expect(e.steps[0]).toContain('local traffic is not detected');
   });
 });
