@@ -28,6 +28,7 @@ import {
   Watch,
 } from '@kubernetes/client-node';
 import { log } from '../log.ts';
+import { type ListHead, ListScanner, NotAListError } from './api-list.ts';
 import { type KubeObject, readFields } from '../model/k8s.ts';
 import type { ApiClient } from './api-client.ts';
 
@@ -186,35 +187,47 @@ export async function listObjects(
   const ctx = new RequestContext(url.toString(), HttpMethod.GET);
   ctx.setHeaderParam('Accept', 'application/json');
   ctx.setSignal(signal);
-  const { resp, text } = await limited(
+  const items: KubeObject[] = [];
+  let dropped = 0;
+  // Items are parsed one at a time as the answer streams in, and cut down at once (api-list.ts).
+  const scanner = new ListScanner((item) => {
+    if (hasName(item)) items.push(entering(item, spec));
+    else dropped++;
+  });
+  const { resp, errorText, bytes } = await limited(
     client,
     url.host,
     signal,
     async () => {
       await kc.applySecurityAuthentication(ctx);
       const resp = await new IsomorphicFetchHttpLibrary().send(ctx).toPromise();
-      return { resp, text: await resp.body.text() };
+      if (resp.httpStatusCode !== 200) {
+        const errorText = await resp.body.text();
+        return { resp, errorText, bytes: Buffer.byteLength(errorText) };
+      }
+      let bytes = 0;
+      try {
+        for await (const chunk of (resp.body.stream() ?? []) as AsyncIterable<Uint8Array>) {
+          bytes += chunk.length;
+          scanner.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        }
+      } catch (e) {
+        if (e instanceof NotAListError) throw new Error(`list ${spec.path}: the answer is not a list: ${e.message}`);
+        throw e;
+      }
+      return { resp, errorText: '', bytes };
     },
-    (r) => ({ code: String(r.resp.httpStatusCode), responseBytes: Buffer.byteLength(r.text) }),
+    (r) => ({ code: String(r.resp.httpStatusCode), responseBytes: r.bytes }),
   );
-  if (resp.httpStatusCode !== 200) throw new ApiStatusError(resp.httpStatusCode, `list ${spec.path}: ${statusMessage(resp.httpStatusCode, text)}`);
-  let body: unknown;
+  if (resp.httpStatusCode !== 200) throw new ApiStatusError(resp.httpStatusCode, `list ${spec.path}: ${statusMessage(resp.httpStatusCode, errorText)}`);
+  let head: ListHead;
   try {
-    body = JSON.parse(text);
-  } catch {
-    throw new Error(`list ${spec.path}: the answer is not JSON`);
+    head = scanner.end();
+  } catch (e) {
+    throw new Error(`list ${spec.path}: the answer is not a list: ${(e as Error).message}`);
   }
-  if (!isObject(body) || !(Array.isArray(body.items) || body.items === null)) throw new Error(`list ${spec.path}: the answer is not a list`);
-  const resourceVersion = isObject(body.metadata) && typeof body.metadata.resourceVersion === 'string' ? body.metadata.resourceVersion : '';
-  const items: KubeObject[] = [];
-  let dropped = 0;
-  for (const item of (body.items ?? []) as unknown[]) {
-    if (!hasName(item)) {
-      dropped++;
-      continue;
-    }
-    items.push(entering(item, spec));
-  }
+  const { resourceVersion } = head;
+  dropped += head.notObjects;
   return { resourceVersion, items, dropped };
 }
 
