@@ -12,7 +12,8 @@ import { open } from 'node:fs/promises';
 export interface Piece {
   /** A digest of the text: equal digests, equal objects (the file source re-reads only changed pieces). */
   digest(): string;
-  text: string;
+  /** The piece's text, decoded when asked for (a re-read skips the unchanged pieces without decoding them). */
+  text(): string;
   /** 'item': an entry of a List (in YAML: a one-entry sequence); 'header': the List without its entries (`items: []`); 'whole': a document. */
   role: 'item' | 'header' | 'whole';
   /** Which document of the file (the List an item belongs to). */
@@ -24,8 +25,16 @@ const CHUNK = 1 << 20;
 export class SplitError extends Error {}
 
 /** Computed only when asked for: one-shot commands (state, explain, --dry-run) never need it. */
-function digestOf(text: string): () => string {
-  return () => createHash('sha1').update(text).digest('base64');
+function digestOf(parts: readonly (Buffer | string)[]): () => string {
+  return () => {
+    const h = createHash('sha1');
+    for (const p of parts) h.update(p);
+    return h.digest('base64');
+  };
+}
+
+function textPiece(text: string, role: Piece['role'], doc: number): Piece {
+  return { digest: digestOf([text]), text: () => text, role, doc };
 }
 
 /** Whether the file's text is JSON (its first non-blank byte opens an object or array). */
@@ -162,15 +171,14 @@ class JSONListScanner {
     const item = this.item;
     if (item === null) throw new SplitError('an empty entry in items');
     this.item = null;
-    const text = Buffer.concat(item).toString('utf8');
-    this.onPiece({ digest: digestOf(text), text, role: 'item', doc: 0 });
+    this.onPiece({ digest: digestOf(item), text: () => Buffer.concat(item).toString('utf8'), role: 'item', doc: 0 });
   }
 
   end(): void {
     if (this.inItems || this.inString) throw new SplitError('the file ends inside the List');
     // A List with no entries, or a file without a List, is just its header.
     const text = Buffer.concat(this.header).toString('utf8');
-    this.onPiece({ digest: digestOf(text), text, role: 'header', doc: 0 });
+    this.onPiece(textPiece(text, 'header', 0));
   }
 }
 
@@ -216,13 +224,13 @@ export async function splitYAML(file: string, onPiece: (p: Piece) => void): Prom
   const emitEntry = () => {
     if (entry === null) return;
     const text = entry.join('\n');
-    onPiece({ digest: digestOf(text), text, role: 'item', doc });
+    onPiece(textPiece(text, 'item', doc));
     entry = null;
   };
   const endDoc = () => {
     emitEntry();
     const text = header.join('\n');
-    if (isList || text.trim() !== '') onPiece({ digest: digestOf(text), text, role: isList ? 'header' : 'whole', doc });
+    if (isList || text.trim() !== '') onPiece(textPiece(text, isList ? 'header' : 'whole', doc));
     header = [];
     itemsIndent = -1;
     afterItemsKey = false;

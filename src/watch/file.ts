@@ -155,7 +155,7 @@ async function readPieces(file: string, known: PieceIndex | null): Promise<FileR
       pieces.set(digest, known.get(digest)!);
       return;
     }
-    let value: unknown = json ? JSON.parse(p.text) : load(p.text, { filename: file, json: true, maxAliases: MAX_ALIASES } as LoadOptions);
+    let value: unknown = json ? JSON.parse(p.text()) : load(p.text(), { filename: file, json: true, maxAliases: MAX_ALIASES } as LoadOptions);
     if (p.role === 'item' && !json) {
       if (!Array.isArray(value) || value.length !== 1) throw new SplitError('a List entry is not one sequence entry');
       value = value[0];

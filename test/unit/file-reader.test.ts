@@ -55,8 +55,8 @@ describe('JSON Lists are cut into their items', () => {
     const text = JSON.stringify(list([svc('a'), slice('b')]), null, 4);
     const ps = await pieces(file(text));
     expect(ps.map((p) => p.role)).toEqual(['item', 'item', 'header']);
-    expect(JSON.parse(ps[0]!.text)).toEqual(svc('a'));
-    expect(JSON.parse(ps[2]!.text)).toEqual(list([]));
+    expect(JSON.parse(ps[0]!.text())).toEqual(svc('a'));
+    expect(JSON.parse(ps[2]!.text())).toEqual(list([]));
     const objs = await readBoth(file(text), text);
     expect(objs.map((o) => o.metadata?.name)).toEqual(['a', 'b']);
   });
@@ -64,7 +64,7 @@ describe('JSON Lists are cut into their items', () => {
     const tricky = svc('a', { status: { note: 'x"]},{"y\\\\"', other: '\\"[[[' } });
     for (const text of [JSON.stringify(list([tricky, svc('b')])), JSON.stringify(list([tricky, svc('b')]), null, 2)]) {
       const ps = await pieces(file(text));
-      expect(ps.filter((p) => p.role === 'item').map((p) => JSON.parse(p.text).metadata.name)).toEqual(['a', 'b']);
+      expect(ps.filter((p) => p.role === 'item').map((p) => JSON.parse(p.text()).metadata.name)).toEqual(['a', 'b']);
       await readBoth(file(text), text);
     }
   });

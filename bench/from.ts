@@ -1,0 +1,169 @@
+// The file input path (--from) at 10,000 services x 10 endpoints, in the three shapes a user has: the JSON
+// `kubectl get -A -o json services,endpointslices` writes (a v1 List), the same List as YAML, and a stream of
+// YAML documents (bench/from-dump.ts writes them as kubectl prints objects). For each: the reader alone
+// (in this process), then `state`, `explain` and `--dry-run` (nftables, iptables) as a user runs them
+// (bin/kube-proxy-ts.js: wall time and peak RSS of the whole process, from /usr/bin/time), then the daemon
+// with --from in nftables mode in a network namespace of its own: first sync, one EndpointSlice changed in
+// the file to its rules applied (from the file's rename to the proxy's sync log line), and its peak RSS.
+//   node bench/from.ts [--quick]       (--quick: 2,000 services; root for the daemon part)
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { readObjects } from '../src/watch/file.ts';
+import { fmtMs, writeSection } from './docs.ts';
+import { DUMP_FORMATS, type DumpFormat, dumpObjects, dumpSlice, dumpText, writeDumps } from './from-dump.ts';
+import { ProxyLog } from './measure.ts';
+import { deleteNetns, newNetns } from './netns.ts';
+
+const QUICK = process.argv.includes('--quick');
+const SERVICES = QUICK ? 2000 : 10000;
+const ENDPOINTS = 10;
+const REPO = path.resolve(import.meta.dirname, '..');
+const NODE = process.execPath;
+const CLI = [NODE, '--disable-warning=ExperimentalWarning', path.join(REPO, 'bin/kube-proxy-ts.js')];
+/** The goals of issue 13 for this path. */
+const GOAL_PARSE_MS = 1000;
+const GOAL_RSS_MB = 250;
+const GOAL_CHANGE_MS = 500;
+
+const FORMAT_NAME: Record<DumpFormat, string> = { json: 'JSON List', 'yaml-list': 'YAML List', 'yaml-docs': 'YAML documents' };
+
+interface Run {
+  ms: number;
+  rssMB: number;
+}
+
+/** One command as a user runs it: wall time and peak RSS (the whole process) from /usr/bin/time. */
+function timed(args: string[]): Run {
+  const out = path.join(dir, 'time.txt');
+  execFileSync('/usr/bin/time', ['-f', '%e %M', '-o', out, ...CLI, ...args], { stdio: ['ignore', 'ignore', 'ignore'] });
+  const [secs, kb] = readFileSync(out, 'utf8').trim().split(/\s+/).map(Number);
+  return { ms: secs! * 1000, rssMB: kb! / 1024 };
+}
+
+/** The reader alone, in this process: the best of three. */
+async function parseMs(file: string): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const t = performance.now();
+    await readObjects(file);
+    best = Math.min(best, performance.now() - t);
+  }
+  return best;
+}
+
+function vmHWM(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
+}
+
+interface DaemonRun {
+  firstSyncMs: number;
+  changeMs: number;
+  rssMB: number;
+}
+
+/** The daemon on the file, nftables mode, in a namespace of its own. */
+async function daemon(format: DumpFormat, file: string, objects: Record<string, unknown>[]): Promise<DaemonRun> {
+  const ns = await newNetns(`from${DUMP_FORMATS.indexOf(format)}`);
+  let proxy: ChildProcess | null = null;
+  try {
+    const t0 = performance.now();
+    proxy = spawn(
+      'ip',
+      ['netns', 'exec', ns, ...CLI, '--proxy-mode', 'nftables', '--from', file, '--hostname-override', 'node-a', '--cluster-cidr', '198.19.0.0/16', '--iptables-sync-period', '1h'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    const log = new ProxyLog(proxy);
+    const families = new Set<string>();
+    await log.next((s) => {
+      families.add(s.family);
+      return families.size === 2;
+    }, 120_000);
+    const firstSyncMs = performance.now() - t0;
+    // One slice changes (its endpoints' port): the file is written next to it and renamed over it, as an
+    // editor or `kubectl get > tmp && mv` does.
+    const changed = objects.map((o, i) => (i === SERVICES + 7 ? dumpSlice(7, ENDPOINTS, 1) : o));
+    const tmp = `${file}.tmp`;
+    writeFileSync(tmp, dumpText(changed, format));
+    const synced = log.next((s) => s.family === 'IPv4', 30_000);
+    const t1 = performance.now();
+    renameSync(tmp, file);
+    const s = await synced;
+    const changeMs = s.at - t1;
+    const rssMB = vmHWM(proxy.pid!);
+    // The file as it was, for the next format's run.
+    writeFileSync(file, dumpText(objects, format));
+    return { firstSyncMs, changeMs, rssMB };
+  } finally {
+    if (proxy && proxy.exitCode === null) {
+      const exited = new Promise((r) => proxy!.once('exit', r));
+      proxy.kill('SIGTERM');
+      await exited;
+    }
+    await deleteNetns(ns);
+  }
+}
+
+const goal = (ok: boolean) => (ok ? 'met' : '**NOT met**');
+const mb = (x: number) => `${Math.round(x)} MB`;
+
+const dir = mkdtempSync(path.join(tmpdir(), 'kpt-bench-from-'));
+try {
+  const objects = dumpObjects(SERVICES, ENDPOINTS);
+  const files = writeDumps(dir, SERVICES, ENDPOINTS);
+  const rows: string[] = [];
+  const daemonRows: string[] = [];
+  const root = process.getuid?.() === 0;
+  for (const format of DUMP_FORMATS) {
+    const { file, bytes } = files[format];
+    const common = ['--from', file, '--hostname-override', 'node-a', '--cluster-cidr', '198.19.0.0/16'];
+    const parse = await parseMs(file);
+    const runs: [string, Run][] = [
+      ['state', timed(['state', ...common])],
+      ['explain', timed(['explain', ...common, '--to', '198.18.64.7:80', '--src', '198.19.200.1'])],
+      ['--dry-run nftables', timed(['--dry-run', '--proxy-mode', 'nftables', ...common])],
+      ['--dry-run iptables', timed(['--dry-run', '--proxy-mode', 'iptables', ...common])],
+    ];
+    const rss = Math.max(...runs.map(([, r]) => r.rssMB));
+    rows.push(
+      `| ${FORMAT_NAME[format]} (${(bytes / 1e6).toFixed(0)} MB) | ${fmtMs(parse)} | ${runs.map(([, r]) => `${fmtMs(r.ms)}, ${mb(r.rssMB)}`).join(' | ')} | ${goal(parse < GOAL_PARSE_MS)} / ${goal(rss <= GOAL_RSS_MB)} |`,
+    );
+    console.log(rows.at(-1));
+    if (root) {
+      const d = await daemon(format, file, objects);
+      daemonRows.push(
+        `| ${FORMAT_NAME[format]} | ${fmtMs(d.firstSyncMs)} | ${fmtMs(d.changeMs)} | ${mb(d.rssMB)} | ${goal(d.changeMs <= GOAL_CHANGE_MS)} / ${goal(d.rssMB <= GOAL_RSS_MB)} |`,
+      );
+      console.log(daemonRows.at(-1));
+    }
+  }
+  const body = `## The file input path (\`--from\`, \`state\`, \`explain\`, \`--dry-run\`)
+
+\`bench/from.ts\`${QUICK ? ' (--quick)' : ''}: a dump of ${SERVICES.toLocaleString('en')} services x ${ENDPOINTS} endpoints as kubectl prints
+it (metadata with uid, resourceVersion, labels and the last-applied-configuration annotation; EndpointSlice
+endpoints with targetRef, conditions, nodeName and zone), in three shapes. Parse: the reader alone (split,
+parse and reduce to the model's fields), best of three. Each command: wall time and peak RSS of the whole
+process as a user runs it (\`bin/kube-proxy-ts.js\`, the Node.js runtime included). Goals (issue 13): parse
+well under a second, at most ${GOAL_RSS_MB} MB.
+
+| dump | parse | state | explain | --dry-run nftables | --dry-run iptables | goal: parse < 1 s / RSS ≤ ${GOAL_RSS_MB} MB |
+| --- | --- | --- | --- | --- | --- | --- |
+${rows.join('\n')}
+
+${
+  daemonRows.length > 0
+    ? `The daemon on the same file (\`--from\`, nftables mode, a network namespace of its own): process start to
+both families' first sync; one EndpointSlice changed in the file (written beside it and renamed over it) to
+the proxy's sync log line; peak RSS (VmHWM). Goals: a change applied in at most ${GOAL_CHANGE_MS} ms, at most ${GOAL_RSS_MB} MB.
+
+| dump | first sync | one change applied | peak RSS | goal: change ≤ ${GOAL_CHANGE_MS} ms / RSS ≤ ${GOAL_RSS_MB} MB |
+| --- | --- | --- | --- | --- |
+${daemonRows.join('\n')}`
+    : '(The daemon part needs root: not run.)'
+}`;
+  writeSection('from', body);
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
