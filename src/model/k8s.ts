@@ -139,13 +139,28 @@ const serviceFields = (v: unknown) =>
     status: (s) => pick(s, ['loadBalancer'], { loadBalancer: (lb) => pick(lb, ['ingress'], { ingress: each((i) => pick(i, ['ip', 'ipMode'])) }) }),
   });
 
+/**
+ * An endpoint's conditions: one shared, frozen object per combination of booleans (there are few), instead of
+ * one object per endpoint; anything else picked as it is.
+ */
+const CONDITIONS = new Map<string, unknown>();
+const isFlag = (x: unknown) => x === undefined || x === null || typeof x === 'boolean';
+function sharedConditions(c: unknown): unknown {
+  const picked = pick(c, ['ready', 'serving', 'terminating']);
+  if (!isRecord(picked) || !isFlag(picked.ready) || !isFlag(picked.serving) || !isFlag(picked.terminating)) return picked;
+  const key = `${picked.ready}|${picked.serving}|${picked.terminating}`;
+  let shared = CONDITIONS.get(key);
+  if (shared === undefined) CONDITIONS.set(key, (shared = Object.freeze(picked)));
+  return shared;
+}
+
 const sliceFields = (v: unknown) =>
   pick(v, ['apiVersion', 'kind', 'metadata', 'addressType', 'ports', 'endpoints'], {
     metadata: meta,
     ports: each((p) => pick(p, ['name', 'protocol', 'port'])),
     endpoints: each((e) =>
       pick(e, ['addresses', 'conditions', 'nodeName', 'zone', 'hints', 'deprecatedTopology', 'topology'], {
-        conditions: (c) => pick(c, ['ready', 'serving', 'terminating']),
+        conditions: sharedConditions,
         hints: (h) => pick(h, ['forZones', 'forNodes']),
       }),
     ),

@@ -61,8 +61,12 @@ export interface Frontend {
   role: 'cluster-ip' | 'external' | 'load-balancer' | 'nodeport';
 }
 
-/** The element key of a concatenation of fields (a JSON fragment). */
-const concatKey = (fields: string) => `{"concat":[${fields}]}`;
+/**
+ * The element key of a concatenation of fields (a JSON fragment). Joined, not a template: the planner's
+ * record holds ~130,000 of these at 10,000 x 10, and a template leaves a tree of string pieces (V8 cons
+ * strings, 32 bytes a node) where join makes one flat string (about 20 MB less).
+ */
+const concatKey = (fields: string) => ['{"concat":[', fields, ']}'].join('');
 
 /** Identifies a frontend across service ports (two service ports claiming one frontend: the first key wins). */
 export const frontendId = (f: Frontend) => `${f.kind} ${f.key}`;
