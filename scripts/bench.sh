@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
 export PATH="$PWD/node_modules/.bin:$PATH"
-for b in model iptables nftables daemon from; do
+for b in model iptables nftables daemon from scale; do
   if [ -f "bench/$b.ts" ]; then
     echo "== bench/$b.ts" >&2
     node --expose-gc --disable-warning=ExperimentalWarning "bench/$b.ts" "$@"
