@@ -285,6 +285,56 @@ async function startup(dir: string): Promise<{ ms: number; rss: number }> {
   return runs[1]!;
 }
 
+// --breakdown ROOT FILE (run by node --expose-gc): where the heap goes, step by step, with the sources of the
+// checkout at ROOT (another commit's, to compare) and the objects in FILE (--write-objects): printed as JSON, MB.
+if (args[0] === '--breakdown') {
+  const [root, file] = [args[1]!, args[2]!];
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error('run with node --expose-gc');
+  const heap = () => {
+    gc();
+    gc();
+    return process.memoryUsage().heapUsed / 2 ** 20;
+  };
+  const out: Record<string, number> = {};
+  let last = heap();
+  const step = (name: string) => {
+    const now = heap();
+    out[name] = Math.round((now - last) * 10) / 10;
+    last = now;
+  };
+  const k8s = await import(path.join(root, 'src/model/k8s.ts'));
+  const { ClusterState } = await import(path.join(root, 'src/model/store.ts'));
+  const { Planner } = await import(path.join(root, 'src/modes/nftables/planner.ts'));
+  await import('@kubernetes/client-node');
+  step('code (the model, the nftables mode, client-node)');
+  let served: KubeObject[] | null = (JSON.parse(readFileSync(file, 'utf8')) as { items: KubeObject[] }).items;
+  step('API objects as served');
+  // What is kept is built from fresh objects (as the API source does per item), so that nothing it shares with
+  // the served objects is counted as theirs.
+  const kept: KubeObject[] = (JSON.parse(readFileSync(file, 'utf8')) as { items: KubeObject[] }).items.map((o) => (k8s.readFields ? k8s.readFields(o) : o));
+  step('API objects kept');
+  served = null;
+  step('API objects as served, dropped');
+  const config = { hostname: 'node-a', clusterCIDRs: ['198.19.0.0/16'], masqueradeAll: false, nodePortAddresses: [] };
+  const states = ['IPv4', 'IPv6'].map((family) => {
+    const cs = new ClusterState(config, family);
+    cs.replaceAll(kept);
+    return { cs, state: cs.commit().state };
+  });
+  step('model (parsed objects, service ports, endpoints; both families)');
+  const planner = new Planner({ family: 'IPv4', config });
+  let batch: string | null = planner.full(states[0]!.state).json;
+  step('record + batch');
+  batch = null;
+  step('batch');
+  out['batch'] = -out['batch']!;
+  out['record'] = Math.round((out['record + batch']! - out['batch']!) * 10) / 10;
+  delete out['record + batch'];
+  console.log(JSON.stringify({ out, keep: [kept.length, states.length, planner ? 1 : 0] }));
+  process.exit(0);
+}
+
 // --write-objects FILE: only write the objects of the first size (to look at a proxy by hand), and stop.
 const objectsOut = opt('--write-objects');
 if (objectsOut) {
