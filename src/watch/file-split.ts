@@ -6,7 +6,7 @@
 // read. Anything else (a single object, a flow-style List, a top-level array) is one piece, parsed whole.
 // The splitter does not validate: every byte ends up in a piece that the caller parses, and a caller that
 // meets an error parses the whole file again, to say where the error is (file.ts).
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 
 export interface Piece {
@@ -27,6 +27,7 @@ export class SplitError extends Error {}
 /** Computed only when asked for: one-shot commands (state, explain, --dry-run) never need it. */
 function digestOf(parts: readonly (Buffer | string)[]): () => string {
   return () => {
+    if (parts.length === 1) return hash('sha1', parts[0]!, 'base64'); // one-shot: most pieces lie in one chunk
     const h = createHash('sha1');
     for (const p of parts) h.update(p);
     return h.digest('base64');
