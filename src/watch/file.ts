@@ -1,6 +1,7 @@
 // The file source: a YAML or JSON file holding a v1 List (or any *List) or a multi-document stream of
 // Services, EndpointSlices and Nodes (or a routing scenario file, whose `objects` are read). Other kinds are
-// skipped with a debug log.
+// skipped with a debug log. The file is read piece by piece (file-split.ts), each object reduced to the
+// fields the model reads (fields.ts) as soon as it is parsed; a re-read parses only the pieces that changed.
 import { type FSWatcher, watch } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
@@ -28,10 +29,11 @@ const MAX_DEPTH = 8;
 const MAX_ALIASES = 100;
 
 /**
- * Parses file text into the watched objects; throws SourceFileError naming the file and position.
- * JSON (what `kubectl get -o json` writes) goes through JSON.parse; anything else, or JSON that does not
- * parse, through js-yaml, which reads a 10,000-service dump in under a second where a YAML library that
- * keeps a document model takes seconds and gigabytes.
+ * Parses a whole file's text into the watched objects, as they are; throws SourceFileError naming the file
+ * and position. JSON (what `kubectl get -o json` writes) goes through JSON.parse; anything else, or JSON that
+ * does not parse, through js-yaml (which takes a trailing comma in a flow mapping, and says where it stops).
+ * The file source reads piece by piece (readObjects below) and comes here for what it does not cut and for
+ * errors; the test API server serves what this returns.
  */
 export function parseObjects(text: string, file: string): KubeObject[] {
   const first = text.trimStart()[0];
