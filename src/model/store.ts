@@ -44,6 +44,12 @@ export class ClusterState {
   private readonly dirtySlices = new Set<string>();
   private readonly dirtyServices = new Set<string>();
   private triggerTimes: number[] = [];
+  /**
+   * When this state began tracking changes: a last-change-trigger-time before it is a change made before
+   * this proxy was watching (a restart, a relist of old objects), not latency of ours (upstream's
+   * EndpointsChangeTracker ignores it the same way, against its trackerStartTime).
+   */
+  private readonly trackingSince = Date.now();
   private readonly claims = new FrontendClaims();
   /** Frontends left out or questionable since the last commit (another service owns them; a node port out of range). */
   private notices: ValidationIssue[] = [];
@@ -98,7 +104,7 @@ export class ClusterState {
     set.add(s.key);
     this.dirtySlices.add(s.key);
     this.dirty.add(s.serviceKey);
-    if (s.triggerTime !== null) this.triggerTimes.push(s.triggerTime);
+    if (s.triggerTime !== null && s.triggerTime > this.trackingSince) this.triggerTimes.push(s.triggerTime);
     return { kind: 'applied' };
   }
 

@@ -404,3 +404,20 @@ describe('incremental updates', () => {
     expect(cs.commit().changes.removed.sort()).toEqual(['shop/api:grpc', 'shop/api:http']);
   });
 });
+
+describe('network programming latency', () => {
+  const stamped = (at: number, name = 'web-1') => {
+    const s = webSlice(undefined, name) as { metadata: { annotations?: Record<string, string> } };
+    s.metadata.annotations = { 'endpoints.kubernetes.io/last-change-trigger-time': new Date(at).toISOString() };
+    return s as never;
+  };
+  it('counts the trigger times of changes made since the state began tracking, not older ones (as upstream)', () => {
+    const cs = new ClusterState(CONFIG);
+    cs.upsert(web());
+    cs.upsert(stamped(Date.now() - 3_600_000));
+    expect(cs.commit().triggerTimes).toEqual([]);
+    const now = Date.now() + 1000;
+    cs.upsert(stamped(now, 'web-2'));
+    expect(cs.commit().triggerTimes).toEqual([now]);
+  });
+});
