@@ -1,15 +1,14 @@
 // The file source: a YAML or JSON file holding a v1 List (or any *List) or a multi-document stream of
 // Services, EndpointSlices and Nodes (or a routing scenario file, whose `objects` are read). Other kinds are
 // skipped with a debug log. The file is read piece by piece (file-split.ts), each object reduced to the
-// fields the model reads (fields.ts) as soon as it is parsed; a re-read parses only the pieces that changed.
+// fields the model reads (model/k8s.ts readFields, as the API source does) as soon as it is parsed; a re-read parses only the pieces that changed.
 import { type FSWatcher, watch } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { type LoadOptions, type YAMLException, load, loadAll } from 'js-yaml';
 import { log } from '../log.ts';
-import type { KubeObject } from '../model/k8s.ts';
-import { modelFields } from './fields.ts';
+import { type KubeObject, readFields } from '../model/k8s.ts';
 import { type Piece, SplitError, sniffJSON, splitJSONList, splitYAML } from './file-split.ts';
 import type { Source, SourceHandler } from './types.ts';
 
@@ -129,7 +128,7 @@ export async function readObjects(file: string, opts: { index: boolean; known?: 
   } catch (e) {
     throw new SourceFileError(`${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
   }
-  const objects = parseObjects(text, file).map((o) => modelFields(o) as KubeObject);
+  const objects = parseObjects(text, file).map(readFields);
   return { objects, pieces: opts.index ? new Map([[createHash('sha1').update(text).digest('base64'), objects.map(stub)]]) : new Map() };
 }
 
@@ -144,7 +143,7 @@ async function readPieces(file: string, known: PieceIndex | null): Promise<FileR
     const out: KubeObject[] = [];
     collect(value, file, out, depth, new Set());
     // js-yaml's strings are slices of the piece's text, which they would keep alive: copied flat once reduced.
-    for (let i = 0; i < out.length; i++) out[i] = (json ? modelFields(out[i]) : JSON.parse(JSON.stringify(modelFields(out[i])))) as KubeObject;
+    for (let i = 0; i < out.length; i++) out[i] = json ? readFields(out[i]!) : (JSON.parse(JSON.stringify(readFields(out[i]!))) as KubeObject);
     for (const o of out) objects.push(o);
     if (digest === null) return;
     const ids = pieces.get(digest) ?? [];

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { dump } from 'js-yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { modelFields } from '../../src/watch/fields.ts';
+import { readFields } from '../../src/model/k8s.ts';
 import { type PieceIndex, SourceFileError, parseObjects, readObjects } from '../../src/watch/file.ts';
 import { type Piece, splitJSONList, splitYAML } from '../../src/watch/file-split.ts';
 
@@ -46,7 +46,7 @@ async function pieces(f: string): Promise<Piece[]> {
 /** What reading f gives, which must be what the whole-file parse gives, reduced. */
 async function readBoth(f: string, text: string) {
   const read = (await readObjects(f)).objects;
-  expect(read).toEqual(parseObjects(text, f).map(modelFields));
+  expect(read).toEqual(parseObjects(text, f).map(readFields));
   return read;
 }
 
@@ -106,7 +106,7 @@ describe('JSON Lists are cut into their items', () => {
       const f = file(text);
       let whole: unknown;
       try {
-        whole = parseObjects(text, f).map(modelFields);
+        whole = parseObjects(text, f).map(readFields);
       } catch (e) {
         whole = e;
       }
@@ -185,7 +185,11 @@ describe('re-reads parse only the changed pieces', () => {
     writeFileSync(f, JSON.stringify(list([svc('a'), svc('b', { spec: { clusterIP: '198.18.100.2' } }), slice('c')]), null, 4));
     const second = await readObjects(f, { index: true, known: first.pieces });
     expect(second.objects.map((o) => o.metadata?.name)).toEqual(['b']);
-    const names = (idx: PieceIndex) => [...idx.values()].flat().map((o) => o.metadata?.name).sort();
+    const names = (idx: PieceIndex) =>
+      [...idx.values()]
+        .flat()
+        .map((o) => o.metadata?.name)
+        .sort();
     expect(names(second.pieces)).toEqual(['a', 'b', 'c']);
   });
 });
