@@ -92,7 +92,22 @@ async function daemon(format: DumpFormat, file: string, objects: Record<string, 
     const t0 = performance.now();
     proxy = spawn(
       'ip',
-      ['netns', 'exec', ns, ...CLI, '--proxy-mode', 'nftables', '--from', file, '--hostname-override', 'node-a', '--cluster-cidr', '198.19.0.0/16', '--iptables-sync-period', '1h'],
+      [
+        'netns',
+        'exec',
+        ns,
+        ...CLI,
+        '--proxy-mode',
+        'nftables',
+        '--from',
+        file,
+        '--hostname-override',
+        'node-a',
+        '--cluster-cidr',
+        '198.19.0.0/16',
+        '--iptables-sync-period',
+        '1h',
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     const log = new ProxyLog(proxy);
@@ -135,6 +150,7 @@ async function footprint(file: string): Promise<{ runtimeMB: number; modelMB: nu
   gc?.();
   const before = process.memoryUsage().heapUsed;
   const states = buildStates(objects as never, { hostname: 'node-a', clusterCIDRs: ['198.19.0.0/16'], masqueradeAll: false, nodePortAddresses: [] });
+  // eslint-disable-next-line no-useless-assignment -- the reference is dropped so that gc() collects the objects
   objects = null;
   gc?.();
   const modelMB = gc ? (process.memoryUsage().heapUsed - before) / 2 ** 20 : Number.NaN;

@@ -57,10 +57,18 @@ function servedService(i: number): Service {
   s.metadata = {
     ...s.metadata,
     labels: { app: `svc-${i}`, 'app.kubernetes.io/part-of': 'bench' },
-    annotations: { 'kubectl.kubernetes.io/last-applied-configuration': JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: s.metadata, spec: s.spec }) },
+    annotations: {
+      'kubectl.kubernetes.io/last-applied-configuration': JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: s.metadata, spec: s.spec }),
+    },
     managedFields: managedFields('kubectl-client-side-apply', {
       'f:metadata': { 'f:annotations': { '.': {}, 'f:kubectl.kubernetes.io/last-applied-configuration': {} }, 'f:labels': { '.': {}, 'f:app': {} } },
-      'f:spec': { 'f:internalTrafficPolicy': {}, 'f:ports': { '.': {}, 'k:{"port":80,"protocol":"TCP"}': { '.': {}, 'f:name': {}, 'f:port': {}, 'f:protocol': {}, 'f:targetPort': {} } }, 'f:selector': {}, 'f:sessionAffinity': {}, 'f:type': {} },
+      'f:spec': {
+        'f:internalTrafficPolicy': {},
+        'f:ports': { '.': {}, 'k:{"port":80,"protocol":"TCP"}': { '.': {}, 'f:name': {}, 'f:port': {}, 'f:protocol': {}, 'f:targetPort': {} } },
+        'f:selector': {},
+        'f:sessionAffinity': {},
+        'f:type': {},
+      },
     }),
   } as Service['metadata'];
   (s as { status?: unknown }).status = { loadBalancer: {} };
@@ -74,7 +82,9 @@ function servedSlice(i: number, endpoints: number, generation = 0): EndpointSlic
     generateName: `svc-${i}-`,
     labels: { ...s.metadata!.labels, 'endpointslice.kubernetes.io/managed-by': 'endpointslice-controller.k8s.io', app: `svc-${i}` },
     annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': '2026-01-01T00:00:00Z' },
-    ownerReferences: [{ apiVersion: 'v1', kind: 'Service', name: `svc-${i}`, uid: '6f1c1c55-1b43-4a8e-9d55-0c0b7e0f0000', controller: true, blockOwnerDeletion: true }],
+    ownerReferences: [
+      { apiVersion: 'v1', kind: 'Service', name: `svc-${i}`, uid: '6f1c1c55-1b43-4a8e-9d55-0c0b7e0f0000', controller: true, blockOwnerDeletion: true },
+    ],
     managedFields: managedFields('kube-controller-manager', {
       'f:addressType': {},
       'f:endpoints': {},
@@ -85,7 +95,12 @@ function servedSlice(i: number, endpoints: number, generation = 0): EndpointSlic
   s.endpoints = s.endpoints!.map((e, j) => ({
     ...e,
     conditions: { ready: true, serving: true, terminating: false },
-    targetRef: { kind: 'Pod', namespace: 'bench', name: `svc-${i}-7d9f8c6b5-${j.toString(36).padStart(5, 'x')}`, uid: `0d7c4e2a-6b1f-4c3e-9a8d-${String(i * 100 + j).padStart(12, '0')}` },
+    targetRef: {
+      kind: 'Pod',
+      namespace: 'bench',
+      name: `svc-${i}-7d9f8c6b5-${j.toString(36).padStart(5, 'x')}`,
+      uid: `0d7c4e2a-6b1f-4c3e-9a8d-${String(i * 100 + j).padStart(12, '0')}`,
+    },
   })) as EndpointSlice['endpoints'];
   return s;
 }
@@ -122,7 +137,19 @@ async function startDaemon(ns: string, dir: string, objectsFile: string): Promis
   const kubeconfig = path.join(dir, 'kubeconfig');
   const api = spawn(
     'ip',
-    ['netns', 'exec', ns, NODE, '--disable-warning=ExperimentalWarning', path.join(REPO, 'test/apiserver/main.ts'), '--kubeconfig', kubeconfig, '--from', objectsFile, '--control-stdin'],
+    [
+      'netns',
+      'exec',
+      ns,
+      NODE,
+      '--disable-warning=ExperimentalWarning',
+      path.join(REPO, 'test/apiserver/main.ts'),
+      '--kubeconfig',
+      kubeconfig,
+      '--from',
+      objectsFile,
+      '--control-stdin',
+    ],
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
   await new Promise<void>((resolve, reject) => {
@@ -256,7 +283,18 @@ async function measure(services: number, endpoints: number, dir: string, startup
       const batchMB = readFileSync(batchFile).length / 2 ** 20;
       await stopDaemon(r);
       const floorMs = await floorOf(batchFile);
-      return { services, endpoints, firstSyncMs: r.firstSyncMs - startupMs, floorMs, batchMB, changeMs, rssMB: rss, settledMB: settled, peakMB: peak, churnCpuPct };
+      return {
+        services,
+        endpoints,
+        firstSyncMs: r.firstSyncMs - startupMs,
+        floorMs,
+        batchMB,
+        changeMs,
+        rssMB: rss,
+        settledMB: settled,
+        peakMB: peak,
+        churnCpuPct,
+      };
     } finally {
       await stopDaemon(r);
     }
@@ -314,6 +352,7 @@ if (args[0] === '--breakdown') {
   // the served objects is counted as theirs.
   const kept: KubeObject[] = (JSON.parse(readFileSync(file, 'utf8')) as { items: KubeObject[] }).items.map((o) => (k8s.readFields ? k8s.readFields(o) : o));
   step('API objects kept');
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars -- dropped so that the next step's collection frees them
   served = null;
   step('API objects as served, dropped');
   const config = { hostname: 'node-a', clusterCIDRs: ['198.19.0.0/16'], masqueradeAll: false, nodePortAddresses: [] };
@@ -326,6 +365,7 @@ if (args[0] === '--breakdown') {
   const planner = new Planner({ family: 'IPv4', config });
   let batch: string | null = planner.full(states[0]!.state).json;
   step('record + batch');
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars -- dropped so that the next step's collection frees it
   batch = null;
   step('batch');
   out['batch'] = -out['batch']!;

@@ -194,7 +194,7 @@ export async function listObjects(
     if (hasName(item)) items.push(entering(item, spec));
     else dropped++;
   });
-  const { resp, errorText, bytes } = await limited(
+  const { resp, errorText } = await limited(
     client,
     url.host,
     signal,
@@ -212,7 +212,7 @@ export async function listObjects(
           scanner.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
         }
       } catch (e) {
-        if (e instanceof NotAListError) throw new Error(`list ${spec.path}: the answer is not a list: ${e.message}`);
+        if (e instanceof NotAListError) throw new Error(`list ${spec.path}: the answer is not a list: ${e.message}`, { cause: e });
         throw e;
       }
       return { resp, errorText: '', bytes };
@@ -224,7 +224,7 @@ export async function listObjects(
   try {
     head = scanner.end();
   } catch (e) {
-    throw new Error(`list ${spec.path}: the answer is not a list: ${(e as Error).message}`);
+    throw new Error(`list ${spec.path}: the answer is not a list: ${(e as Error).message}`, { cause: e });
   }
   const { resourceVersion } = head;
   dropped += head.notObjects;

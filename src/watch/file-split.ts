@@ -123,7 +123,6 @@ class JSONListScanner {
         while (q >= 0 && backslashesBefore(chunk, i, q) % 2 === 1) q = chunk.indexOf(QUOTE, q + 1);
         if (q < 0) {
           escaped = backslashesBefore(chunk, i, n) % 2 === 1;
-          i = n;
           break;
         }
         inString = false;

@@ -503,7 +503,10 @@ describe('the test API server as its own process', () => {
     await source.start(rec);
     expect(rec.state().map((k) => k.split('@')[0])).toEqual(['EndpointSlice/shop/web-x7k2p', 'Service/shop/web']);
     // The server keeps the file's uid (the proxy itself keeps only the fields it reads: model/k8s.ts readFields).
-    const served = ((await fetch(`${info.url}/_test/objects`).then((r) => r.json())) as { result: unknown }).result as { kind: string; metadata?: { uid?: string } }[];
+    const served = ((await fetch(`${info.url}/_test/objects`).then((r) => r.json())) as { result: unknown }).result as {
+      kind: string;
+      metadata?: { uid?: string };
+    }[];
     expect(served.find((o) => o.kind === 'Service')?.metadata?.uid).toBe('0b6d2d4c-0001-4000-8000-000000000001');
 
     await control('apply', { apiVersion: 'v1', kind: 'List', items: [node(HOST), svc('api')] });
