@@ -23,7 +23,7 @@ import { type Explanation, explain, formatExplanation } from './model/explain.ts
 import { hostPort, parseHostPort, parseIP } from './model/addr.ts';
 import { buildState, buildStates } from './model/store.ts';
 import { type ServicePortView, stateToJSON, stateToTable, viewsToTable } from './model/view.ts';
-import { SourceFileError, readObjectsFile } from './watch/file.ts';
+import { FileSource, SourceFileError, readObjectsFile } from './watch/file.ts';
 import { KubeConfigError, loadKubeConfig } from './watch/api.ts';
 import { cleanupAll, dryRun, runProxy } from './daemon/run.ts';
 import { applyNodeSettings } from './daemon/node-setup.ts';
@@ -284,8 +284,9 @@ async function runCommand(opts: RunOptions): Promise<number> {
   if (opts.dryRun) return dryRun(opts);
   // A source the proxy cannot use ends it before it touches the node (upstream builds its client before its
   // conntrack setup): one line and exit 1.
-  if (opts.from) await readObjectsFile(opts.from);
-  else await loadKubeConfig(opts.kubeconfig, opts.api.master);
+  // The file's read is kept for the daemon's first list (a 10,000-service file takes a second to read).
+  const first = opts.from ? await FileSource.readFirst(opts.from) : null;
+  if (!opts.from) await loadKubeConfig(opts.kubeconfig, opts.api.master);
   await applyNodeSettings(opts);
   if (opts.initOnly) return 0;
   // Upstream exits when its --config changes, so that the pod restarts with the new ConfigMap.
@@ -293,7 +294,7 @@ async function runCommand(opts: RunOptions): Promise<number> {
     ? watchConfigFile(opts.configFile.path, opts.configFile.text, () => requestRestart('the configuration file changed', { file: opts.configFile!.path }))
     : () => {};
   try {
-    const code = await runProxy(opts);
+    const code = await runProxy(opts, first);
     return restartReason() !== null ? 1 : code;
   } finally {
     stopWatching();

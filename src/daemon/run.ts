@@ -11,7 +11,7 @@ import type { DesiredState, IPFamily, ServicePort } from '../model/types.ts';
 import { createProxier, modeDefinition } from '../modes/index.ts';
 import { MODES, type Proxier } from '../modes/types.ts';
 import { ApiSource, createEventRecorder, loadKubeConfig, resourceSpecs } from '../watch/api.ts';
-import { FileSource, readObjectsFile } from '../watch/file.ts';
+import { FileSource, type FirstRead, readObjectsFile } from '../watch/file.ts';
 import type { Source } from '../watch/types.ts';
 import { ConntrackCleaner } from './conntrack.ts';
 import { type DebugOptions, type FamilyView, type SyncRecord, handleDebug } from './debug.ts';
@@ -28,8 +28,8 @@ function reportOutcome(object: string, r: ApplyOutcome): void {
   else if (r.kind === 'skipped') log.debug({ event: 'skipped', object, reason: r.reason }, 'skipped');
 }
 
-function makeSource(opts: RunOptions, observer: RequestObserver | null = null): Source {
-  if (opts.from) return new FileSource(opts.from);
+function makeSource(opts: RunOptions, observer: RequestObserver | null = null, first: FirstRead | null = null): Source {
+  if (opts.from) return new FileSource(opts.from, { first });
   return new ApiSource({ kubeconfig: opts.kubeconfig, hostname: opts.proxy.hostname, ...opts.api, observer });
 }
 
@@ -55,8 +55,8 @@ const isNodeNamed = (name: string) => (o: KubeObject) => o.kind === 'Node' && o.
  * This node's Node object once, for what must be known before the pipelines are built (nodePortAddresses
  * `primary`): from the file, or one GET from the API server (retried a few times); null when there is none.
  */
-async function fetchThisNode(opts: RunOptions): Promise<KubeObject | null> {
-  if (opts.from) return (await readObjectsFile(opts.from)).find(isNodeNamed(opts.proxy.hostname)) ?? null;
+async function fetchThisNode(opts: RunOptions, first: FirstRead | null): Promise<KubeObject | null> {
+  if (opts.from) return (first?.read.objects ?? (await readObjectsFile(opts.from))).find(isNodeNamed(opts.proxy.hostname)) ?? null;
   const kc = await loadKubeConfig(opts.kubeconfig, opts.api.master ?? null);
   // Loaded only here: the API client is heavy and file-source runs never need it.
   const { listObjects } = await import('../watch/api-reflector.ts');
@@ -109,12 +109,12 @@ const POD_CIDR_WAIT_MS = 5 * 60_000;
  * This node's Node as the start needs it: for nodePortAddresses `primary`, and under detect-local-mode NodeCIDR
  * until it has podCIDRs (upstream's waitForPodCIDR; a file source is taken as it is).
  */
-async function nodeForStart(opts: RunOptions): Promise<KubeObject | null> {
+async function nodeForStart(opts: RunOptions, first: FirstRead | null): Promise<KubeObject | null> {
   const nodeCIDR = opts.proxy.detectLocal?.mode === 'NodeCIDR';
   if (!opts.nodePortAddressesPrimary && !nodeCIDR) return null;
   const deadline = Date.now() + POD_CIDR_WAIT_MS;
   for (;;) {
-    const node = await fetchThisNode(opts);
+    const node = await fetchThisNode(opts, first);
     if (!nodeCIDR || opts.from || nodePodCIDRs(node).length > 0) return node;
     if (Date.now() > deadline) throw new Error('timeout waiting for PodCIDR allocation to configure detect-local-mode NodeCIDR');
     log.info({ event: 'detect-local-node-cidr' }, `waiting for this node's podCIDR allocation (detect-local-mode NodeCIDR)`);
@@ -252,8 +252,12 @@ function releaseStartupGarbage(): void {
   );
 }
 
-export async function runProxy(given: RunOptions): Promise<number> {
-  const startNode = await nodeForStart(given);
+/**
+ * Runs the proxy until it is stopped. first: the --from file as the start-up already read it (cli.ts checks
+ * it before touching the node), so that a large file is not read again for the Node and the first list.
+ */
+export async function runProxy(given: RunOptions, first: FirstRead | null = null): Promise<number> {
+  const startNode = await nodeForStart(given, first);
   const opts = withNodePodCIDRs(withPrimaryNodePorts(given, startNode), startNode);
   const families = nodeFamilies();
   const metrics = new ProxyMetrics({ families });
@@ -330,7 +334,7 @@ export async function runProxy(given: RunOptions): Promise<number> {
     );
   }
 
-  const source = makeSource(opts, metrics.requests);
+  const source = makeSource(opts, metrics.requests, first);
   const changed = (objects: readonly KubeObject[]) => {
     metrics.queued(objects);
     for (const p of pipelines) p.loop.request();

@@ -207,6 +207,22 @@ function identities(pieces: PieceIndex): Map<string, KubeObject> {
  * is compared with the previous one and only added, changed and removed objects are sent as events. A file
  * that no longer parses is reported and ignored: the last good content stays in force.
  */
+/** What identifies a version of the file without reading it: inode, size, modification time. */
+async function statKey(file: string): Promise<string> {
+  try {
+    const st = await stat(file);
+    return `${st.ino}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    return 'missing';
+  }
+}
+
+/** A complete read of the file and the stat it was read at (FileSource.readFirst). */
+export interface FirstRead {
+  stat: string;
+  read: FileRead;
+}
+
 export class FileSource implements Source {
   readonly file: string;
   private readonly debounceMs: number;
@@ -221,18 +237,35 @@ export class FileSource implements Source {
   private reading: Promise<void> = Promise.resolve();
   private stopped = false;
 
-  constructor(file: string, opts: { debounceMs?: number; pollMs?: number } = {}) {
+  /** A read made before start (the start-up's check of the file): used for the first list instead of a second read. */
+  private first: FirstRead | null;
+
+  constructor(file: string, opts: { debounceMs?: number; pollMs?: number; first?: FirstRead | null } = {}) {
     this.file = resolve(file);
     this.debounceMs = opts.debounceMs ?? 50;
     this.pollMs = opts.pollMs ?? 2000;
+    this.first = opts.first ?? null;
+  }
+
+  /**
+   * The file read once, with its stat taken before the read: a change while it is read shows as a different
+   * stat, so the source started from this read reads the file again.
+   */
+  static async readFirst(file: string): Promise<FirstRead> {
+    const stat = await statKey(resolve(file));
+    return { stat, read: await readObjects(file, { index: true }) };
   }
 
   async start(handler: SourceHandler): Promise<void> {
     this.handler = handler;
-    const read = await readObjects(this.file, { index: true });
+    const first = this.first;
+    this.first = null;
+    const { stat, read } = first ?? (await FileSource.readFirst(this.file));
     this.pieces = read.pieces;
-    this.lastStat = await this.statKey();
+    this.lastStat = stat;
     handler.onList(read.objects);
+    // Handed over once: whoever made the first read (the start-up) must not keep the objects alive through it.
+    if (first) first.read.objects = [];
     try {
       this.watcher = watch(dirname(this.file), { persistent: false }, (_event, name) => {
         if (name === null || name === basename(this.file)) this.schedule();
@@ -249,13 +282,8 @@ export class FileSource implements Source {
     this.poll.unref();
   }
 
-  private async statKey(): Promise<string> {
-    try {
-      const st = await stat(this.file);
-      return `${st.ino}:${st.size}:${st.mtimeMs}`;
-    } catch {
-      return 'missing';
-    }
+  private statKey(): Promise<string> {
+    return statKey(this.file);
   }
 
   private schedule(): void {

@@ -471,4 +471,27 @@ describe('file source follows the file', () => {
     expect(errors[0]).toContain('objects.yaml:');
     expect(events).toHaveLength(4);
   });
+
+  it("starts from the start-up's read without reading again, and sees a change made after that read", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kpt-file-'));
+    const file = join(dir, 'first.yaml');
+    const a = svc('a', { clusterIP: '198.18.100.1', ports: [{ port: 80 }] });
+    const b = svc('b', { clusterIP: '198.18.100.2', ports: [{ port: 80 }] });
+    const write = (items: unknown[]) => writeFileSync(file, stringify({ apiVersion: 'v1', kind: 'List', items }));
+    write([a, b]);
+    const first = await FileSource.readFirst(file);
+    write([a, b, svc('c', { clusterIP: '198.18.100.4', ports: [{ port: 80 }] })]);
+    const lists: string[][] = [];
+    const events: string[] = [];
+    const src = new FileSource(file, { debounceMs: 20, pollMs: 100, first });
+    closers.push(() => src.stop());
+    await src.start({
+      onList: (objs) => lists.push(objs.map((o) => o.metadata?.name ?? '')),
+      onEvent: (e: SourceEvent) => events.push(`${e.type} ${e.object.metadata?.name}`),
+    });
+    expect(lists).toEqual([['a', 'b']]);
+    expect(first.read.objects).toEqual([]); // handed over: the start-up keeps nothing alive
+    for (let i = 0; i < 100 && events.length === 0; i++) await sleep(20);
+    expect(events).toEqual(['add c']);
+  });
 });
