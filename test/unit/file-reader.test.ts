@@ -51,6 +51,20 @@ async function readBoth(f: string, text: string) {
 }
 
 describe('JSON Lists are cut into their items', () => {
+  it('pretty-printed entries are cut at their closing line; lines that only look like it change nothing', async () => {
+    const pretty = JSON.stringify(list([svc('a'), slice('b'), svc('c')]), null, 4);
+    const ps = await pieces(file(pretty));
+    expect(ps.map((p) => JSON.parse(p.text()).metadata?.name ?? 'header')).toEqual(['a', 'b', 'c', 'header']);
+    // An entry written on one line between pretty-printed ones, and a nested object closed at the entry's
+    // column (inconsistent indentation): the objects are still exactly the whole-file parse's.
+    const mixed = pretty.replace(/\{\n {12}"apiVersion": "discovery/, '{"apiVersion": "discovery').replace('"endpoints": [', '"endpoints": [\n        ');
+    const oneLine = `{"apiVersion": "v1", "kind": "List", "items": [\n        ${JSON.stringify(svc('d'))},\n        {\n            "kind": "Service", "apiVersion": "v1", "metadata": {"name": "e", "namespace": "shop"},\n            "spec": {"clusterIP": "198.18.100.5", "ports": [{"port": 80}]\n        }\n        }\n    ]\n}`;
+    for (const text of [mixed, oneLine]) expect((await readBoth(file(text), text)).length).toBeGreaterThan(0);
+    // A line break inside a string (not JSON) that looks like an entry's end: what the whole-file parse reads.
+    const broken = `{"items": [\n    {\n        "kind": "Service", "metadata": {"name": "x\n    },\n    {"}\n    }\n]}`;
+    await readBoth(file(broken), broken);
+  });
+
   it('one piece per item and a header with items: [], as kubectl indents them', async () => {
     const text = JSON.stringify(list([svc('a'), slice('b')]), null, 4);
     const ps = await pieces(file(text));
