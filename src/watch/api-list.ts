@@ -23,6 +23,13 @@ export interface ListHead {
   notObjects: number;
 }
 
+/** Whether chunk[from, end) ends in an odd run of backslashes (the byte at `end` is then escaped). */
+function endsInOddBackslashes(chunk: Buffer, from: number, end: number): boolean {
+  let j = end;
+  while (j > from && chunk[j - 1] === BACKSLASH) j--;
+  return (end - j) % 2 === 1;
+}
+
 /** Bytes of one value that may span chunks: the parts of earlier chunks, and where it starts in this one. */
 class Span {
   parts: Buffer[] = [];
@@ -77,14 +84,25 @@ export class ListScanner {
     for (let i = 0; i < n; i++) {
       const b = chunk[i]!;
       if (this.#inString) {
-        if (this.#escape) this.#escape = false;
-        else if (b === BACKSLASH) this.#escape = true;
-        else if (b === QUOTE) {
-          this.#inString = false;
-          if (this.#keySpan) {
-            this.#key = JSON.parse(`"${this.#keySpan.text(chunk, i)}"`) as string;
-            this.#keySpan = null;
-          }
+        if (this.#escape) {
+          this.#escape = false;
+          continue;
+        }
+        // Most of a list's bytes are inside strings: jump to the next quote (Buffer.indexOf) instead of
+        // stepping through them; the quote ends the string unless an odd run of backslashes precedes it.
+        const quote = chunk.indexOf(QUOTE, i);
+        if (quote === -1) {
+          this.#escape = endsInOddBackslashes(chunk, i, n);
+          i = n;
+          continue;
+        }
+        const escaped = endsInOddBackslashes(chunk, i, quote);
+        i = quote;
+        if (escaped) continue;
+        this.#inString = false;
+        if (this.#keySpan) {
+          this.#key = JSON.parse(`"${this.#keySpan.text(chunk, i)}"`) as string;
+          this.#keySpan = null;
         }
         continue;
       }
