@@ -213,16 +213,17 @@ export class ServiceHealthServers {
     this.hosts = typeof hosts === 'string' ? () => [hosts] : hosts;
   }
 
-  /** Opens, updates and closes servers to match the state. */
-  async sync(state: DesiredState): Promise<void> {
+  /** Opens, updates and closes servers to match the states (one per family: a service's port serves both). */
+  async sync(states: Iterable<DesiredState>): Promise<void> {
     const want = new Map<number, ServiceHealthEntry>();
-    for (const sp of state.servicePorts.values()) {
-      if (sp.healthCheckNodePort === null || sp.externalTrafficPolicy !== 'Local') continue;
-      const local = sp.localEndpoints.filter((e) => e.ready).length;
-      const prev = want.get(sp.healthCheckNodePort);
-      // The ports of one service share its health check port; report the largest local count among them.
-      want.set(sp.healthCheckNodePort, { namespace: sp.namespace, name: sp.name, localEndpoints: Math.max(prev?.localEndpoints ?? 0, local) });
-    }
+    for (const state of states)
+      for (const sp of state.servicePorts.values()) {
+        if (sp.healthCheckNodePort === null || sp.externalTrafficPolicy !== 'Local') continue;
+        const local = sp.localEndpoints.filter((e) => e.ready).length;
+        const prev = want.get(sp.healthCheckNodePort);
+        // The ports of one service share its health check port; report the largest local count among them.
+        want.set(sp.healthCheckNodePort, { namespace: sp.namespace, name: sp.name, localEndpoints: Math.max(prev?.localEndpoints ?? 0, local) });
+      }
     for (const [port, s] of this.servers) {
       if (!want.has(port)) {
         this.servers.delete(port);

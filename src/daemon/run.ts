@@ -7,7 +7,7 @@ import type { KubeObject } from '../model/k8s.ts';
 import { issueLine } from '../model/parse.ts';
 import { type ApplyOutcome, ClusterState, buildState } from '../model/store.ts';
 import { FAMILIES } from '../model/addr.ts';
-import type { DesiredState, IPFamily, ServicePort } from '../model/types.ts';
+import type { DesiredState, IPFamily } from '../model/types.ts';
 import { createProxier, modeDefinition } from '../modes/index.ts';
 import { MODES, type Proxier } from '../modes/types.ts';
 import { ApiSource, createEventRecorder, loadKubeConfig, resourceSpecs } from '../watch/api.ts';
@@ -214,17 +214,6 @@ function familyView(p: FamilyPipeline): FamilyView {
   };
 }
 
-/**
- * The states of every family as one, for what serves the node as a whole (the health-check node ports of
- * dual-stack services answer for both families). Keys carry the family.
- */
-function allFamilies(states: ReadonlyMap<IPFamily, DesiredState>): DesiredState {
-  const first = [...states.values()][0]!;
-  const servicePorts = new Map<string, ServicePort>();
-  for (const [family, st] of states) for (const [k, sp] of st.servicePorts) servicePorts.set(`${family}/${k}`, sp);
-  return { ...first, servicePorts };
-}
-
 let startupGarbageReleased = false;
 
 /**
@@ -280,7 +269,7 @@ export async function runProxy(given: RunOptions, first: FirstRead | null = null
         synced.set(family, e.state);
         if (synced.size === families.length) releaseStartupGarbage();
         takeover.synced(family);
-        await serviceHealth.sync(allFamilies(synced));
+        await serviceHealth.sync(synced.values());
         const before = conntrack.failures;
         conntrack.afterSync(e.state, e.changes);
         if (conntrack.failures > before) metrics.conntrackCleanupFailures.inc(conntrack.failures - before);

@@ -241,7 +241,7 @@ describe('service health check node ports', () => {
       lb('remote', p2),
       slice('remote-1', 'remote', [{ name: 'http', port: 8080 }], [ep('198.19.2.11', 'node-b')]),
     ];
-    await servers.sync(buildState(objects, CONFIG).state);
+    await servers.sync([buildState(objects, CONFIG).state]);
     expect(servers.ports()).toEqual([p1, p2].sort((a, b) => a - b));
     const r1 = await fetch(`http://127.0.0.1:${p1}/`);
     expect(r1.status).toBe(200);
@@ -251,7 +251,7 @@ describe('service health check node ports', () => {
     expect(r2.status).toBe(503);
     expect(((await r2.json()) as { localEndpoints: number }).localEndpoints).toBe(0);
     // The service goes away: its port closes.
-    await servers.sync(buildState(objects.slice(0, 2), CONFIG).state);
+    await servers.sync([buildState(objects.slice(0, 2), CONFIG).state]);
     expect(servers.ports()).toEqual([p1]);
     await sleep(20);
     await expect(fetch(`http://127.0.0.1:${p2}/`)).rejects.toThrow();
