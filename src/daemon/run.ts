@@ -57,18 +57,23 @@ const isNodeNamed = (name: string) => (o: KubeObject) => o.kind === 'Node' && o.
  */
 async function fetchThisNode(opts: RunOptions, first: FirstRead | null): Promise<KubeObject | null> {
   if (opts.from) return (first?.read.objects ?? (await readObjectsFile(opts.from))).find(isNodeNamed(opts.proxy.hostname)) ?? null;
-  const kc = await loadKubeConfig(opts.kubeconfig, opts.api.master ?? null);
-  // Loaded only here: the API client is heavy and file-source runs never need it.
-  const { listObjects } = await import('../watch/api-reflector.ts');
+  const access = await loadKubeConfig(opts.kubeconfig, opts.api.master ?? null);
+  // Loaded only here: file-source runs never need the API client.
+  const [{ listObjects }, { ApiClient }] = await Promise.all([import('../watch/api-reflector.ts'), import('../watch/api-client.ts')]);
+  const client = new ApiClient(access);
   const spec = resourceSpecs(opts.proxy.hostname).find((r) => r.kind === 'Node')!;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return (await listObjects(kc, spec, AbortSignal.timeout(10_000))).items[0] ?? null;
-    } catch (e) {
-      if (attempt >= 5) throw e;
-      log.warn({ event: 'node-fetch-failed', attempt, err: (e as Error).message }, 'could not read this node; retrying');
-      await new Promise((r) => setTimeout(r, 2_000 * attempt));
+  try {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await listObjects(client, spec, AbortSignal.timeout(10_000))).items[0] ?? null;
+      } catch (e) {
+        if (attempt >= 5) throw e;
+        log.warn({ event: 'node-fetch-failed', attempt, err: (e as Error).message }, 'could not read this node; retrying');
+        await new Promise((r) => setTimeout(r, 2_000 * attempt));
+      }
     }
+  } finally {
+    client.close();
   }
 }
 

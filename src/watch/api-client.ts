@@ -1,88 +1,15 @@
-// What this proxy adds to client-node's way of reaching the API server, to behave as client-go (and so kube-proxy):
-// - bearer tokens from a file (kubeconfig `tokenFile`, which kubeadm's kube-proxy kubeconfig uses, and the
-//   in-cluster service-account token), re-read at most once a minute so that rotated (projected) tokens are
-//   picked up, as client-go's CachedFileTokenSource. client-node 2.0.1 reads `token-file` (a key kubeconfig
-//   does not have) once at load and ignores `tokenFile`: a kubeadm kubeconfig has no credentials there.
-// - the client-side rate limit of requests (clientConnection.qps / burst), client-go's token bucket.
-// - what the rest_client_* metrics count, reported to an observer.
-import { readFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join } from 'node:path';
-import type { KubeConfig, User } from '@kubernetes/client-node';
-import { parse as parseYaml } from 'yaml';
-import { log } from '../log.ts';
-
-/** client-node's authenticator interface (not exported by name). */
-type Authenticator = Parameters<KubeConfig['addAuthenticator']>[0];
-
-/** client-go's CachedFileTokenSource period. */
-export const TOKEN_REREAD_MS = 60_000;
-
-/** Where a user's bearer token comes from: a file, with the kubeconfig's static token (if any) as the fallback. */
-export interface TokenFileUser {
-  file: string;
-  /** kubeconfig `token`, used when the file cannot be read (client-go: the file wins when it can be). */
-  fallback: string | null;
-}
-
-/**
- * The `tokenFile` of each user of a kubeconfig (relative paths resolved against the kubeconfig's directory, as
- * client-go), by user name.
- */
-export async function tokenFileUsers(kubeconfig: string): Promise<Map<string, TokenFileUser>> {
-  const doc = parseYaml(await readFile(kubeconfig, 'utf8')) as { users?: { name?: unknown; user?: Record<string, unknown> }[] } | null;
-  const out = new Map<string, TokenFileUser>();
-  for (const u of doc?.users ?? []) {
-    const file = u.user?.tokenFile ?? u.user?.['token-file'];
-    if (typeof u.name !== 'string' || typeof file !== 'string' || file === '') continue;
-    const token = u.user?.token;
-    out.set(u.name, { file: isAbsolute(file) ? file : join(dirname(kubeconfig), file), fallback: typeof token === 'string' && token !== '' ? token : null });
-  }
-  return out;
-}
-
-/** A client-node authenticator for token-file users: the token re-read once it is a minute old, trimmed. */
-export class TokenFileAuth implements Authenticator {
-  readonly #users: ReadonlyMap<string, TokenFileUser>;
-  readonly #now: () => number;
-  readonly #cache = new Map<string, { token: string; readAt: number }>();
-
-  constructor(users: ReadonlyMap<string, TokenFileUser>, now: () => number = () => Date.now()) {
-    this.#users = users;
-    this.#now = now;
-  }
-
-  isAuthProvider(user: User): boolean {
-    return this.#users.has(user.name);
-  }
-
-  async applyAuthentication(user: User, opts: { headers?: Record<string, unknown> }): Promise<void> {
-    const token = await this.token(user.name);
-    if (token === null) return;
-    opts.headers ??= {};
-    opts.headers.Authorization = `Bearer ${token}`;
-  }
-
-  /** The user's current token: the cached one while fresh, else the file's; on a read error the last good one. */
-  async token(name: string): Promise<string | null> {
-    const u = this.#users.get(name);
-    if (!u) return null;
-    const cached = this.#cache.get(name);
-    if (cached && this.#now() - cached.readAt < TOKEN_REREAD_MS) return cached.token;
-    try {
-      const token = (await readFile(u.file, 'utf8')).trim();
-      if (token === '') throw new Error('the file is empty');
-      this.#cache.set(name, { token, readAt: this.#now() });
-      return token;
-    } catch (e) {
-      const fallback = cached?.token ?? u.fallback;
-      log.warn(
-        { event: 'token-file-unreadable', file: u.file, err: (e as Error).message },
-        `cannot read the token file; ${fallback ? 'using the last token' : 'no token'}`,
-      );
-      return fallback;
-    }
-  }
-}
+// The proxy's HTTP client of the API server, on node:http / node:https (not undici or fetch: loading either
+// costs about 30 MB resident, @kubernetes/client-node about 100 MB more; see issue 13). What it does, as client-go:
+// - one keep-alive agent per API server (client-go's shared transport), TCP keep-alive every 30 s;
+// - every request waits for the client-side rate limiter (clientConnection.qps / burst, client-go's token bucket)
+//   and is reported to the observer (the rest_client_* metrics);
+// - credentials per request (kubeconfig.ts: tokens from files are re-read as they rotate);
+// - a request without response headers after REQUEST_HEADERS_TIMEOUT_MS is abandoned; callers bound the rest
+//   (a list's whole answer, an Event's post) with their signal, and a watch with its silent-watch timer.
+import { type Agent, type IncomingMessage, type OutgoingHttpHeaders, request as httpRequest, Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { VERSION } from '../version.ts';
+import type { KubeAccess, RequestCredentials } from './kubeconfig.ts';
 
 /** client-go's token bucket rate limiter: `burst` requests at once, then `qps` per second. qps <= 0: no limit. */
 export class TokenBucket {
@@ -133,7 +60,7 @@ export interface RequestRecord {
   host: string;
   /** The HTTP status, or "<error>" when no answer came (client-go's label). */
   code: string;
-  /** Until the response headers (a watch's stream is not counted). */
+  /** Until the response is read (a watch: until its headers; its stream is not counted). */
   seconds: number;
   /** Bytes of the response body, when read whole (lists). */
   responseBytes: number | null;
@@ -145,8 +72,166 @@ export interface RequestObserver {
   request(r: RequestRecord): void;
 }
 
-/** Everything the reflectors share about reaching the API server. */
-export interface ApiClient {
+/** What every client of the process shares: one rate limiter (client-go's per-client limiter) and one observer. */
+export interface ApiClientShared {
   limiter: TokenBucket;
   observer: RequestObserver | null;
+}
+
+/** An answer that never came: no response headers this long after the request was sent. */
+export const REQUEST_HEADERS_TIMEOUT_MS = 30_000;
+
+/** Resends of a GET that met a kept-alive connection closed under it (each such connection leaves the pool). */
+const MAX_STALE_CONNECTION_RETRIES = 8;
+
+/** The User-Agent, in client-go's DefaultKubernetesUserAgent form (program/version (os/arch)). */
+export const USER_AGENT = `kube-proxy-ts/v${VERSION} (${process.platform}/${process.arch})`;
+
+export interface ApiRequest {
+  method: 'GET' | 'POST';
+  /** The path under the server's URL, with its query string. */
+  path: string;
+  /** A JSON body. */
+  body?: string;
+  /** Ends the request (and its answer's stream) when it aborts. */
+  signal?: AbortSignal;
+}
+
+/** What a request's reader made of the answer, and how many body bytes it read (null: not read whole). */
+export interface ReadAnswer<T> {
+  value: T;
+  bytes: number | null;
+}
+
+/** Error answers of the API server (its status code and its Status message). */
+export class ApiStatusError extends Error {
+  readonly statusCode: number;
+  constructor(statusCode: number, message: string) {
+    super(message);
+    this.name = 'ApiStatusError';
+    this.statusCode = statusCode;
+  }
+}
+
+/** The whole body of an answer, as text (error answers: small). */
+export async function readText(res: IncomingMessage): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const chunk of res) parts.push(chunk as Buffer);
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/** A message from an error answer (a Status object), or the raw start of its body. */
+export function statusMessage(status: number, body: string): string {
+  try {
+    const o = JSON.parse(body) as { message?: unknown } | null;
+    if (typeof o?.message === 'string') return `HTTP ${status}: ${o.message}`;
+  } catch {
+    // not JSON
+  }
+  return `HTTP ${status}${body ? `: ${body.slice(0, 200)}` : ''}`;
+}
+
+export class ApiClient {
+  readonly access: KubeAccess;
+  /** host:port of the API server, the rest_client_* metrics' host label. */
+  readonly host: string;
+  readonly #shared: ApiClientShared | null;
+  readonly #agent: Agent;
+  readonly #send: typeof httpRequest;
+
+  constructor(access: KubeAccess, shared: ApiClientShared | null = null) {
+    this.access = access;
+    this.host = new URL(access.server).host;
+    this.#shared = shared;
+    const https = access.server.startsWith('https:');
+    const keepAlive = { keepAlive: true, keepAliveMsecs: 30_000 };
+    this.#agent = https
+      ? new HttpsAgent({
+          ...keepAlive,
+          ca: access.ca ?? undefined,
+          cert: access.cert ?? undefined,
+          key: access.key ?? undefined,
+          rejectUnauthorized: !access.insecure,
+          servername: access.tlsServerName ?? undefined,
+        })
+      : new HttpAgent(keepAlive);
+    this.#send = https ? httpsRequest : httpRequest;
+  }
+
+  /**
+   * Sends one request once the rate limiter lets it, and hands its answer (any status) to `read`; the request is
+   * reported to the observer when `read` resolves or either fails. The answer's stream ends with the signal.
+   */
+  async request<T>(req: ApiRequest, read: (res: IncomingMessage) => Promise<ReadAnswer<T>>): Promise<T> {
+    const shared = this.#shared;
+    if (shared) {
+      const waited = await shared.limiter.take(req.signal);
+      shared.observer?.rateLimited(req.method, this.host, waited / 1000);
+    }
+    const started = performance.now();
+    let code = '<error>';
+    let bytes: number | null = null;
+    try {
+      const res = await this.#open(req);
+      code = String(res.statusCode ?? 0);
+      const answer = await read(res);
+      bytes = answer.bytes;
+      return answer.value;
+    } finally {
+      shared?.observer?.request({ verb: req.method, host: this.host, code, seconds: (performance.now() - started) / 1000, responseBytes: bytes });
+    }
+  }
+
+  /** Closes the idle keep-alive connections. */
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  /** Sends the request; resolves with the answer once its headers are in. */
+  async #open(req: ApiRequest): Promise<IncomingMessage> {
+    const signal = req.signal;
+    signal?.throwIfAborted();
+    const creds: RequestCredentials = { headers: {} };
+    await this.access.authenticate(creds);
+    const headers: OutgoingHttpHeaders = { Accept: 'application/json', 'User-Agent': USER_AGENT, ...creds.headers };
+    if (req.body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      headers['Content-Length'] = Buffer.byteLength(req.body);
+    }
+    const send = (retries: number) =>
+      new Promise<IncomingMessage>((resolve, reject) => {
+        const r = this.#send(new URL(this.access.server + req.path), {
+          method: req.method,
+          headers,
+          agent: this.#agent,
+          // A plugin's client certificate (exec credentials); the agent keeps a connection per certificate.
+          ...(creds.cert && creds.key ? { cert: creds.cert, key: creds.key } : {}),
+        });
+        const timer = setTimeout(
+          () => r.destroy(new Error(`no answer from ${this.host} within ${REQUEST_HEADERS_TIMEOUT_MS / 1000} s`)),
+          REQUEST_HEADERS_TIMEOUT_MS,
+        );
+        const abort = () => r.destroy(signal!.reason instanceof Error ? signal!.reason : new Error('aborted'));
+        signal?.addEventListener('abort', abort, { once: true });
+        r.once('close', () => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', abort);
+        });
+        r.once('error', (e: NodeJS.ErrnoException) => {
+          clearTimeout(timer);
+          // A kept-alive connection the server closed as it was reused: send again (on the next idle connection
+          // or a new one), as Go's transport does for requests that cannot have been processed.
+          if (retries > 0 && r.reusedSocket && e.code === 'ECONNRESET' && req.method === 'GET' && !signal?.aborted) resolve(send(retries - 1));
+          else reject(e);
+        });
+        r.once('response', (res) => {
+          clearTimeout(timer);
+          // An error after the headers (the signal, a cut connection) ends the answer's stream: its reader sees it.
+          r.on('error', (e) => res.destroy(e));
+          resolve(res);
+        });
+        r.end(req.body);
+      });
+    return send(MAX_STALE_CONNECTION_RETRIES);
+  }
 }

@@ -2,9 +2,11 @@
 // controller "kube-proxy", regarding the Node): `Starting` when it starts, `FailedToStartProxierHealthcheck` /
 // `FailedToStartMetricServer` when a server cannot be bound. Best effort, as upstream's broadcaster: a failed
 // post is logged, never retried, never in the way of the proxy.
-import type { KubeConfig } from '@kubernetes/client-node';
 import { log } from '../log.ts';
-import type { ApiClient } from './api-client.ts';
+import { type ApiClient, ApiStatusError, readText, statusMessage } from './api-client.ts';
+
+/** How long one post may take (upstream's broadcaster gives up similarly: Events are best effort). */
+const POST_TIMEOUT_MS = 10_000;
 
 export type EventType = 'Normal' | 'Warning';
 
@@ -32,46 +34,31 @@ export function nodeEvent(node: string, type: EventType, reason: string, action:
 }
 
 export class EventRecorder {
-  readonly #kc: KubeConfig;
+  readonly #client: ApiClient;
   readonly #node: string;
-  readonly #client: ApiClient | null;
 
-  constructor(kc: KubeConfig, node: string, client: ApiClient | null = null) {
-    this.#kc = kc;
-    this.#node = node;
+  constructor(client: ApiClient, node: string) {
     this.#client = client;
+    this.#node = node;
   }
 
   /** Posts an Event regarding this node; resolves whether the API server took it. */
   async record(type: EventType, reason: string, action: string, note = ''): Promise<boolean> {
-    const cluster = this.#kc.getCurrentCluster();
-    if (!cluster) return false;
-    const { HttpMethod, IsomorphicFetchHttpLibrary, RequestContext } = await import('@kubernetes/client-node');
-    const url = new URL(`${cluster.server.replace(/\/+$/, '')}/apis/events.k8s.io/v1/namespaces/default/events`);
     const body = JSON.stringify(nodeEvent(this.#node, type, reason, action, note));
-    const ctx = new RequestContext(url.toString(), HttpMethod.POST);
-    ctx.setHeaderParam('Content-Type', 'application/json');
-    ctx.setHeaderParam('Accept', 'application/json');
-    ctx.setBody(body);
-    ctx.setSignal(AbortSignal.timeout(10_000));
-    const started = performance.now();
-    let code = '<error>';
     try {
-      if (this.#client) {
-        const waited = await this.#client.limiter.take();
-        this.#client.observer?.rateLimited('POST', url.host, waited / 1000);
-      }
-      await this.#kc.applySecurityAuthentication(ctx);
-      const resp = await new IsomorphicFetchHttpLibrary().send(ctx).toPromise();
-      code = String(resp.httpStatusCode);
-      const text = await resp.body.text();
-      if (resp.httpStatusCode >= 300) throw new Error(`HTTP ${resp.httpStatusCode}: ${text.slice(0, 200)}`);
+      await this.#client.request(
+        { method: 'POST', path: '/apis/events.k8s.io/v1/namespaces/default/events', body, signal: AbortSignal.timeout(POST_TIMEOUT_MS) },
+        async (res) => {
+          const text = await readText(res);
+          const status = res.statusCode ?? 0;
+          if (status >= 300) throw new ApiStatusError(status, statusMessage(status, text));
+          return { value: undefined, bytes: Buffer.byteLength(text) };
+        },
+      );
       return true;
     } catch (e) {
       log.debug({ event: 'event-not-recorded', reason, err: (e as Error).message }, 'could not record a Kubernetes Event');
       return false;
-    } finally {
-      this.#client?.observer?.request({ verb: 'POST', host: url.host, code, seconds: (performance.now() - started) / 1000, responseBytes: null });
     }
   }
 }

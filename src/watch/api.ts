@@ -1,5 +1,5 @@
-// The API source: Services, EndpointSlices and this node's Node from the Kubernetes API server, through
-// client-node informers (see api-reflector.ts for how each one is kept alive).
+// The API source: Services, EndpointSlices and this node's Node from the Kubernetes API server, each kept by a
+// reflector (api-reflector.ts: list, then watch, and how each failure is recovered from).
 //
 // Selection is kube-proxy's: Services and EndpointSlices without the service-proxy-name label (those are
 // for another proxy) and without the headless label; the Node by field selector metadata.name=<hostname>.
@@ -9,16 +9,17 @@
 // new set of all three. A failed list delivers nothing: what the proxy programmed stays in place while the
 // API server is unreachable, and the next successful list replaces it.
 //
-// client-node takes about a second to load: it is imported when start() runs, not with this module, so the
-// file-based commands (and --dry-run) do not pay for it.
-import type { KubeConfig } from '@kubernetes/client-node';
-import { StartupError } from '../errors.ts';
+// The HTTP client (api-client.ts) and the reflectors are imported when start() runs, not with this module, so
+// the file-based commands (and --dry-run) do not load them.
 import { log } from '../log.ts';
 import { HEADLESS_LABEL, type KubeObject, SERVICE_PROXY_NAME_LABEL } from '../model/k8s.ts';
 import type { Reflector, ReflectorStats, ReflectorTimings, ResourceSpec } from './api-reflector.ts';
-import { type ApiClient, type RequestObserver, TokenBucket, TokenFileAuth, type TokenFileUser, tokenFileUsers } from './api-client.ts';
+import type { ApiClient, RequestObserver } from './api-client.ts';
 import type { Source, SourceHandler } from './types.ts';
-import { EventRecorder } from './api-events.ts';
+import type { EventRecorder } from './api-events.ts';
+import { loadKubeConfig } from './kubeconfig.ts';
+
+export { KubeConfigError, loadKubeConfig } from './kubeconfig.ts';
 
 /** kube-proxy's label selector for Services and EndpointSlices. */
 export const PROXY_LABEL_SELECTOR = `!${SERVICE_PROXY_NAME_LABEL},!${HEADLESS_LABEL}`;
@@ -43,72 +44,18 @@ export const DEFAULT_TIMINGS: ReflectorTimings = {
   backoffInitialMs: 800,
   backoffMaxMs: 30_000,
   silentWatchMs: 90_000,
-  watchReconnectMaxMs: 5_000,
   watchTimeoutSeconds: null,
   listTimeoutMs: 60_000,
 };
-
-export class KubeConfigError extends StartupError {
-  constructor(message: string) {
-    super(message);
-    this.name = 'KubeConfigError';
-  }
-}
-
-/** The in-cluster service-account token (client-go's rest.InClusterConfig reads the same file). */
-export const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
-
-/**
- * Loads --kubeconfig, or the in-cluster config when null, as client-go's BuildConfigFromFlags: --master replaces
- * the server (alone: that URL, no credentials). Users with a token file get it through TokenFileAuth (re-read
- * every minute). Rejects with a KubeConfigError with a clear message.
- */
-export async function loadKubeConfig(file: string | null, master: string | null = null): Promise<KubeConfig> {
-  const { KubeConfig } = await import('@kubernetes/client-node');
-  const kc = new KubeConfig();
-  let tokenFiles = new Map<string, TokenFileUser>();
-  if (file) {
-    try {
-      kc.loadFromFile(file);
-      tokenFiles = await tokenFileUsers(file);
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      throw new KubeConfigError(`${err.path ?? file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
-    }
-    if (!kc.getCurrentCluster()) throw new KubeConfigError(`${file}: no cluster for the current context ${JSON.stringify(kc.getCurrentContext())}`);
-  } else if (master) {
-    kc.loadFromClusterAndUser({ name: 'master', server: master, skipTLSVerify: false }, { name: 'master' });
-  } else {
-    if (!process.env.KUBERNETES_SERVICE_HOST || !process.env.KUBERNETES_SERVICE_PORT) {
-      throw new KubeConfigError('not running in a pod (KUBERNETES_SERVICE_HOST/PORT are not set): pass --kubeconfig');
-    }
-    kc.loadFromCluster();
-    tokenFiles.set(kc.getCurrentUser()!.name, { file: SERVICE_ACCOUNT_TOKEN, fallback: null });
-  }
-  const current = kc.getCurrentCluster()!;
-  // Token-file users authenticate through TokenFileAuth only: client-node would otherwise send a static token
-  // (or its own once-a-minute, untrimmed file read for in-cluster) after it.
-  kc.loadFromOptions({
-    clusters: kc.getClusters().map((c) => (master && c.name === current.name ? { ...c, server: master } : c)),
-    contexts: kc.getContexts(),
-    users: kc.getUsers().map((u) => (tokenFiles.has(u.name) ? { ...u, token: undefined, authProvider: undefined } : u)),
-    currentContext: kc.getCurrentContext(),
-  });
-  if (tokenFiles.size > 0) kc.addAuthenticator(new TokenFileAuth(tokenFiles));
-  const server = kc.getCurrentCluster()?.server ?? '';
-  if (server.startsWith('http:') && !kc.getCurrentCluster()?.skipTLSVerify && !(master && !file)) {
-    throw new KubeConfigError(`${file ?? 'in-cluster config'}: plain http:// server ${server} needs insecure-skip-tls-verify: true`);
-  }
-  return kc;
-}
 
 /** An Event recorder for this node, through the same kubeconfig (and --master) as the source. */
 export async function createEventRecorder(
   o: { kubeconfig: string | null; master?: string | null; hostname: string },
   observer: RequestObserver | null = null,
 ): Promise<EventRecorder> {
-  const kc = await loadKubeConfig(o.kubeconfig, o.master ?? null);
-  return new EventRecorder(kc, o.hostname, { limiter: new TokenBucket(0, 1), observer });
+  const access = await loadKubeConfig(o.kubeconfig, o.master ?? null);
+  const [{ ApiClient, TokenBucket }, { EventRecorder }] = await Promise.all([import('./api-client.ts'), import('./api-events.ts')]);
+  return new EventRecorder(new ApiClient(access, { limiter: new TokenBucket(0, 1), observer }), o.hostname);
 }
 
 /**
@@ -144,9 +91,12 @@ export class ApiSource implements Source {
   readonly hostname: string;
   readonly serviceProxyName: string;
   readonly timings: ReflectorTimings;
-  readonly client: ApiClient;
+  readonly qps: number;
+  readonly burst: number;
+  readonly observer: RequestObserver | null;
 
   private reflectors: Reflector[] = [];
+  private client: ApiClient | null = null;
   private handler: SourceHandler | null = null;
   private synced = false;
   private stopped = false;
@@ -158,8 +108,9 @@ export class ApiSource implements Source {
     this.master = opts.master ?? null;
     this.hostname = opts.hostname;
     this.serviceProxyName = opts.serviceProxyName ?? '';
-    // One limiter for every request of the process, as client-go's per-client rate limiter.
-    this.client = { limiter: new TokenBucket(opts.qps ?? 0, opts.burst ?? 1), observer: opts.observer ?? null };
+    this.qps = opts.qps ?? 0;
+    this.burst = opts.burst ?? 1;
+    this.observer = opts.observer ?? null;
     const t: Record<string, unknown> = { ...DEFAULT_TIMINGS };
     for (const k of Object.keys(DEFAULT_TIMINGS) as (keyof ReflectorTimings)[]) {
       if (opts[k] !== undefined) t[k] = opts[k];
@@ -185,10 +136,13 @@ export class ApiSource implements Source {
   async start(handler: SourceHandler): Promise<void> {
     if (this.handler || this.stopped) throw new Error(`the API source was already ${this.stopped ? 'stopped' : 'started'}`);
     this.handler = handler;
-    const kc = await loadKubeConfig(this.kubeconfig, this.master);
-    const { Reflector } = await import('./api-reflector.ts');
+    const access = await loadKubeConfig(this.kubeconfig, this.master);
+    const [{ Reflector }, { ApiClient, TokenBucket }] = await Promise.all([import('./api-reflector.ts'), import('./api-client.ts')]);
     if (this.stopped) throw new Error('the API source was stopped before the initial list');
-    log.info({ event: 'api-source', server: kc.getCurrentCluster()?.server, hostname: this.hostname }, 'watching the API server');
+    // One limiter for every request of the source, as client-go's per-client rate limiter.
+    const client = new ApiClient(access, { limiter: new TokenBucket(this.qps, this.burst), observer: this.observer });
+    this.client = client;
+    log.info({ event: 'api-source', server: access.server, hostname: this.hostname }, 'watching the API server');
     const hooks = {
       listed: () => this.listed(),
       changed: (_r: Reflector, type: 'add' | 'update' | 'delete', object: KubeObject) => this.deliver(() => handler.onEvent({ type, object })),
@@ -200,7 +154,7 @@ export class ApiSource implements Source {
           `the API server serves ${spec.kind} as ${spec.apiVersion}`,
         );
         void old.stop();
-        const next = new Reflector(kc, spec, this.timings, hooks, this.client);
+        const next = new Reflector(client, spec, this.timings, hooks);
         this.reflectors = this.reflectors.map((r) => (r === old ? next : r));
         if (!this.stopped) next.start();
       },
@@ -209,7 +163,7 @@ export class ApiSource implements Source {
       this.rejectStart = reject;
       this.resolveStart = resolve;
     });
-    this.reflectors = resourceSpecs(this.hostname, this.serviceProxyName).map((spec) => new Reflector(kc, spec, this.timings, hooks, this.client));
+    this.reflectors = resourceSpecs(this.hostname, this.serviceProxyName).map((spec) => new Reflector(client, spec, this.timings, hooks));
     for (const r of this.reflectors) r.start();
     await done;
   }
@@ -218,6 +172,7 @@ export class ApiSource implements Source {
     if (this.stopped) return;
     this.stopped = true;
     await Promise.all(this.reflectors.map((r) => r.stop()));
+    this.client?.close();
     this.rejectStart?.(new Error('the API source was stopped before the initial list'));
     this.rejectStart = null;
   }

@@ -5,11 +5,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HttpMethod, RequestContext } from '@kubernetes/client-node';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { stringify } from 'yaml';
 import type { KubeObject } from '../../src/model/k8s.ts';
-import { type RequestRecord, TOKEN_REREAD_MS, TokenBucket, TokenFileAuth, tokenFileUsers } from '../../src/watch/api-client.ts';
+import { type RequestRecord, TokenBucket } from '../../src/watch/api-client.ts';
+import { TOKEN_REREAD_MS, TokenFile, readKubeConfig } from '../../src/watch/kubeconfig.ts';
 import { ApiSource, createEventRecorder, loadKubeConfig, proxyLabelSelector } from '../../src/watch/api.ts';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -34,7 +34,7 @@ function kubeadmKubeconfig(server: string, tokenFile: string, extraUser: Record<
   });
 }
 
-/** The same, for a plain-http test server (no CA; client-node wants insecure-skip-tls-verify for http). */
+/** The same, for a plain-http test server (no CA; a plain http:// server needs insecure-skip-tls-verify). */
 function testKubeconfig(server: TestApiServer, tokenFile: string, extraUser: Record<string, unknown> = {}): string {
   const f = join(dir, `kubeconfig-${Math.random().toString(36).slice(2)}`);
   writeFileSync(
@@ -77,7 +77,7 @@ async function listed(source: ApiSource): Promise<KubeObject[]> {
 const names = (objects: KubeObject[]) => objects.map((o) => `${o.kind}/${o.metadata?.name}`).sort();
 
 describe("kubeadm's kube-proxy kubeconfig", () => {
-  it('authenticates with user.tokenFile (client-node alone sends no token) and lists', async () => {
+  it('authenticates with user.tokenFile and lists', async () => {
     const server = await startServer('sa-token-1');
     const tokenFile = join(dir, 'token-a');
     writeFileSync(tokenFile, 'sa-token-1\n');
@@ -97,7 +97,7 @@ describe("kubeadm's kube-proxy kubeconfig", () => {
     writeFileSync(join(dir, 'rel-token'), 't');
     const k = join(dir, 'kubeconfig-rel');
     writeFileSync(k, kubeadmKubeconfig('https://198.18.0.1:6443', 'rel-token'));
-    expect(await tokenFileUsers(k)).toEqual(new Map([['default', { file: join(dir, 'rel-token'), fallback: null }]]));
+    expect((await readKubeConfig(k)).user.fields.tokenFile).toBe(join(dir, 'rel-token'));
   });
 
   it('--master replaces the kubeconfig server', async () => {
@@ -106,7 +106,7 @@ describe("kubeadm's kube-proxy kubeconfig", () => {
     writeFileSync(tokenFile, 'sa');
     const k = join(dir, 'kubeconfig-master');
     writeFileSync(k, kubeadmKubeconfig('http://198.18.255.254:1', tokenFile).replace(/certificate-authority: .*/, 'insecure-skip-tls-verify: true'));
-    expect((await loadKubeConfig(k, server.url)).getCurrentCluster()?.server).toBe(server.url);
+    expect((await loadKubeConfig(k, server.url)).server).toBe(server.url);
     const objects = await listed(new ApiSource({ kubeconfig: k, master: server.url, hostname: 'node-a' }));
     expect(names(objects)).toContain('Service/web');
   });
@@ -117,20 +117,20 @@ describe('rotated service-account tokens', () => {
     let now = 0;
     const file = join(dir, 'token-rot');
     writeFileSync(file, '  first\n');
-    const auth = new TokenFileAuth(new Map([['default', { file, fallback: 'static' }]]), () => now);
-    expect(await auth.token('default')).toBe('first');
+    const auth = new TokenFile(file, 'static', () => now);
+    expect(await auth.token()).toBe('first');
     writeFileSync(file, 'second');
     now += TOKEN_REREAD_MS - 1;
-    expect(await auth.token('default')).toBe('first');
+    expect(await auth.token()).toBe('first');
     now += 2;
-    expect(await auth.token('default')).toBe('second');
+    expect(await auth.token()).toBe('second');
     rmSync(file);
     now += TOKEN_REREAD_MS;
-    expect(await auth.token('default')).toBe('second');
-    const fresh = new TokenFileAuth(new Map([['default', { file, fallback: 'static' }]]), () => now);
-    expect(await fresh.token('default')).toBe('static');
-    const headers: Record<string, unknown> = {};
-    await auth.applyAuthentication({ name: 'default' }, { headers });
+    expect(await auth.token()).toBe('second');
+    const fresh = new TokenFile(file, 'static', () => now);
+    expect(await fresh.token()).toBe('static');
+    const headers: Record<string, string> = {};
+    await auth.authenticate({ headers });
     expect(headers.Authorization).toBe('Bearer second');
   });
 
@@ -142,11 +142,11 @@ describe('rotated service-account tokens', () => {
       k,
       kubeadmKubeconfig('https://198.18.0.1:6443', tokenFile, { token: 'static' }).replace(/certificate-authority: .*/, 'insecure-skip-tls-verify: true'),
     );
-    const kc = await loadKubeConfig(k);
+    const access = await loadKubeConfig(k);
     const authorization = async () => {
-      const ctx = new RequestContext('https://198.18.0.1:6443/api/v1/services', HttpMethod.GET);
-      await kc.applySecurityAuthentication(ctx);
-      return ctx.getHeaders().Authorization;
+      const r = { headers: {} as Record<string, string> };
+      await access.authenticate(r);
+      return r.headers.Authorization;
     };
     vi.useFakeTimers({ toFake: ['Date'] });
     try {

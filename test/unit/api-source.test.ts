@@ -18,7 +18,7 @@ const dir = mkdtempSync(join(tmpdir(), 'kpt-apisource-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Fast timings: recovery within a few hundred ms even on a loaded 2-core machine. */
-const FAST: Partial<ApiSourceOptions> = { backoffInitialMs: 20, backoffMaxMs: 250, silentWatchMs: 700, watchReconnectMaxMs: 100, listTimeoutMs: 3000 };
+const FAST: Partial<ApiSourceOptions> = { backoffInitialMs: 20, backoffMaxMs: 250, silentWatchMs: 700, listTimeoutMs: 3000 };
 
 function svc(name: string, labels: Record<string, string> = {}, spec: Record<string, unknown> = {}): ApiObject {
   return {

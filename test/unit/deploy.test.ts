@@ -10,7 +10,7 @@ import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { type RunOptions, resolveRunOptions } from '../../src/config.ts';
-import { loadKubeConfig } from '../../src/watch/api.ts';
+import { readKubeConfig } from '../../src/watch/kubeconfig.ts';
 
 const REPO = join(import.meta.dirname, '../..');
 const MANIFEST = join(REPO, 'deploy/kube-proxy-ts.yaml');
@@ -126,8 +126,8 @@ describe('deploy/kube-proxy-ts.yaml', () => {
     });
     // The kubeconfig names the control-plane endpoint (never the in-cluster `kubernetes` Service) and
     // authenticates with the pod's service-account token file.
-    const kc = await loadKubeConfig(o.kubeconfig);
-    expect(kc.getCurrentCluster()?.server).toBe('https://CONTROL-PLANE-ENDPOINT:6443');
+    const kc = await readKubeConfig(o.kubeconfig!);
+    expect(kc.cluster.fields.server).toBe('https://CONTROL-PLANE-ENDPOINT:6443');
     const kubeconfig = docs(cm.data['kubeconfig.conf'])[0]!;
     expect(kubeconfig.users[0].user).toEqual({ tokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token' });
     expect(kubeconfig.clusters[0].cluster['certificate-authority']).toBe('/var/run/secrets/kubernetes.io/serviceaccount/ca.crt');
