@@ -437,7 +437,7 @@ does), and then only resumes watches. Multiplying the measured per-node figures:
 | a 410 on every watch (history lost) | ${relistsPerNode} lists, ${mb(relistBytes)} | ${(relistsPerNode * PROJECTED_NODES).toLocaleString('en')} lists, ${mb(relistBytes * PROJECTED_NODES)} |
 | proxy CPU at ${CHURN_RATE} changes/s | ${Math.round(proxyCpuPerNode * 100)}% of a core | the same on each node |
 
-- The bytes are JSON, as this proxy asks for them (client-node speaks no protobuf); kube-proxy defaults to protobuf
+- The bytes are JSON, as this proxy asks for them (its client speaks no protobuf); kube-proxy defaults to protobuf
   (\`clientConnection.contentType\`), a more compact encoding of the same events and lists (no field names). The API server
   serializes an event once for all its watchers (its watch cache), so fan-out costs it bytes and connections rather
   than encoding work; ${(watchesPerNode * PROJECTED_NODES).toLocaleString('en')} watches is the load kube-proxy itself puts on a ${PROJECTED_NODES.toLocaleString('en')}-node cluster (same 3 watches per node).
