@@ -1,5 +1,6 @@
 // The proxy's HTTP client of the API server, on node:http / node:https (not undici or fetch: loading either
-// costs about 30 MB resident, @kubernetes/client-node about 100 MB more; see issue 13). What it does, as client-go:
+// costs about 30 MB resident, @kubernetes/client-node about 95 MB with undici; see issue 13). What it does, as
+// client-go:
 // - one keep-alive agent per API server (client-go's shared transport), TCP keep-alive every 30 s;
 // - every request waits for the client-side rate limiter (clientConnection.qps / burst, client-go's token bucket)
 //   and is reported to the observer (the rest_client_* metrics);
