@@ -27,7 +27,6 @@ export class KubeConfigError extends StartupError {
 
 /** The pod's service-account files (client-go's rest.InClusterConfig reads the same). */
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
-export const SERVICE_ACCOUNT_TOKEN = `${SERVICE_ACCOUNT_DIR}/token`;
 
 /** What a request carries to authenticate: headers, and a client certificate some plugins hand out. */
 export interface RequestCredentials {
