@@ -21,7 +21,10 @@ function checkout(): void {
   mkdirSync(join(root, 'bin'));
   copyFileSync(BIN, join(root, 'bin', 'kube-proxy-ts.js'));
   mkdirSync(join(root, 'src', 'model'), { recursive: true });
-  writeFileSync(join(root, 'src', 'cli.ts'), "export async function main(argv: string[]): Promise<number> { process.stdout.write(`src ${argv.join(' ')}\\n`); return 0; }\n");
+  writeFileSync(
+    join(root, 'src', 'cli.ts'),
+    "export async function main(argv: string[]): Promise<number> { process.stdout.write(`src ${argv.join(' ')}\\n`); return 0; }\n",
+  );
   writeFileSync(join(root, 'src', 'model', 'store.ts'), 'export {};\n');
   mkdirSync(join(root, 'dist'));
   writeFileSync(join(root, 'dist', 'cli.js'), "export async function main(argv) { process.stdout.write(`dist ${argv.join(' ')}\\n`); return 0; }\n");
@@ -63,7 +66,11 @@ describe('bin/kube-proxy-ts.js: dist/ or src/', () => {
 
   it('runs src/ when dist/ was never built (no stamp)', () => {
     rmSync(join(root, 'dist', '.build-stamp'));
-    expect(run('-v=2')).toEqual({ code: 0, stdout: 'src -v=2\n', stderr: 'kube-proxy-ts: running src/ through type stripping: dist/ is not built (npm run build)\n' });
+    expect(run('-v=2')).toEqual({
+      code: 0,
+      stdout: 'src -v=2\n',
+      stderr: 'kube-proxy-ts: running src/ through type stripping: dist/ is not built (npm run build)\n',
+    });
   });
 
   it('runs dist/ without src/, as the image ships it', () => {
