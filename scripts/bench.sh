@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
 export PATH="$PWD/node_modules/.bin:$PATH"
+# What ships: bin/kube-proxy-ts.js runs the compiled dist/ (the benchmarks spawn it).
+node scripts/build.js
 for b in model iptables nftables daemon from scale; do
   if [ -f "bench/$b.ts" ]; then
     echo "== bench/$b.ts" >&2

@@ -11,6 +11,11 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# The end-to-end tests spawn bin/kube-proxy-ts.js, which runs dist/ when it is newer than src/: build it, so
+# that `npm test` tests the compiled code a node runs. (A plain `vitest run` after an edit runs src/: bin/ sees
+# the edit and never runs a stale dist/.) The unit tests import src/ either way.
+node scripts/build.js
+
 results=$(mktemp -t kpt-results.XXXXXX.json)
 trap 'rm -f "$results"' EXIT
 status=0
