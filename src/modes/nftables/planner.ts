@@ -104,7 +104,7 @@ class PerSet {
 const SHARED = new Set(SHARED_SETS);
 const isShared = (set: string) => SHARED.has(set) || isPseudoSet(set);
 
-const recordedElems = (rec: PortRecord): PortElems => decodeElems(rec.elems, isShared);
+const recordedElems = (rec: PortRecord): PortElems => decodeElems(rec.elems);
 
 /** Receives the old (a function: decoding is only done when needed) and new elements of one re-rendered service port. */
 type DiffSink = (old: () => PortElems, next: PortElems) => void;
@@ -365,7 +365,7 @@ export class Planner {
       const r = renderPort(c, ctx);
       const rec = old ?? { elems: '', frontends: c.frontends.map(frontendId), slotSets: NO_SLOT_SETS };
       for (const s of rec.slotSets) if (!r.slotSets.includes(s)) this.slots.release(s);
-      // Equal texts are equal element lists (record.ts encodes them one to one).
+      // Equal texts are equal element lists (decodeElems gives back what encodeElems was given).
       const elems = encodeElems(r.elems, r.shared);
       if (elems !== rec.elems) {
         sink(() => recordedElems(rec), r);

@@ -7,7 +7,8 @@
 // - each element is the line  key \x01 set-code value  (value left out when null: values are never empty);
 // - the set name is one character of a fixed table (KEY_END_AND_CODE);
 // - each line is front-coded: one character gives how many leading characters it shares with the line
-//   before (at most 255, so the string stays one byte a character), then the rest of it, then \x02.
+//   before (at most 254, so the string stays one byte a character), then the rest of it, then \x02;
+// - the character 255 in place of a line starts the shared elements.
 // Consecutive keys of a port share their frontend (`{"concat":["198.18.100.1","tcp",80,`), so a DNAT
 // element costs its slot's last digits and its address. The control characters cannot occur in a key or
 // value: both are JSON text (which escapes control characters) or addresses and numbers (elements.ts).
@@ -17,7 +18,10 @@ import { countsPseudoSet, timeoutsPseudoSet } from './names.ts';
 
 const KEY_END = '\u0001';
 const LINE_END = '\u0002';
-const MAX_SHARED = 0xff;
+/** The most leading characters a line takes from the line before: one byte, 255 being SHARED_FROM. */
+const MAX_SHARED = 0xfe;
+/** In place of a line: the shared elements start. */
+const SHARED_FROM = 0xff;
 
 /** Every set and pseudo-set name an element may name, and its one-character code (from 'A' on, one byte). */
 const SET_NAMES: readonly string[] = [...setSchemas().map((s) => s.name), ...COUNT_GROUPS.map(countsPseudoSet), ...KEY_KINDS.map(timeoutsPseudoSet)];
@@ -54,6 +58,7 @@ export function encodeElems(own: ElemList, shared: ElemList): string {
   let prevValue = '';
   for (let l = 0; l < 2; l++) {
     const list = l === 0 ? own : shared;
+    if (l === 1 && shared.length > 0) pieces.push(String.fromCharCode(SHARED_FROM));
     for (let i = 0; i < list.length; i += 3) {
       const key = list[i + 1]!;
       // KEY_END and the set's code, as one piece.
@@ -79,20 +84,25 @@ export function encodeElems(own: ElemList, shared: ElemList): string {
   return text;
 }
 
-/** The element lists encodeElems was given (shared: the elements of `isShared` sets), in their order. */
-export function decodeElems(text: string, isShared: (set: string) => boolean): { elems: ElemList; shared: ElemList } {
+/** The element lists encodeElems was given, in their order. */
+export function decodeElems(text: string): { elems: ElemList; shared: ElemList } {
   const elems: ElemList = [];
   const shared: ElemList = [];
+  let list = elems;
   let prev = '';
   let pos = 0;
   while (pos < text.length) {
     const n = text.charCodeAt(pos);
+    if (n === SHARED_FROM) {
+      list = shared;
+      pos++;
+      continue;
+    }
     const end = text.indexOf(LINE_END, pos + 1);
     const line = prev.slice(0, n) + text.slice(pos + 1, end);
     const k = line.indexOf(KEY_END);
     const set = SET_NAMES[line.charCodeAt(k + 1) - FIRST_CODE]!;
-    const value = line.length > k + 2 ? line.slice(k + 2) : null;
-    (isShared(set) ? shared : elems).push(set, line.slice(0, k), value);
+    list.push(set, line.slice(0, k), line.length > k + 2 ? line.slice(k + 2) : null);
     prev = line;
     pos = end + 1;
   }
