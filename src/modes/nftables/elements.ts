@@ -68,8 +68,11 @@ export interface Frontend {
  */
 const concatKey = (fields: string) => ['{"concat":[', fields, ']}'].join('');
 
-/** Identifies a frontend across service ports (two service ports claiming one frontend: the first key wins). */
-export const frontendId = (f: Frontend) => `${f.kind} ${f.key}`;
+/**
+ * Identifies a frontend across service ports (two service ports claiming one frontend: the first key wins).
+ * Joined, not a template, for the same reason as concatKey: the planner keeps one per frontend.
+ */
+export const frontendId = (f: Frontend) => [f.kind, f.key].join(' ');
 
 /** nft limits element comments to 128 characters. */
 const COMMENT_MAX = 128;

@@ -107,8 +107,13 @@ export const KIND: Readonly<Record<KeyKind, KindNames>> = { svc: kindNames('svc'
 // Pseudo-sets: reference-counted like shared elements, never sent to nft (their names start with '#'). They
 // carry what the rules need to know about the cluster.
 
+// Spelt out, not built per call: every service port names one or two, and a constant string is hashed
+// once for the planner's maps.
+const COUNT_SETS: Readonly<Record<CountGroup, string>> = { svc: '#count:svc', 'svc-local': '#count:svc-local', np: '#count:np', 'np-local': '#count:np-local' };
+const TIMEOUT_SETS: Readonly<Record<KeyKind, string>> = { svc: '#timeout:svc', np: '#timeout:np' };
+
 /** The distinct endpoint counts of a count group (one select rule each). */
-export const countsPseudoSet = (group: CountGroup) => `#count:${group}`;
+export const countsPseudoSet = (group: CountGroup) => COUNT_SETS[group];
 /** The distinct affinity timeouts of a key kind (one pair of affinity chains each). */
-export const timeoutsPseudoSet = (kind: KeyKind) => `#timeout:${kind}`;
+export const timeoutsPseudoSet = (kind: KeyKind) => TIMEOUT_SETS[kind];
 export const isPseudoSet = (set: string) => set.charCodeAt(0) === 35; /* '#' */

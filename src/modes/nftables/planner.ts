@@ -38,6 +38,7 @@ import {
   setSchemas,
 } from './layout.ts';
 import { countsPseudoSet, isPseudoSet, timeoutsPseudoSet } from './names.ts';
+import { decodeElems, encodeElems } from './record.ts';
 import { SlotAllocator } from './slots.ts';
 import { RefCounts } from './store.ts';
 
@@ -70,11 +71,20 @@ export interface PortIssue {
 }
 
 interface PortRecord {
+  /** Its elements and shared elements as installed, in one string (record.ts): decoded only when the port changes. */
+  elems: string;
+  frontends: string[];
+  slotSets: readonly string[];
+}
+
+/** A port's elements, as rendered or decoded from its record. */
+interface PortElems {
   elems: ElemList;
   shared: ElemList;
-  frontends: string[];
-  slotSets: string[];
 }
+
+/** The slot sets of most service ports (no affinity): one array, not one per record. */
+const NO_SLOT_SETS: readonly string[] = [];
 
 /** Element texts per set, in the order they were added. */
 class PerSet {
@@ -94,16 +104,12 @@ class PerSet {
 const SHARED = new Set(SHARED_SETS);
 const isShared = (set: string) => SHARED.has(set) || isPseudoSet(set);
 
-function sameElems(a: ElemList, b: ElemList): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
+const recordedElems = (rec: PortRecord): PortElems => decodeElems(rec.elems);
 
-/** Receives the old and new elements of one re-rendered service port. */
-type DiffSink = (old: Pick<PortRecord, 'elems' | 'shared'>, next: Pick<PortRecord, 'elems' | 'shared'>) => void;
+/** Receives the old (a function: decoding is only done when needed) and new elements of one re-rendered service port. */
+type DiffSink = (old: () => PortElems, next: PortElems) => void;
 
-const NONE: Pick<PortRecord, 'elems' | 'shared'> = { elems: [], shared: [] };
+const NONE: PortElems = { elems: [], shared: [] };
 
 export class Planner {
   readonly family: Family;
@@ -189,7 +195,7 @@ export class Planner {
     }
     const dels = new PerSet();
     const adds = new PerSet();
-    const { written, issues } = this.reconcile(state, keys, (old, next) => this.diff(old, next, dels, adds));
+    const { written, issues } = this.reconcile(state, keys, (old, next) => this.diff(old(), next, dels, adds));
     for (const c of this.refs.changes()) {
       if (isPseudoSet(c.set)) continue;
       for (const k of c.deletes) dels.push(c.set, sharedKeyJSON(c.set, k));
@@ -228,7 +234,7 @@ export class Planner {
   }
 
   /** Element differences of one service port: its own elements directly, shared ones through the reference counts. */
-  private diff(oldRec: Pick<PortRecord, 'elems' | 'shared'>, nextRec: Pick<PortRecord, 'elems' | 'shared'>, dels: PerSet, adds: PerSet): void {
+  private diff(oldRec: PortElems, nextRec: PortElems, dels: PerSet, adds: PerSet): void {
     for (let i = 0; i < oldRec.shared.length; i += 3) this.refs.remove(oldRec.shared[i]!, oldRec.shared[i + 1]!);
     for (let i = 0; i < nextRec.shared.length; i += 3) this.refs.add(nextRec.shared[i]!, nextRec.shared[i + 1]!);
     const old = oldRec.elems;
@@ -264,7 +270,10 @@ export class Planner {
     if (isPseudoSet(set)) return this.refs.keys(set).map((k) => [k, null]);
     if (isShared(set)) return this.refs.keys(set).map((k) => [sharedKeyJSON(set, k), null]);
     const out: [string, string | null][] = [];
-    for (const r of this.ports.values()) for (let i = 0; i < r.elems.length; i += 3) if (r.elems[i] === set) out.push([r.elems[i + 1]!, r.elems[i + 2]!]);
+    for (const r of this.ports.values()) {
+      const { elems } = recordedElems(r);
+      for (let i = 0; i < elems.length; i += 3) if (elems[i] === set) out.push([elems[i + 1]!, elems[i + 2]!]);
+    }
     return out;
   }
 
@@ -330,7 +339,7 @@ export class Planner {
       for (const id of before) if (!afterSet.has(id)) this.unclaim(id, k, render);
       for (const id of after) if (!beforeSet.has(id)) this.claim(id, k, render);
       if (rec) rec.frontends = after;
-      else if (c) this.ports.set(k, { elems: [], shared: [], frontends: after, slotSets: [] });
+      else if (c) this.ports.set(k, { elems: '', frontends: after, slotSets: NO_SLOT_SETS });
     }
     const ctx = {
       nodeIPs: this.nodeIPs,
@@ -346,23 +355,24 @@ export class Planner {
       const old = this.ports.get(k);
       if (!c) {
         if (old) {
-          sink(old, NONE);
+          sink(() => recordedElems(old), NONE);
           for (const s of old.slotSets) this.slots.release(s);
           this.ports.delete(k);
-          if (old.elems.length > 0 || old.shared.length > 0) written++;
+          if (old.elems.length > 0) written++;
         }
         continue;
       }
       const r = renderPort(c, ctx);
-      const rec = old ?? { elems: [], shared: [], frontends: c.frontends.map(frontendId), slotSets: [] };
+      const rec = old ?? { elems: '', frontends: c.frontends.map(frontendId), slotSets: NO_SLOT_SETS };
       for (const s of rec.slotSets) if (!r.slotSets.includes(s)) this.slots.release(s);
-      if (!sameElems(rec.elems, r.elems) || !sameElems(rec.shared, r.shared)) {
-        sink(rec, r);
+      // Equal texts are equal element lists (decodeElems gives back what encodeElems was given).
+      const elems = encodeElems(r.elems, r.shared);
+      if (elems !== rec.elems) {
+        sink(() => recordedElems(rec), r);
         written++;
       }
-      rec.elems = r.elems;
-      rec.shared = r.shared;
-      rec.slotSets = r.slotSets;
+      rec.elems = elems;
+      rec.slotSets = r.slotSets.length === 0 ? NO_SLOT_SETS : r.slotSets;
       this.ports.set(k, rec);
     }
     return { written, issues };
