@@ -145,6 +145,12 @@ export class Planner {
 
   /** The batch that replaces the table with one for `state`. Only valid on a fresh planner. */
   full(state: DesiredState): Plan {
+    const { batch, ...plan } = this.fullBatch(state);
+    return { json: batch.text(), ...plan };
+  }
+
+  /** full() with its batch as commands, not yet text: --dry-run writes it piece by piece (Batch.chunks). */
+  fullBatch(state: DesiredState): Omit<Plan, 'json'> & { batch: Batch } {
     if (this.chains !== null) throw new Error('full() on a planner that already has a record');
     this.checkFamily(state);
     this.refs.begin(false);
@@ -173,7 +179,7 @@ export class Planner {
     }
     for (const c of chains) for (const r of c.rules) b.rule(c.name, r);
     this.chains = new Map(chains.map((c) => [c.name, { spec: c, text: JSON.stringify(c.rules) }]));
-    return { json: b.text(), full: true, written, elementsAdded: out.count, elementsDeleted: 0, chainsWritten: chains.length, issues };
+    return { batch: b, full: true, written, elementsAdded: out.count, elementsDeleted: 0, chainsWritten: chains.length, issues };
   }
 
   /** The batch for the service ports `keys` (added, changed or removed) of `state`. */
