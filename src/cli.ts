@@ -22,7 +22,7 @@ import { issueLine } from './model/parse.ts';
 import { type Explanation, explain, formatExplanation } from './model/explain.ts';
 import { hostPort, parseHostPort, parseIP } from './model/addr.ts';
 import { buildState, buildStates } from './model/store.ts';
-import { type ServicePortView, stateToJSON, stateToTable, viewsToTable } from './model/view.ts';
+import { type ServicePortView, stateJSONChunks, stateTableChunks, viewsToTable } from './model/view.ts';
 import { FileSource, SourceFileError, readObjectsFile } from './watch/file.ts';
 import { KubeConfigError, loadKubeConfig } from './watch/api.ts';
 import { cleanupAll, dryRun, runProxy } from './daemon/run.ts';
@@ -30,6 +30,7 @@ import { applyNodeSettings } from './daemon/node-setup.ts';
 import { requestRestart, restartReason } from './daemon/lifecycle.ts';
 import { StartupError } from './errors.ts';
 import { versionText } from './version.ts';
+import { collectGarbage, writeChunks } from './one-shot.ts';
 
 const USAGE = `kube-proxy-ts: a kube-proxy replacement (iptables, nftables and userspace modes).
 
@@ -86,16 +87,17 @@ async function stateCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (typeof f.from !== 'string') throw new UsageError('state needs --from FILE or --node-url URL');
-  const objects = await readObjectsFile(f.from);
   const config = {
     hostname: nodeName((f['hostname-override'] as string | undefined) ?? ''),
     clusterCIDRs: parseCIDRList((f['cluster-cidr'] as string | undefined) ?? '', '--cluster-cidr'),
     masqueradeAll: false,
     nodePortAddresses: [],
   };
-  const { states, issues } = buildStates(objects, config);
+  // The objects read are only needed to build the states: garbage before the output is made.
+  const { states, issues } = buildStates(await readObjectsFile(f.from), config);
   for (const i of issues) process.stderr.write(`${issueLine(i)}\n`);
-  process.stdout.write(output === 'json' ? stateToJSON(states) : stateToTable(states));
+  collectGarbage();
+  await writeChunks(process.stdout, output === 'json' ? stateJSONChunks(states) : stateTableChunks(states));
   return 0;
 }
 

@@ -19,10 +19,17 @@ const METAINFO = '{"metainfo":{"json_schema_version":1}}';
 const HEAD = `{"nftables":[\n${METAINFO}`;
 const TAIL = '\n]}\n';
 
-/** An element command whose elements are written out only when the batch is: its opening text and its elements. */
+/** An element command whose elements are written out only when the batch is: its opening text and its elements (key, value: see elements()). */
 interface ElementsCommand {
   head: string;
-  elems: readonly string[];
+  pairs: readonly (string | null)[];
+}
+
+/** The elements of pairs[from, to) (key, value side by side), as the comma-separated list of an `elem` array. */
+function elemsText(pairs: readonly (string | null)[], from: number, to: number): string {
+  const out: string[] = [];
+  for (let i = from; i < to; i += 2) out.push(elemJSON(pairs[i]!, pairs[i + 1]!));
+  return out.join(',');
 }
 
 /** What closes an element command (see Batch.elements). */
@@ -78,20 +85,21 @@ export class Batch {
   }
 
   /**
-   * Adds or deletes elements of one set, given as their JSON text (elemJSON); in chunks, to keep single commands
-   * moderate. The elements are joined only when the batch is written (text, chunks).
+   * Adds or deletes elements of one set, given as key and value JSON texts side by side (value null for a key
+   * alone: a set's element, or a deletion); in chunks, to keep single commands moderate. Each element's text
+   * (elemJSON) is made only when the batch is written (text, chunks).
    */
-  elements(verb: 'add' | 'delete', set: string, elems: readonly string[]): void {
+  elements(verb: 'add' | 'delete', set: string, pairs: readonly (string | null)[]): void {
     if (!this.schemas.has(set)) throw new Error(`unknown set ${set}`);
-    for (let i = 0; i < elems.length; i += CHUNK) {
-      const chunk = i === 0 && elems.length <= CHUNK ? elems : elems.slice(i, i + CHUNK);
-      this.parts.push({ head: `{"${verb}":{"element":{${this.ref()},"name":${JSON.stringify(set)},"elem":[`, elems: chunk });
+    const head = `{"${verb}":{"element":{${this.ref()},"name":${JSON.stringify(set)},"elem":[`;
+    for (let i = 0; i < pairs.length; i += 2 * CHUNK) {
+      this.parts.push({ head, pairs: i === 0 && pairs.length <= 2 * CHUNK ? pairs : pairs.slice(i, i + 2 * CHUNK) });
     }
   }
 
   text(): string {
     if (this.parts.length === 0) return `${HEAD}${TAIL}`;
-    const parts = this.parts.map((p) => (typeof p === 'string' ? p : `${p.head}${p.elems.join(',')}${ELEMENTS_END}`));
+    const parts = this.parts.map((p) => (typeof p === 'string' ? p : `${p.head}${elemsText(p.pairs, 0, p.pairs.length)}${ELEMENTS_END}`));
     return `${HEAD},\n${parts.join(',\n')}${TAIL}`;
   }
 
@@ -104,8 +112,8 @@ export class Batch {
         continue;
       }
       yield `,\n${p.head}`;
-      for (let i = 0; i < p.elems.length; i += ELEMS_PER_PIECE) {
-        const piece = p.elems.slice(i, i + ELEMS_PER_PIECE).join(',');
+      for (let i = 0; i < p.pairs.length; i += 2 * ELEMS_PER_PIECE) {
+        const piece = elemsText(p.pairs, i, Math.min(p.pairs.length, i + 2 * ELEMS_PER_PIECE));
         yield i === 0 ? piece : `,${piece}`;
       }
       yield ELEMENTS_END;

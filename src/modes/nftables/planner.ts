@@ -23,7 +23,7 @@ import {
   SHARED_SETS,
   sharedKeyJSON,
 } from './elements.ts';
-import { Batch, elemJSON } from './json.ts';
+import { Batch } from './json.ts';
 import {
   type ChainSpec,
   COUNT_GROUPS,
@@ -76,17 +76,21 @@ interface PortRecord {
   slotSets: string[];
 }
 
-/** Element texts per set, in the order they were added. */
+/**
+ * Elements per set, in the order they were added: key and value texts side by side (value null for a key
+ * alone), made into one element's JSON only when the batch is written (elemJSON): a full table's elements
+ * are a couple of hundred thousand, and their keys and values are the port records' own strings.
+ */
 class PerSet {
-  readonly map = new Map<string, string[]>();
-  push(set: string, text: string): void {
+  readonly map = new Map<string, (string | null)[]>();
+  push(set: string, key: string, value: string | null = null): void {
     const a = this.map.get(set);
-    if (a) a.push(text);
-    else this.map.set(set, [text]);
+    if (a) a.push(key, value);
+    else this.map.set(set, [key, value]);
   }
   get count(): number {
     let n = 0;
-    for (const a of this.map.values()) n += a.length;
+    for (const a of this.map.values()) n += a.length / 2;
     return n;
   }
 }
@@ -160,7 +164,7 @@ export class Planner {
     const out = new PerSet();
     const { written, issues } = this.reconcile(state, state.servicePorts.keys(), (_old, next) => {
       const e = next.elems;
-      for (let i = 0; i < e.length; i += 3) out.push(e[i]!, elemJSON(e[i + 1]!, e[i + 2]!));
+      for (let i = 0; i < e.length; i += 3) out.push(e[i]!, e[i + 1]!, e[i + 2]!);
       const sh = next.shared;
       for (let i = 0; i < sh.length; i += 3) this.refs.add(sh[i]!, sh[i + 1]!);
     });
@@ -252,7 +256,7 @@ export class Planner {
         if (was === value) continue;
         dels.push(set, key);
       }
-      adds.push(set, elemJSON(key, value));
+      adds.push(set, key, value);
     }
     for (const id of before.keys()) {
       const nul = id.indexOf('\u0000');
