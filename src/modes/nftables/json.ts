@@ -97,13 +97,12 @@ export class Batch {
     }
   }
 
+  /** The batch as one text: its pieces (chunks), joined once. */
   text(): string {
-    if (this.parts.length === 0) return `${HEAD}${TAIL}`;
-    const parts = this.parts.map((p) => (typeof p === 'string' ? p : `${p.head}${elemsText(p.pairs, 0, p.pairs.length)}${ELEMENTS_END}`));
-    return `${HEAD},\n${parts.join(',\n')}${TAIL}`;
+    return [...this.chunks()].join('');
   }
 
-  /** text() in pieces of at most a command (or ELEMS_PER_PIECE elements), produced as they are iterated. */
+  /** The batch's text in pieces of at most a command (or ELEMS_PER_PIECE elements), made as they are iterated. */
   *chunks(): Generator<string> {
     yield HEAD;
     for (const p of this.parts) {
