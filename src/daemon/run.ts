@@ -136,8 +136,8 @@ export function nodeFamilies(): IPFamily[] {
  * else IPv4 with a note on stderr when IPv6 service ports exist.
  *
  * Its memory: the objects read are garbage before anything is rendered (dryRunStates); each family's rules
- * are written as they are rendered (writeChunks), and a family's state and renderer are dropped before the
- * next family is rendered.
+ * are written as they are rendered (writeChunks), and a family's state and what its rendering made are
+ * garbage, and collected, before the next family is rendered.
  */
 export async function dryRun(given: RunOptions, out: NodeJS.WritableStream = process.stdout): Promise<number> {
   const { opts, states, unprintedIPv6 } = await dryRunStates(given);
