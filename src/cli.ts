@@ -21,15 +21,14 @@ import { MODES, type ModeName } from './modes/types.ts';
 import { issueLine } from './model/parse.ts';
 import { type Explanation, explain, formatExplanation } from './model/explain.ts';
 import { hostPort, parseHostPort, parseIP } from './model/addr.ts';
+import type { ProxyConfig } from './model/types.ts';
 import { buildState, buildStates } from './model/store.ts';
-import { type ServicePortView, stateToJSON, stateToTable, viewsToTable } from './model/view.ts';
+import { type ServicePortView, stateJSONChunks, stateTableChunks, viewsToTable } from './model/view.ts';
 import { FileSource, SourceFileError, readObjectsFile } from './watch/file.ts';
 import { KubeConfigError, loadKubeConfig } from './watch/api.ts';
-import { cleanupAll, dryRun, runProxy } from './daemon/run.ts';
-import { applyNodeSettings } from './daemon/node-setup.ts';
-import { requestRestart, restartReason } from './daemon/lifecycle.ts';
 import { StartupError } from './errors.ts';
 import { versionText } from './version.ts';
+import { collectGarbage, writeChunks } from './one-shot.ts';
 
 const USAGE = `kube-proxy-ts: a kube-proxy replacement (iptables, nftables and userspace modes).
 
@@ -86,17 +85,25 @@ async function stateCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (typeof f.from !== 'string') throw new UsageError('state needs --from FILE or --node-url URL');
-  const objects = await readObjectsFile(f.from);
   const config = {
     hostname: nodeName((f['hostname-override'] as string | undefined) ?? ''),
     clusterCIDRs: parseCIDRList((f['cluster-cidr'] as string | undefined) ?? '', '--cluster-cidr'),
     masqueradeAll: false,
     nodePortAddresses: [],
   };
-  const { states, issues } = buildStates(objects, config);
+  const { states, issues } = await statesFromFile(f.from, config);
   for (const i of issues) process.stderr.write(`${issueLine(i)}\n`);
-  process.stdout.write(output === 'json' ? stateToJSON(states) : stateToTable(states));
+  collectGarbage();
+  await writeChunks(process.stdout, output === 'json' ? stateJSONChunks(states) : stateTableChunks(states));
   return 0;
+}
+
+/**
+ * Both families' states from a file. The objects read live in this function only (a variable set to null in
+ * the caller would still be held by its suspended frame): garbage once it returns, before the output is made.
+ */
+async function statesFromFile(file: string, config: ProxyConfig): Promise<ReturnType<typeof buildStates>> {
+  return buildStates(await readObjectsFile(file), config);
 }
 
 const EXPLAIN_FLAGS: FlagSpec[] = [
@@ -273,6 +280,13 @@ async function replayCommand(argv: string[]): Promise<number> {
 
 /** The run command after its flags: the one-shot actions, else the proxy until SIGTERM (or a changed --config). */
 async function runCommand(opts: RunOptions): Promise<number> {
+  // Loaded here: `state` and `explain` never need the daemon's modules (its servers, sync loops, API client),
+  // and each module loaded stays resident for the life of the process.
+  const [{ cleanupAll, dryRun, runProxy }, { applyNodeSettings }, { requestRestart, restartReason }] = await Promise.all([
+    import('./daemon/run.ts'),
+    import('./daemon/node-setup.ts'),
+    import('./daemon/lifecycle.ts'),
+  ]);
   configureLogging(opts.logging);
   for (const n of opts.notices) log.warn({ event: 'config-notice', subject: n.subject }, `${n.subject}: ${n.message}`);
   if (opts.writeConfigTo) {

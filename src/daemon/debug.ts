@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseHostPort, parseIP } from '../model/addr.ts';
 import { explain, type PacketQuery } from '../model/explain.ts';
 import type { DesiredState, IPFamily } from '../model/types.ts';
+import type { DryRunFormat } from '../modes/types.ts';
 import { stateToJSON } from '../model/view.ts';
 
 /** The last sync of one family, as the daemon saw it. */
@@ -37,7 +38,7 @@ export interface FamilyView {
 export interface DebugOptions {
   families: readonly FamilyView[];
   /** Joins both families' rules into one output, as --dry-run does without --ip-family (null: one family per output). */
-  combine: ((ipv4: string, ipv6: string) => string) | null;
+  combine: DryRunFormat['combine'];
 }
 
 const TEXT = { 'content-type': 'text/plain; charset=utf-8', 'x-content-type-options': 'nosniff' };
@@ -106,7 +107,7 @@ function rules(url: URL, o: DebugOptions): Answer {
     if (state === null) return { code: 503, body: `no successful ${f.family} sync yet\n`, headers };
     texts.push(f.render(state));
   }
-  const body = texts.length === 2 && o.combine ? o.combine(texts[0]!, texts[1]!) : texts[0]!;
+  const body = texts.length === 2 && o.combine ? [...o.combine(texts[0]!, texts[1]!)].join('') : texts[0]!;
   return { code: 200, body, headers, json: body.trimStart().startsWith('{') };
 }
 

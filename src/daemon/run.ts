@@ -1,6 +1,7 @@
 // Running the proxy: source -> model -> sync loop -> mode, until SIGTERM/SIGINT. Rules stay in place on exit,
 // as kube-proxy leaves them, so a restart causes no traffic gap.
 import { existsSync } from 'node:fs';
+import { collectGarbage, writeChunks } from '../one-shot.ts';
 import { type RunOptions, primaryNodePortAddresses } from '../config.ts';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
@@ -138,40 +139,59 @@ export function nodeFamilies(): IPFamily[] {
  * --dry-run: the complete rules for this node, on stdout; invalid objects reported on stderr. With
  * --ip-family, that family's rules; without, both families where the mode's output can hold both (nftables),
  * else IPv4 with a note on stderr when IPv6 service ports exist.
+ *
+ * Its memory: the objects read are garbage before anything is rendered (dryRunStates); each family's rules
+ * are written as they are rendered (writeChunks), and a family's state and what its rendering made are
+ * garbage, and collected, before the next family is rendered.
  */
 export async function dryRun(given: RunOptions, out: NodeJS.WritableStream = process.stdout): Promise<number> {
-  const objects = await listOnce(given);
-  const node = objects.find(isNodeNamed(given.proxy.hostname)) ?? null;
-  const opts = withNodePodCIDRs(withPrimaryNodePorts(given, node), node);
+  const { opts, states, unprintedIPv6 } = await dryRunStates(given);
   const def = modeDefinition(opts.mode);
-  const render = async (family: IPFamily): Promise<{ text: string; ports: number }> => {
-    const { state, issues } = buildState(objects, opts.proxy, family);
-    // Invalid objects are the same for both families: report them once.
-    if (family === 'IPv4' || opts.ipFamily === 'IPv6') for (const i of issues) process.stderr.write(`${issueLine(i)}\n`);
+  const proxiers: Proxier[] = [];
+  // A family's rules as they are rendered; its state leaves the map (and becomes garbage once rendered).
+  function* rules(family: IPFamily): Generator<string> {
+    const state = states.get(family)!;
+    states.delete(family);
+    collectGarbage();
     const proxier = createProxier(opts.mode, { config: opts.proxy, iptablesBackend: opts.iptablesBackend, family });
-    try {
-      return { text: proxier.dryRun(state), ports: state.servicePorts.size };
-    } finally {
-      await proxier.close();
-    }
-  };
-  if (opts.ipFamily) {
-    out.write((await render(opts.ipFamily)).text);
-    return 0;
+    proxiers.push(proxier);
+    yield* proxier.dryRunChunks(state);
   }
-  const v4 = await render('IPv4');
-  if (def.dryRun.combine) {
-    out.write(def.dryRun.combine(v4.text, (await render('IPv6')).text));
-    return 0;
+  try {
+    const [first, second] = [...states.keys()];
+    await writeChunks(out, second ? def.dryRun.combine!(rules(first!), rules(second)) : rules(first!));
+  } finally {
+    for (const p of proxiers) await p.close();
   }
-  out.write(v4.text);
-  const v6 = buildState(objects, opts.proxy, 'IPv6').state.servicePorts.size;
-  if (v6 > 0) {
+  if (unprintedIPv6 > 0) {
     process.stderr.write(
-      `note: these are the IPv4 rules; ${v6} IPv6 service port(s) exist: run again with --ip-family IPv6 for the IPv6 rules (load them with ${def.dryRun.loadCommand('IPv6', 'FILE').join(' ')})\n`,
+      `note: these are the IPv4 rules; ${unprintedIPv6} IPv6 service port(s) exist: run again with --ip-family IPv6 for the IPv6 rules (load them with ${def.dryRun.loadCommand('IPv6', 'FILE').join(' ')})\n`,
     );
   }
   return 0;
+}
+
+/**
+ * What --dry-run renders: the options completed from this node's Node object, and the state of each family it
+ * prints, in output order (the one asked for; else both when the mode's output holds both, else IPv4, with the
+ * number of IPv6 service ports left out). The objects read live in this function only: once it returns they
+ * are garbage, before anything is rendered (a variable set to null in the caller would not do: its suspended
+ * frame keeps what it awaited).
+ */
+async function dryRunStates(given: RunOptions): Promise<{ opts: RunOptions; states: Map<IPFamily, DesiredState>; unprintedIPv6: number }> {
+  const objects = await listOnce(given);
+  const node = objects.find(isNodeNamed(given.proxy.hostname)) ?? null;
+  const opts = withNodePodCIDRs(withPrimaryNodePorts(given, node), node);
+  const printed: readonly IPFamily[] = opts.ipFamily ? [opts.ipFamily] : modeDefinition(opts.mode).dryRun.combine ? FAMILIES : ['IPv4'];
+  const states = new Map<IPFamily, DesiredState>();
+  for (const family of printed) {
+    const { state, issues } = buildState(objects, opts.proxy, family);
+    // Invalid objects are the same for both families: report them once.
+    if (family === printed[0]) for (const i of issues) process.stderr.write(`${issueLine(i)}\n`);
+    states.set(family, state);
+  }
+  const unprintedIPv6 = printed.includes('IPv6') ? 0 : buildState(objects, opts.proxy, 'IPv6').state.servicePorts.size;
+  return { opts, states, unprintedIPv6 };
 }
 
 /** --cleanup: every mode's rules (and kube-proxy's leftovers) removed, in both families. */

@@ -54,7 +54,23 @@ export function toView(sp: ServicePort): ServicePortView {
 }
 
 export function stateToJSON(state: DesiredState | readonly DesiredState[]): string {
-  return `${JSON.stringify(sortedServicePorts(state).map(toView), null, 2)}\n`;
+  return [...stateJSONChunks(state)].join('');
+}
+
+/**
+ * stateToJSON in pieces, one service port each, as they are iterated: `state` writes them as they come. The
+ * same text as JSON.stringify(views, null, 2): each view indented one level (string values hold no newline).
+ */
+export function* stateJSONChunks(state: DesiredState | readonly DesiredState[]): Generator<string> {
+  const ports = sortedServicePorts(state);
+  if (ports.length === 0) {
+    yield '[]\n';
+    return;
+  }
+  for (let i = 0; i < ports.length; i++) {
+    yield `${i === 0 ? '[\n' : ',\n'}  ${JSON.stringify(toView(ports[i]!), null, 2).replaceAll('\n', '\n  ')}`;
+  }
+  yield '\n]\n';
 }
 
 function list(xs: readonly string[]): string {
@@ -63,16 +79,28 @@ function list(xs: readonly string[]): string {
 
 /** A kubectl-style table: one row per service port. */
 export function stateToTable(state: DesiredState | readonly DesiredState[]): string {
-  return viewsToTable(sortedServicePorts(state).map(toView));
+  return [...stateTableChunks(state)].join('');
 }
 
 /** The table of `state` from its JSON form (what a running proxy's /debug/state answers). */
 export function viewsToTable(views: readonly ServicePortView[]): string {
-  const header = ['SERVICE', 'PORT', 'CLUSTER-IP', 'NODEPORT', 'EXTERNAL', 'POLICY (EXT/INT)', 'AFFINITY', 'ENDPOINTS', 'LOCAL'];
-  const rows = views.map((sp) => {
+  return [...tableChunks(views)].join('');
+}
+
+/** stateToTable in pieces, one row each, as they are iterated: `state` writes them as they come. */
+export function stateTableChunks(state: DesiredState | readonly DesiredState[]): Generator<string> {
+  return tableChunks(sortedServicePorts(state).map(toView));
+}
+
+const HEADER = ['SERVICE', 'PORT', 'CLUSTER-IP', 'NODEPORT', 'EXTERNAL', 'POLICY (EXT/INT)', 'AFFINITY', 'ENDPOINTS', 'LOCAL'];
+
+/** The table's lines: every row is made before the first line, which needs the column widths. */
+function* tableChunks(views: readonly ServicePortView[]): Generator<string> {
+  const rows: string[][] = [];
+  for (const sp of views) {
     const external = [...sp.externalIPs, ...sp.loadBalancerIPs.map((ip) => `${ip}(lb)`)];
     const ranges = sp.loadBalancerSourceRanges.length > 0 ? ` from ${sp.loadBalancerSourceRanges.join(',')}` : '';
-    return [
+    rows.push([
       sp.portName ? `${sp.service}:${sp.portName}` : sp.service,
       `${sp.port}/${sp.protocol}`,
       list(sp.clusterIPs),
@@ -82,9 +110,10 @@ export function viewsToTable(views: readonly ServicePortView[]): string {
       sp.affinityTimeoutSeconds === null ? 'None' : `ClientIP ${sp.affinityTimeoutSeconds}s`,
       list(sp.clusterEndpoints),
       list(sp.localEndpoints),
-    ];
-  });
-  const all = [header, ...rows];
-  const widths = header.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
-  return `${all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('   ')).join('\n')}\n`;
+    ]);
+  }
+  const widths = HEADER.map((h, i) => rows.reduce((w, r) => Math.max(w, r[i]!.length), h.length));
+  const line = (r: readonly string[]) => `${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('   ')}\n`;
+  yield line(HEADER);
+  for (const r of rows) yield line(r);
 }

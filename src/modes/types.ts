@@ -35,6 +35,11 @@ export interface Proxier {
   sync(state: DesiredState, changes: ChangeSet | null): Promise<SyncResult>;
   /** The complete input for a node that has no rules yet, for this family: what --dry-run prints. Warnings go to the log, never into it. */
   dryRun(state: DesiredState): string;
+  /**
+   * dryRun's text in pieces, produced as they are iterated (dryRun is their concatenation): --dry-run writes
+   * each piece as it comes, so a large cluster's rules never exist as one string.
+   */
+  dryRunChunks(state: DesiredState): Iterable<string>;
   /** Removes everything this mode installs for this family (and kube-proxy's own leftovers), nothing else. */
   cleanup(): Promise<void>;
   /** Releases resources (sockets, timers) without touching the rules. */
@@ -62,10 +67,11 @@ export interface DryRunFormat {
   /** 'restore': iptables-restore text (one family per output); 'nft-json': an `nft -j -f` batch. */
   kind: 'restore' | 'nft-json';
   /**
-   * Joins the outputs of both families into one loadable output, or null when a mode's output holds one
-   * family only (then plain --dry-run prints IPv4 and says on stderr how to get IPv6).
+   * Joins the outputs of both families (each as dryRunChunks gives it, or one string) into one loadable
+   * output, piece by piece as they are iterated; null when a mode's output holds one family only (then plain
+   * --dry-run prints IPv4 and says on stderr how to get IPv6).
    */
-  combine: ((ipv4: string, ipv6: string) => string) | null;
+  combine: ((ipv4: Iterable<string>, ipv6: Iterable<string>) => Iterable<string>) | null;
   /** The command that loads a family's output from `file` into a node, e.g. ['ip6tables-restore', '--noflush', file]. */
   loadCommand(family: IPFamily, file: string): string[];
 }

@@ -264,7 +264,7 @@ describe('nftables proxier, applied', () => {
     const p6 = proxier(live, { config: cfg, family: 'IPv6' });
     await p4.sync(four, null);
     await p6.sync(six, null);
-    const both = definition.dryRun.combine!(p4.dryRun(four), p6.dryRun(six));
+    const both = [...definition.dryRun.combine!(p4.dryRun(four), p6.dryRun(six))].join('');
     const file = path.join(tmp, 'both.json');
     await writeFile(file, both);
     // Checked without applying first (nft -c), then applied: one command, one transaction.

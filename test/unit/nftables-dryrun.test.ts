@@ -48,12 +48,15 @@ describe('--dry-run', () => {
   it('combines both families into one batch: one metainfo first, then the IPv4 table’s commands, then the IPv6 table’s', () => {
     const four = proxier('IPv4').dryRun(v4);
     const six = proxier('IPv6').dryRun(v6);
-    const both = definition.dryRun.combine!(four, six);
+    const both = [...definition.dryRun.combine!(four, six)].join('');
     const doc = JSON.parse(both) as { nftables: Record<string, unknown>[] };
     expect(doc.nftables.filter((c) => 'metainfo' in c)).toHaveLength(1);
     expect(doc.nftables[0]).toEqual({ metainfo: { json_schema_version: 1 } });
     expect(commands(both)).toEqual([...commands(four), ...commands(six)]);
-    expect(() => definition.dryRun.combine!('not json', six)).toThrow(/not a batch/);
+    expect(() => [...definition.dryRun.combine!('not json', six)]).toThrow(/not a batch/);
+    // The same batch from both families' pieces, as --dry-run writes it.
+    const pieces = definition.dryRun.combine!(proxier('IPv4').dryRunChunks(v4), proxier('IPv6').dryRunChunks(v6));
+    expect([...pieces].join('')).toBe(both);
   });
 
   it('sends warnings to stderr, never into the output, which stays a loadable batch', () => {

@@ -22,6 +22,9 @@ class RecordingProxier implements Proxier {
   dryRun(): string {
     return '';
   }
+  dryRunChunks(): string[] {
+    return [];
+  }
   async cleanup(): Promise<void> {}
   async close(): Promise<void> {}
 }

@@ -21,6 +21,7 @@ function fakeModes(calls: string[], failing: string[] = []): Record<ModeName, Mo
           throw new Error('not used');
         },
         dryRun: () => '',
+        dryRunChunks: () => [],
         async cleanup() {
           calls.push(`cleanup ${name} ${family}`);
           if (failing.includes(`${name} ${family}`)) throw new Error('iptables-restore: exit 4');

@@ -47,6 +47,7 @@ import {
   filterText,
   jumpInserts,
   jumpsFor,
+  natDeclarations,
   prependNatDeclarations,
   natFixedChains,
   nodePortJumps,
@@ -55,9 +56,9 @@ import {
   renderContext,
   renderServicePort,
   type Rule,
+  servicePortRules,
   sortedPorts,
   natFixedRules,
-  writeServicePortRules,
 } from './render.ts';
 import { type Backend, Iptables, type IptablesBinaries, RestoreError } from './restore.ts';
 import { countRules, parseSave, planTable, removalLines, type TablePlan } from './save.ts';
@@ -337,24 +338,40 @@ export class IptablesProxier implements Proxier {
   }
 
   dryRun(state: DesiredState): string {
+    return [...this.dryRunChunks(state)].join('');
+  }
+
+  *dryRunChunks(state: DesiredState): Generator<string> {
     this.checkFamily(state);
     const ctx = renderContext(state);
     for (const w of ctx.warnings) log.warn({ event: 'iptables-config', family: this.family }, w);
-    const { nat, next } = this.renderFullNat(state, ctx);
-    for (const line of jumpInserts(jumpsFor(ctx, 'nat'))) nat.line(line);
-    nat.line('COMMIT');
-    prependNatDeclarations(nat, allChains(ctx, next));
-    const filter = filterText(ctx, filterRules(new Map(), next, false), jumpInserts(jumpsFor(ctx, 'filter')));
+    // Rendered twice: the chain declarations that come first are only known once every service port is
+    // rendered, and holding the rules until then would hold the whole output (tens of megabytes); the second
+    // pass renders each service port again as it is written. Service ports left out by the first pass
+    // (a warning each) are not tried again.
+    const ports = sortedPorts(state);
+    const next = new Map<string, Installed>();
+    for (const sp of ports) {
+      const r = this.tryRender(sp, ctx);
+      if (r) next.set(sp.key, toInstalled(r));
+    }
     // route_localnet is a sysctl, not a rule: restore input cannot carry it. Without it the rules still load and
     // every other frontend works, but 127.0.0.1:<NodePort> does not, so the output and stderr both say so.
-    if (!ctx.localhostNodePorts) return nat.toBuffer().toString('latin1') + filter;
-    if (!this.notedRouteLocalnet) {
-      process.stderr.write(
-        `note: NodePorts on 127.0.0.1 also need the sysctl ${ROUTE_LOCALNET}=1 on the node (turn them off with localhostNodePorts: false)\n`,
-      );
-      this.notedRouteLocalnet = true;
+    if (ctx.localhostNodePorts) {
+      if (!this.notedRouteLocalnet) {
+        process.stderr.write(
+          `note: NodePorts on 127.0.0.1 also need the sysctl ${ROUTE_LOCALNET}=1 on the node (turn them off with localhostNodePorts: false)\n`,
+        );
+        this.notedRouteLocalnet = true;
+      }
+      yield `${ROUTE_LOCALNET_NOTE}\n`;
     }
-    return `${ROUTE_LOCALNET_NOTE}\n${nat.toBuffer().toString('latin1')}${filter}`;
+    yield* natDeclarations(allChains(ctx, next));
+    const rendered = ports.filter((sp) => next.has(sp.key));
+    for (const rules of this.fullNatRules(rendered, ctx, null)) yield `${rules}\n`;
+    for (const line of jumpInserts(jumpsFor(ctx, 'nat'))) yield `${line}\n`;
+    yield 'COMMIT\n';
+    yield filterText(ctx, filterRules(new Map(), next, false), jumpInserts(jumpsFor(ctx, 'filter')));
   }
 
   /**
@@ -413,7 +430,11 @@ export class IptablesProxier implements Proxier {
     const saving = ipt.save();
     saving.catch(() => undefined); // awaited below; not an unhandled rejection if rendering throws first
 
-    const { nat, next } = this.renderFullNat(state, ctx);
+    const ports = sortedPorts(state);
+    // With room in front for the chain declarations and the filter table (see write()).
+    const nat = new TextBuffer(estimateNatBytes(ports), FILTER_HEADROOM + declarationBytes(ports));
+    const next = new Map<string, Installed>();
+    for (const line of this.fullNatRules(ports, ctx, next)) nat.line(line);
 
     // Chains of ours that exist but are not wanted (a previous run's, kube-proxy's), and jump repairs.
     const chains = allChains(ctx, next);
@@ -581,23 +602,20 @@ export class IptablesProxier implements Proxier {
   }
 
   /**
-   * The rules of a full nat write (everything but `*nat` and the chain declarations, which are
-   * prepended once every chain is known), with room in front for those and for the filter
-   * table; and what each service port then has installed.
+   * The rules of a full nat write, a line or a service port's lines at a time (without `*nat` and the chain
+   * declarations, which go in front once every chain is known); `next`, when given, receives what each
+   * service port then has installed.
    */
-  private renderFullNat(state: DesiredState, ctx: RenderContext): { nat: TextBuffer; next: Map<string, Installed> } {
-    const ports = sortedPorts(state);
-    const nat = new TextBuffer(estimateNatBytes(ports), FILTER_HEADROOM + declarationBytes(ports));
-    const next = new Map<string, Installed>();
-    for (const line of natFixedRules(ctx)) nat.line(line);
+  private *fullNatRules(ports: readonly ServicePort[], ctx: RenderContext, next: Map<string, Installed> | null): Generator<string> {
+    yield* natFixedRules(ctx);
     for (const sp of ports) {
       const r = this.tryRender(sp, ctx);
       if (!r) continue;
-      writeServicePortRules(nat, r);
-      next.set(sp.key, toInstalled(r));
+      const rules = servicePortRules(r);
+      if (rules) yield rules;
+      next?.set(sp.key, toInstalled(r));
     }
-    for (const line of nodePortJumps(ctx)) nat.line(line);
-    return { nat, next };
+    yield* nodePortJumps(ctx);
   }
 
   private tryRender(sp: ServicePort, ctx: RenderContext): RenderedServicePort | null {

@@ -421,6 +421,9 @@ export function declarationBytes(ports: Iterable<ServicePort>): number {
   return chains * DECLARATION_BYTES;
 }
 
+const NAT_HEAD = '*nat\n';
+const DECLARED = ' - [0:0]\n';
+
 /**
  * Puts `*nat` and the declaration of every chain of a full nat write (under --noflush a
  * declaration creates the chain, or flushes it) in front of its rules, sorted by name:
@@ -429,7 +432,14 @@ export function declarationBytes(ports: Iterable<ServicePort>): number {
  */
 export function prependNatDeclarations(out: TextBuffer, chains: string[]): void {
   chains.sort();
-  out.prependLines(chains, ':', ' - [0:0]\n', '*nat\n');
+  out.prependLines(chains, ':', DECLARED, NAT_HEAD);
+}
+
+/** What prependNatDeclarations puts in front of the rules, as pieces of text (output written as it is produced). */
+export function* natDeclarations(chains: string[]): Generator<string> {
+  chains.sort();
+  yield NAT_HEAD;
+  for (const chain of chains) yield `:${chain}${DECLARED}`;
 }
 
 /** The rules of the fixed nat chains (declared with the others, see natFixedChains), as `-A` lines. */
@@ -454,14 +464,14 @@ export function natFixedChains(ctx: RenderContext): string[] {
   return needsNonPodChain(ctx) ? [...NAT_FIXED_CHAINS, KUBE_MASQ_NON_POD] : [...NAT_FIXED_CHAINS];
 }
 
-/** One service port's nat rules, for a full write (its chains are declared by prependNatDeclarations). */
-export function writeServicePortRules(out: TextBuffer, r: RenderedServicePort): void {
-  // One write per service port: joining makes a single flat string of the parts.
+/** One service port's nat rules as lines of a full write, "" for none (its chains are declared by prependNatDeclarations). */
+export function servicePortRules(r: RenderedServicePort): string {
+  // One piece per service port: joining makes a single flat string of the parts.
   const lines: string[] = [];
   for (const ch of r.endpoints) for (const rule of ch.rules) lines.push(`-A ${ch.name} ${rule}`);
   for (const ch of r.chains) for (const rule of ch.rules) lines.push(`-A ${ch.name} ${rule}`);
   for (const fe of r.frontends) lines.push(`-A ${fe.chain} ${fe.spec}`);
-  if (lines.length > 0) out.line(lines.join('\n'));
+  return lines.join('\n');
 }
 
 /**

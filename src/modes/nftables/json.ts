@@ -19,9 +19,27 @@ const METAINFO = '{"metainfo":{"json_schema_version":1}}';
 const HEAD = `{"nftables":[\n${METAINFO}`;
 const TAIL = '\n]}\n';
 
+/** An element command whose elements are written out only when the batch is: its opening text and its elements (key, value: see elements()). */
+interface ElementsCommand {
+  head: string;
+  pairs: readonly (string | null)[];
+}
+
+/** The elements of pairs[from, to) (key, value side by side), as the comma-separated list of an `elem` array. */
+function elemsText(pairs: readonly (string | null)[], from: number, to: number): string {
+  const out: string[] = [];
+  for (let i = from; i < to; i += 2) out.push(elemJSON(pairs[i]!, pairs[i + 1]!));
+  return out.join(',');
+}
+
+/** What closes an element command (see Batch.elements). */
+const ELEMENTS_END = ']}}}';
+/** Elements per piece when a batch is written in pieces (Batch.chunks). */
+const ELEMS_PER_PIECE = 1000;
+
 /** Builds one nft JSON batch ({"nftables": [...]}) command by command. */
 export class Batch {
-  private readonly parts: string[] = [];
+  private readonly parts: (string | ElementsCommand)[] = [];
   private readonly fam: Family;
   private readonly schemas: ReadonlyMap<string, SetSchema>;
 
@@ -66,29 +84,65 @@ export class Batch {
     this.cmd('add', 'rule', `${this.ref()},"chain":${JSON.stringify(chain)},"expr":${JSON.stringify(expr)}`);
   }
 
-  /** Adds or deletes elements of one set, given as their JSON text (elemJSON); in chunks, to keep single commands moderate. */
-  elements(verb: 'add' | 'delete', set: string, elems: readonly string[]): void {
+  /**
+   * Adds or deletes elements of one set, given as key and value JSON texts side by side (value null for a key
+   * alone: a set's element, or a deletion); in chunks, to keep single commands moderate. Each element's text
+   * (elemJSON) is made only when the batch is written (text, chunks).
+   */
+  elements(verb: 'add' | 'delete', set: string, pairs: readonly (string | null)[]): void {
     if (!this.schemas.has(set)) throw new Error(`unknown set ${set}`);
-    for (let i = 0; i < elems.length; i += CHUNK) {
-      const chunk = i === 0 && elems.length <= CHUNK ? elems : elems.slice(i, i + CHUNK);
-      this.cmd(verb, 'element', `${this.ref()},"name":${JSON.stringify(set)},"elem":[${chunk.join(',')}]`);
+    const head = `{"${verb}":{"element":{${this.ref()},"name":${JSON.stringify(set)},"elem":[`;
+    for (let i = 0; i < pairs.length; i += 2 * CHUNK) {
+      this.parts.push({ head, pairs: i === 0 && pairs.length <= 2 * CHUNK ? pairs : pairs.slice(i, i + 2 * CHUNK) });
     }
   }
 
+  /** The batch as one text: its pieces (chunks), joined once. */
   text(): string {
-    return this.parts.length === 0 ? `${HEAD}${TAIL}` : `${HEAD},\n${this.parts.join(',\n')}${TAIL}`;
+    return [...this.chunks()].join('');
+  }
+
+  /** The batch's text in pieces of at most a command (or ELEMS_PER_PIECE elements), made as they are iterated. */
+  *chunks(): Generator<string> {
+    yield HEAD;
+    for (const p of this.parts) {
+      if (typeof p === 'string') {
+        yield `,\n${p}`;
+        continue;
+      }
+      yield `,\n${p.head}`;
+      for (let i = 0; i < p.pairs.length; i += 2 * ELEMS_PER_PIECE) {
+        const piece = elemsText(p.pairs, i, Math.min(p.pairs.length, i + 2 * ELEMS_PER_PIECE));
+        yield i === 0 ? piece : `,${piece}`;
+      }
+      yield ELEMENTS_END;
+    }
+    yield TAIL;
   }
 }
 
 /**
- * One batch of the commands of several (each from Batch.text()), in order and with one metainfo: both
- * families' tables load in one `nft -j -f` transaction. Text work, not JSON.parse: a dry run of a large
- * cluster is tens of megabytes.
+ * One batch of the commands of several (each from Batch.text() or Batch.chunks(): one string or its pieces), in
+ * order and with one metainfo: both families' tables load in one `nft -j -f` transaction. Text work, piece by
+ * piece: a dry run of a large cluster is tens of megabytes.
  */
-export function combineBatches(...batches: string[]): string {
-  const bodies = batches.map((b) => {
-    if (!b.startsWith(HEAD) || !b.endsWith(TAIL)) throw new Error('not a batch of this mode');
-    return b.slice(HEAD.length, b.length - TAIL.length);
-  });
-  return `${HEAD}${bodies.join('')}${TAIL}`;
+export function* combineBatches(...batches: Iterable<string>[]): Generator<string> {
+  yield HEAD;
+  for (const batch of batches) {
+    // The batch without its HEAD (the start of its first piece) and its TAIL (the end of its last piece).
+    let last: string | null = null;
+    // A string is one piece (iterated, it would be its characters).
+    for (const piece of typeof batch === 'string' ? [batch] : batch) {
+      if (last === null) {
+        if (!piece.startsWith(HEAD)) throw new Error('not a batch of this mode');
+        last = piece.slice(HEAD.length);
+        continue;
+      }
+      yield last;
+      last = piece;
+    }
+    if (last === null || !last.endsWith(TAIL)) throw new Error('not a batch of this mode');
+    yield last.slice(0, last.length - TAIL.length);
+  }
+  yield TAIL;
 }

@@ -23,7 +23,7 @@ import {
   SHARED_SETS,
   sharedKeyJSON,
 } from './elements.ts';
-import { Batch, elemJSON } from './json.ts';
+import { Batch } from './json.ts';
 import {
   type ChainSpec,
   COUNT_GROUPS,
@@ -86,17 +86,21 @@ interface PortElems {
 /** The slot sets of most service ports (no affinity): one array, not one per record. */
 const NO_SLOT_SETS: readonly string[] = [];
 
-/** Element texts per set, in the order they were added. */
+/**
+ * Elements per set, in the order they were added: key and value texts side by side (value null for a key
+ * alone), made into one element's JSON only when the batch is written (elemJSON): a full table's elements
+ * are a couple of hundred thousand, and their keys and values are the port records' own strings.
+ */
 class PerSet {
-  readonly map = new Map<string, string[]>();
-  push(set: string, text: string): void {
+  readonly map = new Map<string, (string | null)[]>();
+  push(set: string, key: string, value: string | null = null): void {
     const a = this.map.get(set);
-    if (a) a.push(text);
-    else this.map.set(set, [text]);
+    if (a) a.push(key, value);
+    else this.map.set(set, [key, value]);
   }
   get count(): number {
     let n = 0;
-    for (const a of this.map.values()) n += a.length;
+    for (const a of this.map.values()) n += a.length / 2;
     return n;
   }
 }
@@ -151,6 +155,12 @@ export class Planner {
 
   /** The batch that replaces the table with one for `state`. Only valid on a fresh planner. */
   full(state: DesiredState): Plan {
+    const { batch, ...plan } = this.fullBatch(state);
+    return { json: batch.text(), ...plan };
+  }
+
+  /** full() with its batch as commands, not yet text: --dry-run writes it piece by piece (Batch.chunks). */
+  fullBatch(state: DesiredState): Omit<Plan, 'json'> & { batch: Batch } {
     if (this.chains !== null) throw new Error('full() on a planner that already has a record');
     this.checkFamily(state);
     this.refs.begin(false);
@@ -160,7 +170,7 @@ export class Planner {
     const out = new PerSet();
     const { written, issues } = this.reconcile(state, state.servicePorts.keys(), (_old, next) => {
       const e = next.elems;
-      for (let i = 0; i < e.length; i += 3) out.push(e[i]!, elemJSON(e[i + 1]!, e[i + 2]!));
+      for (let i = 0; i < e.length; i += 3) out.push(e[i]!, e[i + 1]!, e[i + 2]!);
       const sh = next.shared;
       for (let i = 0; i < sh.length; i += 3) this.refs.add(sh[i]!, sh[i + 1]!);
     });
@@ -179,7 +189,7 @@ export class Planner {
     }
     for (const c of chains) for (const r of c.rules) b.rule(c.name, r);
     this.chains = new Map(chains.map((c) => [c.name, { spec: c, text: JSON.stringify(c.rules) }]));
-    return { json: b.text(), full: true, written, elementsAdded: out.count, elementsDeleted: 0, chainsWritten: chains.length, issues };
+    return { batch: b, full: true, written, elementsAdded: out.count, elementsDeleted: 0, chainsWritten: chains.length, issues };
   }
 
   /** The batch for the service ports `keys` (added, changed or removed) of `state`. */
@@ -252,7 +262,7 @@ export class Planner {
         if (was === value) continue;
         dels.push(set, key);
       }
-      adds.push(set, elemJSON(key, value));
+      adds.push(set, key, value);
     }
     for (const id of before.keys()) {
       const nul = id.indexOf('\u0000');

@@ -181,11 +181,16 @@ export class NftablesProxier implements Proxier {
    * to stderr, one line each, never into the output (it is loaded as it is).
    */
   dryRun(state: DesiredState): string {
+    return [...this.dryRunChunks(state)].join('');
+  }
+
+  *dryRunChunks(state: DesiredState): Generator<string> {
     this.checkFamily(state);
     const warn = (message: string) => process.stderr.write(`warning: nftables ${this.family}: ${message}\n`);
-    const plan = this.newPlanner(warn).full(state);
-    for (const i of plan.issues) warn(`service port ${JSON.stringify(i.key)}${i.leftOut ? ' left out' : ''}: ${i.message}`);
-    return plan.json ?? '';
+    // The planner (its record of every service port) is not kept: only the batch is needed from here on.
+    const { batch, issues } = this.newPlanner(warn).fullBatch(state);
+    for (const i of issues) warn(`service port ${JSON.stringify(i.key)}${i.leftOut ? ' left out' : ''}: ${i.message}`);
+    yield* batch.chunks();
   }
 
   /**

@@ -303,6 +303,11 @@ export class UserspaceProxier implements Proxier {
   }
 
   dryRun(state: DesiredState): string {
+    return [...this.dryRunChunks(state)].join('');
+  }
+
+  /** One piece: this mode is not built for large clusters (a listener per service port), and its text is small. */
+  *dryRunChunks(state: DesiredState): Generator<string> {
     if (state.family !== this.family) throw new Error(`the ${this.family} userspace proxier was handed an ${state.family} state`);
     const config = familyConfig(state.config, this.family);
     let next = this.#opts.portRange?.min ?? EXAMPLE_PORT;
@@ -341,7 +346,7 @@ export class UserspaceProxier implements Proxier {
     const portsNote = this.#opts.portRange
       ? `from the configured range ${this.#opts.portRange.min}-${this.#opts.portRange.max}, in order`
       : `examples: the kernel picks the real ports when the proxy starts`;
-    return [
+    yield [
       `# kube-proxy-ts userspace mode, node ${state.config.hostname}, ${this.family}: ${sps.length} service ports`,
       `# listeners (${portsNote}; external frontends under a Local policy serve pod and node clients from the cluster endpoints):`,
       ...(listing.length > 0 ? listing : ['#   none']),
