@@ -198,7 +198,8 @@ class BlockReader {
   private block(parent: number): unknown {
     const at = this.start + this.indent;
     if (this.isEntry(at)) return this.sequence(this.indent, at);
-    if (this.keyColon(at) >= 0) return this.mapping(this.indent, at);
+    const colon = this.keyColon(at);
+    if (colon >= 0) return this.mapping(this.indent, at, colon);
     if (this.s.charCodeAt(at) === 0x7c || this.s.charCodeAt(at) === 0x3e) throw BAIL; // a block scalar on a line of its own
     const value = this.inline(at, parent);
     if (!this.eof && this.indent > parent) throw BAIL; // a scalar continued on the next line
@@ -222,10 +223,10 @@ class BlockReader {
         out.push(!this.eof && this.indent > col ? this.block(col) : null);
       } else if (this.isEntry(i)) {
         out.push(this.sequence(i - this.start, i)); // `- - x`: a sequence in a sequence
-      } else if (this.keyColon(i) >= 0) {
-        out.push(this.mapping(i - this.start, i)); // `- name: x`: the mapping's keys are at the column of `name`
       } else {
-        out.push(this.inline(i, col));
+        const colon = this.keyColon(i);
+        // `- name: x`: the mapping's keys are at the column of `name`
+        out.push(colon >= 0 ? this.mapping(i - this.start, i, colon) : this.inline(i, col));
       }
       if (this.eof || this.indent < col) break;
       if (this.indent > col) throw BAIL;
@@ -237,13 +238,11 @@ class BlockReader {
     return out;
   }
 
-  /** A block mapping whose keys are at column col, the first at index at of the current line. */
-  private mapping(col: number, at: number): Record<string, unknown> {
+  /** A block mapping whose keys are at column col, the first at index at of the current line, its `:` at colon. */
+  private mapping(col: number, at: number, colon: number): Record<string, unknown> {
     this.nest();
     const out: Record<string, unknown> = {};
     for (;;) {
-      const colon = this.keyColon(at);
-      if (colon < 0) throw BAIL; // not a key: a scalar over several lines, or an error
       const key = this.key(at, colon);
       // js-yaml defines `__proto__` as an own property, and (with json: true) lets a later duplicate win.
       if (key === '__proto__' || Object.hasOwn(out, key)) throw BAIL;
@@ -251,6 +250,8 @@ class BlockReader {
       if (this.eof || this.indent < col) break;
       if (this.indent > col) throw BAIL;
       at = this.start + col;
+      colon = this.keyColon(at);
+      if (colon < 0) throw BAIL; // not a key: a scalar over several lines, or an error
     }
     this.depth--;
     return out;
