@@ -140,7 +140,7 @@ class BlockReader {
     if (s.startsWith('---') && (s.length === 3 || s.charCodeAt(3) === 0x0a || s.charCodeAt(3) === SPACE)) {
       this.end = s.indexOf('\n');
       if (this.end < 0) this.end = s.length;
-      if (!this.restIsEmpty(3, true)) throw BAIL;
+      if (!this.restIsEmpty(3)) throw BAIL;
       marked = true;
     }
     this.advance();
@@ -181,12 +181,11 @@ class BlockReader {
   }
 
   /** Whether [i, end of line) holds only spaces and perhaps a comment (which needs a space before it). */
-  private restIsEmpty(i: number, spaceBeforeComment: boolean): boolean {
+  private restIsEmpty(i: number): boolean {
     const s = this.s;
     const from = i;
     while (i < this.end && s.charCodeAt(i) === SPACE) i++;
-    if (i === this.end) return true;
-    return s.charCodeAt(i) === HASH && (i > from || !spaceBeforeComment);
+    return i === this.end || (s.charCodeAt(i) === HASH && i > from);
   }
 
   /** `-` followed by a space or the end of the line: a block sequence entry at i. */
@@ -259,7 +258,7 @@ class BlockReader {
 
   /** The value of the key (of a mapping at column col) whose `:` ends just before index i. */
   private value(col: number, i: number): unknown {
-    if (this.restIsEmpty(i, true)) {
+    if (this.restIsEmpty(i)) {
       this.advance();
       if (this.eof || this.indent < col) return null;
       if (this.indent > col) return this.block(col);
@@ -344,7 +343,7 @@ class BlockReader {
       value = plain(s.slice(i, end));
       after = this.end;
     }
-    if (!this.restIsEmpty(after, true)) throw BAIL;
+    if (!this.restIsEmpty(after)) throw BAIL;
     this.advance();
     return value;
   }
@@ -412,7 +411,7 @@ class BlockReader {
     let i = at + 1;
     const strip = s.charCodeAt(i) === DASH;
     if (strip) i++;
-    if (!this.restIsEmpty(i, true)) throw BAIL;
+    if (!this.restIsEmpty(i)) throw BAIL;
     const n = s.length;
     const lines: string[] = [];
     let contentIndent = -1;
