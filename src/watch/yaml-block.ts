@@ -61,11 +61,54 @@ function fresh(s: string): string {
   return s.length < 13 ? s : (' ' + s).slice(1);
 }
 
-/** A plain scalar's value: typed, or a copy of its text. */
-function plain(raw: string): unknown {
-  const v = typed(raw);
-  return v === NOT_RESOLVED ? fresh(raw) : v;
+const CACHE_SLOTS = 4096;
+const CACHE_MAX_LENGTH = 64;
+
+/**
+ * Scalars read recently, by their text, so that the objects read share one string per repeated value, as
+ * JSON.parse's do: a dump repeats many values (kinds, API versions, protocols, namespaces, node names,
+ * timestamps), and one string each instead of one per object is megabytes less held at 10,000 services. A
+ * hit costs a hash of the text and a comparison; a miss, the copy it would cost anyway. One slot per hash,
+ * short texts only: at most CACHE_SLOTS strings of CACHE_MAX_LENGTH characters are held between reads.
+ */
+class ScalarCache {
+  private readonly texts: string[] = new Array<string>(CACHE_SLOTS).fill('');
+  private readonly values: unknown[] = new Array<unknown>(CACHE_SLOTS).fill(undefined);
+  /** The value of a scalar's text (a copy: see fresh). */
+  private readonly make: (text: string) => unknown;
+
+  constructor(make: (text: string) => unknown) {
+    this.make = make;
+  }
+
+  /** The value of the scalar whose text is s[from, to). */
+  get(s: string, from: number, to: number): unknown {
+    const length = to - from;
+    if (length > CACHE_MAX_LENGTH) return this.make(fresh(s.slice(from, to)));
+    let h = length;
+    for (let i = from; i < to; i++) h = (Math.imul(h, 31) + s.charCodeAt(i)) | 0;
+    const slot = h & (CACHE_SLOTS - 1);
+    const cached = this.texts[slot]!;
+    if (cached.length === length) {
+      let k = 0;
+      while (k < length && cached.charCodeAt(k) === s.charCodeAt(from + k)) k++;
+      if (k === length && (length > 0 || this.values[slot] !== undefined)) return this.values[slot];
+    }
+    const text = fresh(s.slice(from, to));
+    const value = this.make(text);
+    this.texts[slot] = text;
+    this.values[slot] = value;
+    return value;
+  }
 }
+
+/** Plain scalars: typed (null, booleans, numbers) or strings. */
+const plainScalars = new ScalarCache((text) => {
+  const v = typed(text);
+  return v === NOT_RESOLVED ? text : v;
+});
+/** Quoted scalars without escapes: strings. */
+const quotedScalars = new ScalarCache((text) => text);
 
 const SPACE = 0x20;
 const HASH = 0x23;
@@ -234,7 +277,9 @@ class BlockReader {
       if (!this.isEntry(at)) break;
     }
     this.depth--;
-    return out;
+    // A copy of exactly its length: push leaves room for 16 more entries, which the objects kept would hold
+    // (100,000 endpoints' one-address lists).
+    return out.slice();
   }
 
   /** A block mapping whose keys are at column col, the first at index at of the current line, its `:` at colon. */
@@ -340,7 +385,7 @@ class BlockReader {
         if (e === HASH && s.charCodeAt(end - 1) === SPACE) break;
       }
       while (s.charCodeAt(end - 1) === SPACE) end--;
-      value = plain(s.slice(i, end));
+      value = plainScalars.get(s, i, end);
       after = this.end;
     }
     if (!this.restIsEmpty(after)) throw BAIL;
@@ -367,7 +412,7 @@ class BlockReader {
   private doubleQuoted(open: number, close: number): string {
     const s = this.s;
     let i = s.indexOf('\\', open + 1);
-    if (i < 0 || i > close) return fresh(s.slice(open + 1, close));
+    if (i < 0 || i > close) return quotedScalars.get(s, open + 1, close) as string;
     const parts: string[] = [s.slice(open + 1, i)];
     while (i >= 0 && i < close) {
       const e = s.charAt(i + 1);
@@ -393,7 +438,7 @@ class BlockReader {
   private singleQuoted(open: number, close: number): string {
     const s = this.s;
     const quote = s.indexOf("''", open + 1);
-    if (quote < 0 || quote > close) return fresh(s.slice(open + 1, close));
+    if (quote < 0 || quote > close) return quotedScalars.get(s, open + 1, close) as string;
     return s
       .slice(open + 1, close)
       .split("''")
