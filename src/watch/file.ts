@@ -11,6 +11,7 @@ import { log } from '../log.ts';
 import { type KubeObject, readFields } from '../model/k8s.ts';
 import { type Piece, SplitError, sniffJSON, splitJSONList, splitYAML } from './file-split.ts';
 import type { Source, SourceHandler } from './types.ts';
+import { NOT_HANDLED, readBlockYAML } from './yaml-block.ts';
 
 /** The kinds read, with the API versions accepted (v1beta1 slices: what API servers before 1.21 serve). */
 const WATCHED: Record<string, readonly string[]> = { Service: ['v1'], EndpointSlice: ['discovery.k8s.io/v1', 'discovery.k8s.io/v1beta1'], Node: ['v1'] };
@@ -29,8 +30,9 @@ const MAX_ALIASES = 100;
 
 /**
  * Parses a whole file's text into the watched objects, as they are; throws SourceFileError naming the file
- * and position. JSON (what `kubectl get -o json` writes) goes through JSON.parse; anything else, or JSON that
- * does not parse, through js-yaml (which takes a trailing comma in a flow mapping, and says where it stops).
+ * and position. JSON (what `kubectl get -o json` writes) goes through JSON.parse; one document of the YAML
+ * kubectl writes through the fast reader (yaml-block.ts); anything else, or JSON that does not parse, through
+ * js-yaml (which takes a trailing comma in a flow mapping, and says where it stops).
  * The file source reads piece by piece (readObjects below) and comes here for what it does not cut and for
  * errors; the test API server serves what this returns.
  */
@@ -43,6 +45,11 @@ export function parseObjects(text: string, file: string): KubeObject[] {
     } catch {
       docs = null; // the YAML parser below says where
     }
+  }
+  if (docs === null) {
+    // One document as kubectl writes it: the fast reader (yaml-block.ts); anything else, js-yaml.
+    const value = readBlockYAML(text);
+    if (value !== NOT_HANDLED) docs = [value];
   }
   if (docs === null) {
     try {
@@ -138,12 +145,13 @@ async function readPieces(file: string, known: PieceIndex | null): Promise<FileR
   const objects: KubeObject[] = [];
   const pieces: PieceIndex = new Map();
   /** Entries without a kind, per List document: their kind is the typed List's (ServiceList...), known at its end. */
-  const kindless = new Map<number, { digest: string | null; value: object }[]>();
-  const take = (digest: string | null, value: unknown, depth: number) => {
+  const kindless = new Map<number, { digest: string | null; value: object; fresh: boolean }[]>();
+  /** fresh: the value's strings are its own (JSON.parse, yaml-block.ts), not views into the piece's text. */
+  const take = (digest: string | null, value: unknown, depth: number, fresh: boolean) => {
     const out: KubeObject[] = [];
     collect(value, file, out, depth, new Set());
     // js-yaml's strings are slices of the piece's text, which they would keep alive: copied flat once reduced.
-    for (let i = 0; i < out.length; i++) out[i] = json ? readFields(out[i]!) : (JSON.parse(JSON.stringify(readFields(out[i]!))) as KubeObject);
+    for (let i = 0; i < out.length; i++) out[i] = fresh ? readFields(out[i]!) : (JSON.parse(JSON.stringify(readFields(out[i]!))) as KubeObject);
     for (const o of out) objects.push(o);
     if (digest === null) return;
     const ids = pieces.get(digest) ?? [];
@@ -156,14 +164,25 @@ async function readPieces(file: string, known: PieceIndex | null): Promise<FileR
       pieces.set(digest, known.get(digest)!);
       return;
     }
-    let value: unknown = json ? JSON.parse(p.text()) : load(p.text(), { filename: file, json: true, maxAliases: MAX_ALIASES } as LoadOptions);
+    let value: unknown;
+    let fresh = true;
+    if (json) value = JSON.parse(p.text());
+    else {
+      // The YAML kubectl writes is read by the fast reader; what it does not read, by js-yaml.
+      const text = p.text();
+      value = readBlockYAML(text);
+      if (value === NOT_HANDLED) {
+        value = load(text, { filename: file, json: true, maxAliases: MAX_ALIASES } as LoadOptions);
+        fresh = false;
+      }
+    }
     if (p.role === 'item' && !json) {
       if (!Array.isArray(value) || value.length !== 1) throw new SplitError('a List entry is not one sequence entry');
       value = value[0];
     }
     if (p.role === 'item' && typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === undefined) {
       const list = kindless.get(p.doc) ?? [];
-      list.push({ digest, value });
+      list.push({ digest, value, fresh });
       kindless.set(p.doc, list);
       return;
     }
@@ -172,14 +191,14 @@ async function readPieces(file: string, known: PieceIndex | null): Promise<FileR
       if (typeof h?.kind !== 'string' || !h.kind.endsWith('List') || !Array.isArray(h.items) || h.items.length !== 0) throw new SplitError('not a List');
       for (const k of kindless.get(p.doc) ?? []) {
         if (h.kind !== 'List') (k.value as { kind?: string }).kind = h.kind.slice(0, -4);
-        take(k.digest, k.value, 1);
+        take(k.digest, k.value, 1, k.fresh);
       }
       kindless.delete(p.doc);
       return;
     }
     if (value === null || value === undefined) {
       if (digest !== null) pieces.set(digest, []); // an empty document
-    } else take(digest, value, p.role === 'item' ? 1 : 0);
+    } else take(digest, value, p.role === 'item' ? 1 : 0, fresh);
   };
   if (json) await splitJSONList(file, onPiece);
   else await splitYAML(file, onPiece);

@@ -159,6 +159,13 @@ describe('YAML is cut into documents and List entries', () => {
     const text = dump(value);
     expect((await readBoth(file(text, 'yaml'), text)).map((o) => o.metadata?.name)).toEqual(['a', 'b']);
   });
+  it('a List over several read chunks (1 MiB), ASCII or not, reads as the whole-file parse', async () => {
+    const many = Array.from({ length: 4000 }, (_, i) => svc(`s${i}`, { status: { note: i % 900 === 0 ? 'café 日本' : 'plain' } }));
+    for (const text of [dump(list(many)), kubectlStyle(list(many)).replaceAll('\n', '\r\n')]) {
+      expect(text.length).toBeGreaterThan(2 ** 20);
+      expect(await readBoth(file(text, 'yaml'), text)).toHaveLength(4000);
+    }
+  });
   it('a flow-style List and a List of Lists are read whole, as before', async () => {
     for (const text of ['apiVersion: v1\nkind: List\nitems: [{apiVersion: v1, kind: Service, metadata: {name: a}}]\n', dump(list([list([svc('x')])]))]) {
       await readBoth(file(text, 'yaml'), text);
