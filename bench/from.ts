@@ -14,7 +14,7 @@ import { buildStates } from '../src/model/store.ts';
 import { readObjects } from '../src/watch/file.ts';
 import { fmtMs, writeSection } from './docs.ts';
 import { DUMP_FORMATS, type DumpFormat, dumpObjects, dumpSlice, dumpText, writeDumps } from './from-dump.ts';
-import { ProxyLog } from './measure.ts';
+import { ProxyLog, userLaunch } from './measure.ts';
 import { deleteNetns, newNetns } from './netns.ts';
 
 const QUICK = process.argv.includes('--quick');
@@ -23,15 +23,10 @@ const ENDPOINTS = 10;
 const REPO = path.resolve(import.meta.dirname, '..');
 const NODE = process.execPath;
 const BIN = path.join(REPO, 'bin/kube-proxy-ts.js');
-/** The command as a user runs it: Node with the flags of bin/kube-proxy-ts.js's first line (what `npx kube-proxy-ts` runs). */
-const CLI = [
-  NODE,
-  ...readFileSync(BIN, 'utf8')
-    .split('\n')[0]!
-    .split(' ')
-    .filter((f) => f.startsWith('--')),
-  BIN,
-];
+/** The command as a user runs it: Node with the flags and environment of bin/kube-proxy-ts.js's first line (what `npx kube-proxy-ts` runs). */
+const LAUNCH = userLaunch();
+const CLI = [NODE, ...LAUNCH.nodeFlags, BIN];
+const CLI_ENV = { ...process.env, ...LAUNCH.env };
 /** The goals of issue 13 for this path. */
 const GOAL_PARSE_MS = 1000;
 const GOAL_RSS_MB = 250;
@@ -47,7 +42,7 @@ interface Run {
 /** One command as a user runs it: wall time and peak RSS (the whole process) from /usr/bin/time. */
 function timed(args: string[]): Run {
   const out = path.join(dir, 'time.txt');
-  execFileSync('/usr/bin/time', ['-f', '%e %M', '-o', out, ...CLI, ...args], { stdio: ['ignore', 'ignore', 'ignore'] });
+  execFileSync('/usr/bin/time', ['-f', '%e %M', '-o', out, ...CLI, ...args], { stdio: ['ignore', 'ignore', 'ignore'], env: CLI_ENV });
   const [secs, kb] = readFileSync(out, 'utf8').trim().split(/\s+/).map(Number);
   return { ms: secs! * 1000, rssMB: kb! / 1024 };
 }
@@ -108,7 +103,7 @@ async function daemon(format: DumpFormat, file: string, objects: Record<string, 
         '--iptables-sync-period',
         '1h',
       ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      { stdio: ['ignore', 'ignore', 'pipe'], env: CLI_ENV },
     );
     const log = new ProxyLog(proxy);
     const families = new Set<string>();

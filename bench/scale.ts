@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { EndpointSlice, KubeObject, Service } from '../src/model/k8s.ts';
 import { writeSection } from './docs.ts';
-import { fmtMs, percentile, ProxyLog, rssMB } from './measure.ts';
+import { fmtMs, percentile, ProxyLog, rssMB, userLaunch } from './measure.ts';
 import { deleteNetns, newNetns } from './netns.ts';
 import { makeService, makeSlice } from './synthetic.ts';
 
@@ -29,12 +29,9 @@ const SIZES = (opt('--sizes') ?? '2000x10,10000x10,5000x50').split(',').map((s) 
   if (!services || !endpoints) throw new Error(`--sizes: ${s} is not SERVICESxENDPOINTS`);
   return { services, endpoints };
 });
-/** Node's flags as a user meets them: those of bin/kube-proxy-ts.js's first line (what `npx kube-proxy-ts` runs), then --node-flags. */
-const BIN_FLAGS = readFileSync(path.resolve(import.meta.dirname, '..', 'bin/kube-proxy-ts.js'), 'utf8')
-  .split('\n')[0]!
-  .split(' ')
-  .filter((f) => f.startsWith('--'));
-const NODE_FLAGS = [...BIN_FLAGS, ...(opt('--node-flags') ?? '').split(' ').filter((f) => f !== '')];
+/** Node's flags and environment as a user meets them: those of bin/kube-proxy-ts.js's first line (what `npx kube-proxy-ts` runs), then --node-flags. */
+const LAUNCH = userLaunch();
+const NODE_FLAGS = [...LAUNCH.nodeFlags, ...(opt('--node-flags') ?? '').split(' ').filter((f) => f !== '')];
 // With --node-flags "--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=DIR": a heap snapshot of the proxy after the first sync.
 const HEAP_SNAPSHOT = args.includes('--heap-snapshot');
 const SINGLE_CHANGES = QUICK ? 5 : 15;
@@ -181,7 +178,7 @@ async function startDaemon(ns: string, dir: string, objectsFile: string): Promis
       '--iptables-sync-period',
       '1h',
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...LAUNCH.env } },
   );
   const log = new ProxyLog(proxy);
   // Both families' lines may come in one chunk: wait for any line, then look at every line read so far.
@@ -425,7 +422,7 @@ bare \`nft -j -f\` of the same rules (the proxy's /debug/rules, its --dry-run ou
 One change: an EndpointSlice change, from its trigger time to the end of the sync that applied it. RSS is
 VmRSS 3 s after the first sync, later after the single changes (about ${SINGLE_CHANGES * 1.3} s on), the peak VmHWM at 3 s. Goals (issue 13): at 10,000 x 10 a first sync within 1.5x
 the floor, ≤ 150 MB, ≤ 20% of a core at 100 changes/s; at 5,000 x 50 a first sync ≤ 5 s and ≤ 300 MB; one change
-≤ 100 ms. ${new Date().toISOString().slice(0, 10)}${QUICK ? ' (quick run)' : ''}${NODE_FLAGS.length ? `, node ${NODE_FLAGS.join(' ')}` : ''}.
+≤ 100 ms. ${new Date().toISOString().slice(0, 10)}${QUICK ? ' (quick run)' : ''}${Object.keys(LAUNCH.env).length ? `, ${Object.entries(LAUNCH.env).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}${NODE_FLAGS.length ? `, node ${NODE_FLAGS.join(' ')}` : ''}.
 
 ${table}`,
 );

@@ -1,10 +1,15 @@
-#!/usr/bin/env -S node --disable-warning=ExperimentalWarning --max-semi-space-size=2 --expose-gc
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 node --disable-warning=ExperimentalWarning --max-semi-space-size=2 --expose-gc
 // --max-semi-space-size=2 (MiB; Node 22 lets the young generation grow to 3 x 16): a proxy allocates in bursts
 // (a list, a full sync) and the resident size stays at what a burst reached; with 2 MiB semi-spaces a
 // 10,000 x 10 cluster takes about 50 MB less (docs/benchmarks.md, "Where the memory goes"), the first sync
 // no slower. --expose-gc: the daemon runs one full collection once every family has synced for the first time
 // (daemon/run.ts, releaseStartupGarbage: about 40 MB less at 10,000 x 10, 0.1 s). deploy/Dockerfile's
 // ENTRYPOINT and bench/scale.ts pass the same flags (they run `node FILE`).
+// MALLOC_ARENA_MAX=2, MALLOC_MMAP_THRESHOLD_=131072 (glibc's allocator, read at process start): memory outside
+// the JavaScript heap (read buffers, libuv and V8's threads) is otherwise kept in up to 8 arenas per core and,
+// once a large buffer was freed, glibc raises its mmap threshold and keeps later ones of that size on its heap:
+// 30 to 50 MB that the process never gives back (docs/benchmarks.md, "Where the memory goes"). The image's
+// Dockerfile sets the same (ENV).
 // Entry point. It runs the compiled JavaScript of dist/ (scripts/build.js; `npm ci` runs it) when dist/ was
 // built from the sources as they are, and otherwise the TypeScript of src/ through Node's type stripping
 // (Node >= 22.18). Compiled code starts in half the time and about 30 MB smaller: Node's stripper (a wasm
