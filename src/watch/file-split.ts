@@ -9,6 +9,10 @@
 import { createHash, hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 
+/**
+ * One piece of a file, handed to the caller's onPiece. Its digest and text read the bytes of the chunk being
+ * scanned, which the next read overwrites (chunks): take them during the call, never after it.
+ */
 export interface Piece {
   /** A digest of the text: equal digests, equal objects (the file source re-reads only changed pieces). */
   digest(): string;
@@ -51,11 +55,17 @@ export async function sniffJSON(file: string): Promise<boolean> {
   }
 }
 
+/**
+ * The file's bytes, a chunk at a time, every chunk read into the same buffer: its bytes are valid until the next
+ * chunk is read, so a scanner copies what it keeps across chunks. (A new 1 MiB buffer per read is a new memory
+ * mapping and its page faults each time under bin's MALLOC_MMAP_THRESHOLD_: a re-read of a 100 MB dump took
+ * 200 ms instead of 120.)
+ */
 async function* chunks(file: string): AsyncGenerator<Buffer> {
   const fh = await open(file, 'r');
   try {
+    const buf = Buffer.allocUnsafeSlow(CHUNK);
     for (;;) {
-      const buf = Buffer.allocUnsafe(CHUNK);
       const { bytesRead } = await fh.read(buf, 0, CHUNK, null);
       if (bytesRead === 0) return;
       yield buf.subarray(0, bytesRead);
@@ -166,7 +176,7 @@ class JSONListScanner {
         depth++;
         if (depth === 2 && c === 0x5b && !inItems && !this.itemsSeen && /"items"\s*:\s*$/.test(tail(this.header, chunk.subarray(from, i)))) {
           // The top level's items array: its entries become pieces; the header gets an empty array.
-          if (i > from) this.header.push(chunk.subarray(from, i));
+          if (i > from) this.header.push(Buffer.from(chunk.subarray(from, i)));
           this.header.push(Buffer.from('[]'));
           inItems = true;
           this.itemsSeen = true;
@@ -178,7 +188,8 @@ class JSONListScanner {
         if (depth < 0 || (inItems && depth === 0)) throw new SplitError('unbalanced brackets');
       }
     }
-    if (n > from) (inItems ? this.item : this.header)?.push(chunk.subarray(from, n));
+    // Copied: the next chunk is read into the same buffer (chunks).
+    if (n > from) (inItems ? this.item : this.header)?.push(Buffer.from(chunk.subarray(from, n)));
     Object.assign(this, { depth, inString, escaped, inItems });
   }
 

@@ -37,9 +37,14 @@ const slice = (name: string) => ({
 });
 const list = (items: unknown[], kind = 'List') => ({ apiVersion: 'v1', items, kind, metadata: { resourceVersion: '' } });
 
+/** The pieces of f, their digest and text taken during the call (a piece reads a chunk the next read overwrites). */
 async function pieces(f: string): Promise<Piece[]> {
   const out: Piece[] = [];
-  await (f.endsWith('.json') ? splitJSONList : splitYAML)(f, (p) => out.push(p));
+  await (f.endsWith('.json') ? splitJSONList : splitYAML)(f, (p) => {
+    const digest = p.digest();
+    const text = p.text();
+    out.push({ ...p, digest: () => digest, text: () => text });
+  });
   return out;
 }
 

@@ -40,9 +40,9 @@ let n = 0;
 async function piecesOf(text: string): Promise<string[]> {
   const f = join(dir, `p${n++}.yaml`);
   writeFileSync(f, text);
-  const out: Piece[] = [];
-  await splitYAML(f, (p) => out.push(p));
-  return out.map((p) => p.text());
+  const out: string[] = [];
+  await splitYAML(f, (p: Piece) => out.push(p.text()));
+  return out;
 }
 
 function yamlFiles(d: string): string[] {
