@@ -422,7 +422,13 @@ bare \`nft -j -f\` of the same rules (the proxy's /debug/rules, its --dry-run ou
 One change: an EndpointSlice change, from its trigger time to the end of the sync that applied it. RSS is
 VmRSS 3 s after the first sync, later after the single changes (about ${SINGLE_CHANGES * 1.3} s on), the peak VmHWM at 3 s. Goals (issue 13): at 10,000 x 10 a first sync within 1.5x
 the floor, ≤ 150 MB, ≤ 20% of a core at 100 changes/s; at 5,000 x 50 a first sync ≤ 5 s and ≤ 300 MB; one change
-≤ 100 ms. ${new Date().toISOString().slice(0, 10)}${QUICK ? ' (quick run)' : ''}${Object.keys(LAUNCH.env).length ? `, ${Object.entries(LAUNCH.env).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}${NODE_FLAGS.length ? `, node ${NODE_FLAGS.join(' ')}` : ''}.
+≤ 100 ms. ${new Date().toISOString().slice(0, 10)}${QUICK ? ' (quick run)' : ''}${
+    Object.keys(LAUNCH.env).length
+      ? `, ${Object.entries(LAUNCH.env)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(' ')}`
+      : ''
+  }${NODE_FLAGS.length ? `, node ${NODE_FLAGS.join(' ')}` : ''}.
 
 ${table}`,
 );
