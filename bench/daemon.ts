@@ -5,13 +5,14 @@
 // logs, per sync, the programming latency of the oldest change it carried.
 //   node bench/daemon.ts [--quick] [--modes iptables,nftables,userspace]
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import type { ModeName } from '../src/modes/types.ts';
 import { writeSection } from './docs.ts';
+import { cpuSeconds, rssMB, startTestApiServer } from './measure.ts';
 import { deleteNetns, newNetns } from './netns.ts';
 import { makeObjects, makeSlice } from './synthetic.ts';
 
@@ -33,18 +34,6 @@ function pct(xs: number[], p: number): number {
   return s.length === 0 ? Number.NaN : s[Math.min(s.length - 1, Math.ceil((s.length * p) / 100) - 1)]!;
 }
 
-/** CPU seconds (user + system) a process has used, from /proc. */
-function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-}
-
-function rssMB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : Number.NaN;
-}
-
 interface Result {
   mode: ModeName;
   firstSyncMs: number;
@@ -58,33 +47,7 @@ interface Result {
 async function benchMode(mode: ModeName, ns: string, dir: string): Promise<Result> {
   const objectsFile = path.join(dir, 'objects.yaml');
   const kubeconfig = path.join(dir, `kubeconfig-${mode}`);
-  const api = spawn(
-    'ip',
-    [
-      'netns',
-      'exec',
-      ns,
-      NODE,
-      '--disable-warning=ExperimentalWarning',
-      path.join(REPO, 'test/apiserver/main.ts'),
-      '--kubeconfig',
-      kubeconfig,
-      '--from',
-      objectsFile,
-      '--control-stdin',
-    ],
-    {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    },
-  );
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    api.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('"listening"')) resolve();
-    });
-    api.once('exit', (c) => reject(new Error(`the API server exited (${c})`)));
-  });
+  const api = await startTestApiServer(ns, kubeconfig, objectsFile);
   const t0 = performance.now();
   const proxy: ChildProcess = spawn(
     'ip',

@@ -6,7 +6,7 @@
 // with --from in nftables mode in a network namespace of its own: first sync, one EndpointSlice changed in
 // the file to its rules applied (from the file's rename to the proxy's sync log line), and its peak RSS.
 //   node bench/from.ts [--quick]       (--quick: 2,000 services; root for the daemon part)
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -14,7 +14,7 @@ import { buildStates } from '../src/model/store.ts';
 import { readObjects } from '../src/watch/file.ts';
 import { fmtMs, writeSection } from './docs.ts';
 import { DUMP_FORMATS, type DumpFormat, dumpObjects, dumpSlice, dumpText, writeDumps } from './from-dump.ts';
-import { ProxyLog, userLaunch } from './measure.ts';
+import { peakRssMB, ProxyLog, spawnProxyIn, userLaunch } from './measure.ts';
 import { deleteNetns, newNetns } from './netns.ts';
 
 const QUICK = process.argv.includes('--quick');
@@ -68,11 +68,6 @@ async function parse(file: string): Promise<{ ms: number; heldMB: number }> {
   return { ms: best, heldMB };
 }
 
-function vmHWM(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : Number.NaN;
-}
-
 interface DaemonRun {
   firstSyncMs: number;
   changeMs: number;
@@ -85,26 +80,18 @@ async function daemon(format: DumpFormat, file: string, objects: Record<string, 
   let proxy: ChildProcess | null = null;
   try {
     const t0 = performance.now();
-    proxy = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        ns,
-        ...CLI,
-        '--proxy-mode',
-        'nftables',
-        '--from',
-        file,
-        '--hostname-override',
-        'node-a',
-        '--cluster-cidr',
-        '198.19.0.0/16',
-        '--iptables-sync-period',
-        '1h',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'], env: CLI_ENV },
-    );
+    proxy = spawnProxyIn(ns, [
+      '--proxy-mode',
+      'nftables',
+      '--from',
+      file,
+      '--hostname-override',
+      'node-a',
+      '--cluster-cidr',
+      '198.19.0.0/16',
+      '--iptables-sync-period',
+      '1h',
+    ]);
     const log = new ProxyLog(proxy);
     const families = new Set<string>();
     await log.next((s) => {
@@ -125,7 +112,7 @@ async function daemon(format: DumpFormat, file: string, objects: Record<string, 
     renameSync(tmp, file);
     const s = await synced;
     const changeMs = s.at - t1;
-    const rssMB = vmHWM(proxy.pid!);
+    const rssMB = peakRssMB(proxy.pid!);
     // The file as it was, for the next format's run.
     writeFileSync(file, dumpText(objects, format));
     return { firstSyncMs, changeMs, rssMB };

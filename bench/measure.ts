@@ -1,6 +1,7 @@
-// What the multi-node and soak benchmarks measure of the processes they run: the proxy's sync log lines,
-// CPU time and resident memory from /proc, and percentiles.
-import type { ChildProcess } from 'node:child_process';
+// What the benchmarks measure of the processes they run, and how they start them: the proxy's sync log lines,
+// CPU time and resident memory from /proc, percentiles; the proxy launched as a user launches it, and the
+// list/watch test API server.
+import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import path from 'node:path';
@@ -19,6 +20,53 @@ export function userLaunch(): { nodeFlags: string[]; env: Record<string, string>
     if (m) env[m[1]!] = m[2]!;
   }
   return { nodeFlags: words.filter((w) => w.startsWith('--')), env };
+}
+
+const REPO = path.resolve(import.meta.dirname, '..');
+
+/**
+ * Spawns the proxy in network namespace `ns` as `npx kube-proxy-ts` would start it (userLaunch), with Node's
+ * `extraNodeFlags` after bin's own; its log (the sync lines) on stderr, piped.
+ */
+export function spawnProxyIn(ns: string, args: string[], extraNodeFlags: readonly string[] = []): ChildProcess {
+  const launch = userLaunch();
+  return spawn('ip', ['netns', 'exec', ns, process.execPath, ...launch.nodeFlags, ...extraNodeFlags, path.join(REPO, 'bin/kube-proxy-ts.js'), ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...launch.env },
+  });
+}
+
+/**
+ * Starts the list/watch test API server (test/apiserver) in `ns`, serving `objectsFile` and writing a kubeconfig
+ * for it to `kubeconfig`; resolves once it listens. Its stdin takes control commands (--control-stdin).
+ */
+export async function startTestApiServer(ns: string, kubeconfig: string, objectsFile: string): Promise<ChildProcess> {
+  const api = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      ns,
+      process.execPath,
+      '--disable-warning=ExperimentalWarning',
+      path.join(REPO, 'test/apiserver/main.ts'),
+      '--kubeconfig',
+      kubeconfig,
+      '--from',
+      objectsFile,
+      '--control-stdin',
+    ],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    api.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"listening"')) resolve();
+    });
+    api.once('exit', (c) => reject(new Error(`the API server exited (${c})`)));
+  });
+  return api;
 }
 
 /** The p-th percentile (nearest rank) of xs; NaN when empty. */
@@ -51,15 +99,21 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
-/** Resident memory (VmRSS) of a process in MiB; NaN once it is gone. */
-export function rssMB(pid: number): number {
+/** A memory figure of /proc/PID/status in MiB; NaN once the process is gone. */
+function statusMB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) / 1024 : Number.NaN;
   } catch {
     return Number.NaN;
   }
 }
+
+/** Resident memory (VmRSS) of a process in MiB; NaN once it is gone. */
+export const rssMB = (pid: number): number => statusMB(pid, 'VmRSS');
+
+/** The peak resident memory (VmHWM) of a process in MiB; NaN once it is gone. */
+export const peakRssMB = (pid: number): number => statusMB(pid, 'VmHWM');
 
 /** The machine's CPU time so far (all cores), from the first line of /proc/stat, in clock ticks. */
 function machineTicks(): { busy: number; total: number } {

@@ -11,13 +11,13 @@
 // targetRef...): what the proxy must not keep is part of what it receives.
 //   node bench/scale.ts [--quick] [--sizes 2000x10,10000x10,5000x50] [--node-flags "..."] [--heap-snapshot]
 //   node bench/scale.ts --sizes 10000x10 --write-objects FILE     (the objects only)
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { EndpointSlice, KubeObject, Service } from '../src/model/k8s.ts';
 import { writeSection } from './docs.ts';
-import { fmtMs, percentile, ProxyLog, rssMB, userLaunch } from './measure.ts';
+import { cpuSeconds, fmtMs, peakRssMB, percentile, ProxyLog, rssMB, spawnProxyIn, startTestApiServer, userLaunch } from './measure.ts';
 import { deleteNetns, newNetns } from './netns.ts';
 import { makeService, makeSlice } from './synthetic.ts';
 
@@ -31,14 +31,13 @@ const SIZES = (opt('--sizes') ?? '2000x10,10000x10,5000x50').split(',').map((s) 
 });
 /** Node's flags and environment as a user meets them: those of bin/kube-proxy-ts.js's first line (what `npx kube-proxy-ts` runs), then --node-flags. */
 const LAUNCH = userLaunch();
-const NODE_FLAGS = [...LAUNCH.nodeFlags, ...(opt('--node-flags') ?? '').split(' ').filter((f) => f !== '')];
+const EXTRA_NODE_FLAGS = (opt('--node-flags') ?? '').split(' ').filter((f) => f !== '');
+const NODE_FLAGS = [...LAUNCH.nodeFlags, ...EXTRA_NODE_FLAGS];
 // With --node-flags "--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=DIR": a heap snapshot of the proxy after the first sync.
 const HEAP_SNAPSHOT = args.includes('--heap-snapshot');
 const SINGLE_CHANGES = QUICK ? 5 : 15;
 const CHURN_RATE = 100;
 const CHURN_SECONDS = QUICK ? 10 : 30;
-const REPO = path.resolve(import.meta.dirname, '..');
-const NODE = process.execPath;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---- objects as an API server serves them ----
@@ -110,17 +109,6 @@ function servedObjects(services: number, endpoints: number): KubeObject[] {
 
 // ---- one daemon against one API server ----
 
-function vmHWM(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : Number.NaN;
-}
-
-function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 interface Run {
   api: ChildProcess;
   proxy: ChildProcess;
@@ -132,41 +120,11 @@ interface Run {
 /** Starts the API server with `objectsFile` and the proxy in `ns`; resolves once every family has synced. */
 async function startDaemon(ns: string, dir: string, objectsFile: string): Promise<Run> {
   const kubeconfig = path.join(dir, 'kubeconfig');
-  const api = spawn(
-    'ip',
-    [
-      'netns',
-      'exec',
-      ns,
-      NODE,
-      '--disable-warning=ExperimentalWarning',
-      path.join(REPO, 'test/apiserver/main.ts'),
-      '--kubeconfig',
-      kubeconfig,
-      '--from',
-      objectsFile,
-      '--control-stdin',
-    ],
-    { stdio: ['pipe', 'pipe', 'inherit'] },
-  );
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    api.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('"listening"')) resolve();
-    });
-    api.once('exit', (c) => reject(new Error(`the API server exited (${c})`)));
-  });
+  const api = await startTestApiServer(ns, kubeconfig, objectsFile);
   const t0 = performance.now();
-  const proxy = spawn(
-    'ip',
+  const proxy = spawnProxyIn(
+    ns,
     [
-      'netns',
-      'exec',
-      ns,
-      NODE,
-      ...NODE_FLAGS,
-      path.join(REPO, 'bin/kube-proxy-ts.js'),
       '--proxy-mode',
       'nftables',
       '--kubeconfig',
@@ -178,7 +136,7 @@ async function startDaemon(ns: string, dir: string, objectsFile: string): Promis
       '--iptables-sync-period',
       '1h',
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...LAUNCH.env } },
+    EXTRA_NODE_FLAGS,
   );
   const log = new ProxyLog(proxy);
   // Both families' lines may come in one chunk: wait for any line, then look at every line read so far.
@@ -243,7 +201,7 @@ async function measure(services: number, endpoints: number, dir: string, startup
     try {
       await sleep(3000);
       const rss = rssMB(pid);
-      const peak = vmHWM(pid);
+      const peak = peakRssMB(pid);
       if (HEAP_SNAPSHOT) await heapSnapshot(pid);
       let generation = 1;
       const change = (i: number) => {
