@@ -108,7 +108,7 @@ const each = (f: (x: unknown) => unknown) => (v: unknown) => (Array.isArray(v) ?
 /** Labels and annotations: only the keys read (the proxy's selection, the slice's service, the trigger time). */
 const READ_LABELS = [SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL];
 const READ_ANNOTATIONS = [TRIGGER_TIME_ANNOTATION];
-// resourceVersion: the informers compare versions and resume watches from it.
+// resourceVersion: the reflectors compare versions and resume watches from it.
 const meta = (v: unknown) =>
   pick(v, ['name', 'namespace', 'resourceVersion', 'deletionTimestamp', 'labels', 'annotations'], {
     labels: (l) => pick(l, READ_LABELS),

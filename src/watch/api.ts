@@ -201,7 +201,7 @@ export class ApiSource implements Source {
     }
   }
 
-  /** Calls the handler (after the initial list only); its exceptions are reported, never thrown into the informers. */
+  /** Calls the handler (after the initial list only); its exceptions are reported, never thrown into the reflectors. */
   private deliver(fn: () => void): void {
     if (this.stopped || !this.synced) return;
     try {

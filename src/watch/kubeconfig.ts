@@ -5,7 +5,7 @@
 // tls-server-name) and user (token, tokenFile, client-certificate[-data] / client-key[-data], username /
 // password), relative paths resolved against the kubeconfig's directory (clientcmd's ResolveLocalPaths), the
 // files it names read at load so that a missing one stops the proxy with a clear message before it touches
-// the node. Bearer tokens from a file are re-read once a minute (api-client.ts TokenFileAuth), never at load:
+// the node. Bearer tokens from a file are re-read once a minute (TokenFile below), never at load:
 // kubeadm's kube-proxy kubeconfig names the pod's projected service-account token, which rotates.
 //
 // Users with an `exec` or `auth-provider` plugin (cloud credentials: aws, gke-gcloud-auth-plugin, oidc...) are
