@@ -355,10 +355,10 @@ export async function runProxy(given: RunOptions, first: FirstRead | null = null
   };
   // Every object goes to every family's model; what is wrong with an object is the same in each: report it once.
   await source.start({
-    onList(objects: KubeObject[]) {
-      nodeWatch.observe(objects.find(isThisNode) ?? null);
+    onList(objects, kinds) {
+      if (!kinds || kinds.includes('Node')) nodeWatch.observe(objects.find(isThisNode) ?? null);
       for (const p of pipelines) {
-        const problems = p.cluster.replaceAll(objects);
+        const problems = p.cluster.replaceAll(objects, kinds);
         if (p === primary) for (const x of problems) reportOutcome(x.object, x.outcome);
       }
       changed(objects);

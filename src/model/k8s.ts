@@ -75,6 +75,9 @@ export interface Node {
 
 export type KubeObject = Service | EndpointSlice | Node;
 
+/** The kinds the proxy watches. */
+export type WatchedKind = 'Service' | 'EndpointSlice' | 'Node';
+
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
 export const HEADLESS_LABEL = 'service.kubernetes.io/headless';

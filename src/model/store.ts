@@ -4,7 +4,7 @@ import { hostPort } from './addr.ts';
 import { categorizeEndpoints, type NodeTopology } from './endpoints.ts';
 import { type Claim, FrontendClaims, type FrontendRole, frontendKey } from './frontends.ts';
 import { type ParsedService, type ParsedSlice, type ParseResult, parseEndpointSlice, parseNode, parseService } from './parse.ts';
-import type { EndpointSlice, KubeObject, Node, Service } from './k8s.ts';
+import type { EndpointSlice, KubeObject, Node, Service, WatchedKind } from './k8s.ts';
 import {
   type ChangeSet,
   DEFAULT_NODEPORT_RANGE,
@@ -148,10 +148,11 @@ export class ClusterState {
   }
 
   /**
-   * Makes the held objects exactly `objects` (an initial list or a relist): objects not listed are
-   * deleted, listed ones applied. Returns what happened to each listed object that was not applied.
+   * Makes the held objects of `kinds` (every kind when absent) exactly those of `objects` (an initial list or a
+   * relist): objects of those kinds not listed are deleted, listed ones applied. Returns what happened to each
+   * listed object that was not applied. (This node's Node is kept when not listed, as before a relist.)
    */
-  replaceAll(objects: readonly KubeObject[]): { object: string; outcome: ApplyOutcome }[] {
+  replaceAll(objects: readonly KubeObject[], kinds?: readonly WatchedKind[]): { object: string; outcome: ApplyOutcome }[] {
     const listedServices = new Set<string>();
     const listedSlices = new Set<string>();
     for (const o of objects) {
@@ -160,13 +161,15 @@ export class ClusterState {
       if (o.kind === 'Service') listedServices.add(k);
       else if (o.kind === 'EndpointSlice') listedSlices.add(k);
     }
-    for (const k of [...this.services.keys()]) {
-      if (!listedServices.has(k)) {
-        this.services.delete(k);
-        this.markService(k);
+    if (!kinds || kinds.includes('Service')) {
+      for (const k of [...this.services.keys()]) {
+        if (!listedServices.has(k)) {
+          this.services.delete(k);
+          this.markService(k);
+        }
       }
     }
-    for (const k of [...this.slices.keys()]) if (!listedSlices.has(k)) this.removeSlice(k);
+    if (!kinds || kinds.includes('EndpointSlice')) for (const k of [...this.slices.keys()]) if (!listedSlices.has(k)) this.removeSlice(k);
     const problems: { object: string; outcome: ApplyOutcome }[] = [];
     for (const o of objects) {
       const r = this.upsert(o);

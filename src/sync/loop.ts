@@ -41,6 +41,7 @@ export class SyncLoop {
   private counts = { services: 0, endpoints: 0, triggers: [] as number[] };
   private needFull = true;
   private running = false;
+  private started = false;
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
   private timerDue = Infinity;
@@ -60,15 +61,20 @@ export class SyncLoop {
     return this.o.now?.() ?? Date.now();
   }
 
-  /** Call after applying objects to the cluster state: schedules a sync (coalesced). */
+  /**
+   * Call after applying objects to the cluster state: schedules a sync (coalesced). Before start() it only
+   * notes the change: the source may still be listing (the API source hands over each kind as it is read), and
+   * a sync of a state without every kind would remove the rules of services whose endpoints are not read yet.
+   */
   request(): void {
     if (this.stopped) return;
     if (this.oldestPendingAt === null) this.oldestPendingAt = this.now();
-    this.schedule(0);
+    if (this.started) this.schedule(0);
   }
 
-  /** Starts periodic full resyncs and runs the first (full) sync now. */
+  /** Once the source has listed everything: starts periodic full resyncs and runs the first (full) sync now. */
   start(): void {
+    this.started = true;
     this.request();
   }
 

@@ -5,9 +5,11 @@
 //   (api-list.ts); the watch a JSON-lines stream (api-watch-lines.ts), with the same selectors.
 // - List items and watch events are cut down to the fields the proxy reads (model/k8s.ts readFields) before
 //   anything keeps them: one slim copy of each object.
-// - Our own store of the objects (by namespace/name), replaced by each list and kept by the events: a relist
-//   is reported as the full new set (never as a diff, never as an empty set because listing failed), and an
-//   event for an object already known at the same resourceVersion is dropped.
+// - Each successful list is handed over whole (never as a diff, never as an empty set because listing failed):
+//   the owner replaces everything it had of this kind. The objects themselves are not kept here (the model keeps
+//   what it parsed from them; client-go's informers keep whole objects, which at 10,000 services is tens of
+//   megabytes for nothing): only each one's resourceVersion, so that an event for an object already known at the
+//   same resourceVersion is dropped and an event for one not known is an add.
 // - 410 Gone (an HTTP status, or an ERROR event on an open watch) relists at once, as client-go; a watch the
 //   server ends normally (its timeoutSeconds, a random 300-599 s as client-go asks) is resumed at once from the
 //   last resourceVersion seen (of an event or a bookmark).
@@ -23,12 +25,12 @@ import type { IncomingMessage } from 'node:http';
 import { log } from '../log.ts';
 import { type ListHead, ListScanner, NotAListError } from './api-list.ts';
 import { WatchLines } from './api-watch-lines.ts';
-import { type KubeObject, readFields } from '../model/k8s.ts';
+import { type KubeObject, readFields, type WatchedKind } from '../model/k8s.ts';
 import { type ApiClient, ApiStatusError, readText, statusMessage } from './api-client.ts';
 
 /** A watched collection. */
 export interface ResourceSpec {
-  kind: 'Service' | 'EndpointSlice' | 'Node';
+  kind: WatchedKind;
   apiVersion: string;
   /** Cluster-wide collection path, e.g. /api/v1/services. */
   path: string;
@@ -65,9 +67,9 @@ export interface ReflectorStats {
 }
 
 export interface ReflectorHooks {
-  /** The store was replaced by a successful list. */
-  listed(r: Reflector): void;
-  /** The store changed by a watch event. */
+  /** A successful list: `objects` are all there is of the kind now (what the owner had and is not listed is gone). */
+  listed(r: Reflector, objects: KubeObject[]): void;
+  /** An object changed, by a watch event. */
   changed(r: Reflector, type: 'add' | 'update' | 'delete', object: KubeObject): void;
   error(err: Error): void;
   /** The API server does not serve the spec's path and the spec has a fallback: the owner replaces this reflector. */
@@ -85,7 +87,7 @@ function isObject(v: unknown): v is Record<string, any> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** An object the store can hold: it is keyed by metadata.namespace/name. */
+/** An object the reflector can follow: it is keyed by metadata.namespace/name. */
 function hasName(v: unknown): v is KubeObject {
   return isObject(v) && isObject(v.metadata) && typeof v.metadata.name === 'string' && v.metadata.name !== '';
 }
@@ -101,7 +103,7 @@ function describe(err: unknown): string {
 }
 
 /**
- * An object as it enters the store (list item or watch event): its kind and apiVersion filled in (typed lists
+ * An object as it enters (list item or watch event): its kind and apiVersion filled in (typed lists
  * leave them out), cut down to the fields the proxy reads (model/k8s.ts readFields).
  */
 function entering(item: KubeObject, spec: ResourceSpec): KubeObject {
@@ -172,8 +174,8 @@ export class Reflector {
   readonly spec: ResourceSpec;
   readonly timings: ReflectorTimings;
   readonly stats: ReflectorStats = { lists: 0, watches: 0, restarts: 0, silentWatches: 0, errors: 0 };
-  /** The objects as of the last list plus the events since, by namespace/name. */
-  readonly store = new Map<string, KubeObject>();
+  /** The resourceVersion of every object as of the last list plus the events since, by namespace/name. */
+  readonly versions = new Map<string, string>();
   /** True once a list succeeded. */
   listed = false;
 
@@ -241,8 +243,8 @@ export class Reflector {
     if (this.stopped) return;
     if (dropped > 0) this.report(new Error(`list ${this.spec.path}: ${dropped} item(s) without a name ignored`));
     const relist = this.listed;
-    this.store.clear();
-    for (const o of items) this.store.set(objectKey(o), o);
+    this.versions.clear();
+    for (const o of items) this.versions.set(objectKey(o), o.metadata?.resourceVersion ?? '');
     this.resourceVersion = resourceVersion;
     this.needList = false;
     this.listed = true;
@@ -252,7 +254,7 @@ export class Reflector {
       { event: relist ? 'relisted' : 'listed', resource: this.spec.kind, objects: items.length, resourceVersion },
       `listed ${this.spec.kind}`,
     );
-    this.hooks.listed(this);
+    this.hooks.listed(this, items);
   }
 
   /** One watch from the last resourceVersion, until it ends; throws when it fails. */
@@ -325,7 +327,7 @@ export class Reflector {
     return 'relist';
   }
 
-  /** One watch event: the store kept; returns how the watch ends when the event ends it (ERROR), else null. */
+  /** One watch event, followed; returns how the watch ends when the event ends it (ERROR), else null. */
   private event(e: unknown): WatchEnd | null {
     this.failures = 0; // the watch works: the next failure starts the backoff over
     const type = isObject(e) ? e.type : undefined;
@@ -365,15 +367,15 @@ export class Reflector {
 
   private upsert(o: KubeObject): void {
     const key = objectKey(o);
-    const prev = this.store.get(key);
+    const known = this.versions.get(key);
     const rv = o.metadata?.resourceVersion;
-    if (prev && rv !== undefined && prev.metadata?.resourceVersion === rv) return;
-    this.store.set(key, o);
-    this.hooks.changed(this, prev ? 'update' : 'add', o);
+    if (known !== undefined && rv !== undefined && known === rv) return;
+    this.versions.set(key, rv ?? '');
+    this.hooks.changed(this, known !== undefined ? 'update' : 'add', o);
   }
 
   private remove(o: KubeObject): void {
-    if (!this.store.delete(objectKey(o))) return;
+    if (!this.versions.delete(objectKey(o))) return;
     this.hooks.changed(this, 'delete', o);
   }
 

@@ -4,10 +4,11 @@
 // Selection is kube-proxy's: Services and EndpointSlices without the service-proxy-name label (those are
 // for another proxy) and without the headless label; the Node by field selector metadata.name=<hostname>.
 //
-// Delivery: start() resolves once all three have listed, after one onList with everything. After that,
-// watch events arrive as onEvent; a relist of any of them (after 410 Gone) arrives as onList with the full
-// new set of all three. A failed list delivers nothing: what the proxy programmed stays in place while the
-// API server is unreachable, and the next successful list replaces it.
+// Delivery: each resource's list arrives as one onList of its kind, as soon as it is read (so the model is built
+// from the Services while the EndpointSlices still stream in), then its watch events as onEvent; start()
+// resolves once all three have listed. A relist of one of them (after 410 Gone) arrives as onList with the full
+// new set of that kind. A failed list delivers nothing: what the proxy programmed stays in place while the API
+// server is unreachable, and the next successful list replaces it. No object is kept here once delivered.
 //
 // The HTTP client (api-client.ts) and the reflectors are imported when start() runs, not with this module, so
 // the file-based commands (and --dry-run) do not load them.
@@ -129,7 +130,7 @@ export class ApiSource implements Source {
   }
 
   /**
-   * Lists everything, delivers it as one onList, and resolves; keeps retrying (with backoff, each failure
+   * Lists everything, each resource delivered as its own onList, and resolves; keeps retrying (with backoff, each failure
    * reported to onError) until the API server answers. Rejects if the config cannot be loaded or stop() is
    * called first.
    */
@@ -144,7 +145,7 @@ export class ApiSource implements Source {
     this.client = client;
     log.info({ event: 'api-source', server: access.server, hostname: this.hostname }, 'watching the API server');
     const hooks = {
-      listed: () => this.listed(),
+      listed: (r: Reflector, objects: KubeObject[]) => this.listed(r, objects),
       changed: (_r: Reflector, type: 'add' | 'update' | 'delete', object: KubeObject) => this.deliver(() => handler.onEvent({ type, object })),
       error: (err: Error) => this.reportError(err),
       notServed: (old: Reflector) => {
@@ -177,33 +178,22 @@ export class ApiSource implements Source {
     this.rejectStart = null;
   }
 
-  /** Every object known now, all resources. */
-  private all(): KubeObject[] {
-    const out: KubeObject[] = [];
-    for (const r of this.reflectors) for (const o of r.store.values()) out.push(o);
-    return out;
-  }
-
-  /** A resource listed: once all have, the first onList; after that, every list is a relist of everything. */
-  private listed(): void {
+  /** A resource listed: its objects handed over; once every resource has, start() resolves. */
+  private listed(r: Reflector, objects: KubeObject[]): void {
     if (this.stopped || !this.handler) return;
-    if (!this.synced) {
-      if (!this.reflectors.every((r) => r.listed)) return;
-      this.synced = true;
-    }
     const handler = this.handler;
-    const objects = this.all();
-    this.deliver(() => handler.onList(objects));
-    if (this.resolveStart) {
-      this.resolveStart();
+    this.deliver(() => handler.onList(objects, [r.spec.kind]));
+    if (!this.synced && this.reflectors.every((x) => x.listed)) {
+      this.synced = true;
+      this.resolveStart?.();
       this.resolveStart = null;
       this.rejectStart = null;
     }
   }
 
-  /** Calls the handler (after the initial list only); its exceptions are reported, never thrown into the reflectors. */
+  /** Calls the handler; its exceptions are reported, never thrown into the reflectors. */
   private deliver(fn: () => void): void {
-    if (this.stopped || !this.synced) return;
+    if (this.stopped) return;
     try {
       fn();
     } catch (e) {

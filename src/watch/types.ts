@@ -1,12 +1,16 @@
 // Sources feed the model: an initial list, then add/update/delete events. The file source and the API
 // source both implement this.
-import type { KubeObject } from '../model/k8s.ts';
+import type { KubeObject, WatchedKind } from '../model/k8s.ts';
 
 export type SourceEvent = { type: 'add' | 'update' | 'delete'; object: KubeObject };
 
 export interface SourceHandler {
-  /** The complete set of objects (initial list, or a relist after which anything not listed is gone). */
-  onList(objects: KubeObject[]): void;
+  /**
+   * The complete set of objects of `kinds` (every kind when absent): an initial list, or a relist after which
+   * anything of those kinds not listed is gone. The API source lists each kind on its own (and a kind's events
+   * may follow its list before the other kinds have listed); the file source lists everything at once.
+   */
+  onList(objects: KubeObject[], kinds?: readonly WatchedKind[]): void;
   /** One change after the list. */
   onEvent(event: SourceEvent): void;
   /** A problem the source recovers from by itself (reported, not fatal). */

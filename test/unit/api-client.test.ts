@@ -68,9 +68,10 @@ async function startServer(token: string): Promise<TestApiServer> {
 }
 
 async function listed(source: ApiSource): Promise<KubeObject[]> {
-  let objects: KubeObject[] = [];
+  const objects: KubeObject[] = [];
   cleanups.push(() => source.stop());
-  await source.start({ onList: (o) => (objects = o), onEvent: () => {}, onError: () => {} });
+  // One list per kind: everything listed.
+  await source.start({ onList: (o) => objects.push(...o), onEvent: () => {}, onError: () => {} });
   return objects;
 }
 

@@ -1,13 +1,13 @@
 // The API source against the test API server: the initial list, events, and recovery from every way the
 // API server breaks (dropped watches, 410 Gone in both forms, 5xx, a restart, a silent watch), each followed
 // by a change that must reach the handler quickly, and never an onList with objects missing because the
-// server was unreachable.
+// server was unreachable. Each kind is listed on its own (one onList per kind), as client-go's informers are.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import type { KubeObject } from '../../src/model/k8s.ts';
+import type { KubeObject, WatchedKind } from '../../src/model/k8s.ts';
 import { buildState } from '../../src/model/store.ts';
 import { ApiSource, type ApiSourceOptions, KubeConfigError, loadKubeConfig } from '../../src/watch/api.ts';
 import type { SourceEvent, SourceHandler } from '../../src/watch/types.ts';
@@ -44,15 +44,36 @@ function node(name: string): ApiObject {
 
 const keyOf = (o: { kind?: string; metadata?: { namespace?: string; name?: string } }) => `${o.kind}/${o.metadata?.namespace ?? ''}/${o.metadata?.name}`;
 
+interface Listed {
+  kind: WatchedKind;
+  objects: KubeObject[];
+}
+
+/** The three kinds the source lists: its initial lists are one of each. */
+const KINDS = 3;
+
 /** Records what the source delivers and keeps the view a consumer would build from it. */
 class Recorder implements SourceHandler {
-  lists: KubeObject[][] = [];
+  lists: Listed[] = [];
   events: SourceEvent[] = [];
   errors: Error[] = [];
   view = new Map<string, KubeObject>();
-  onList(objects: KubeObject[]): void {
-    this.lists.push(objects);
-    this.view = new Map(objects.map((o) => [keyOf(o), o]));
+  onList(objects: KubeObject[], kinds?: readonly WatchedKind[]): void {
+    // The API source names the one kind each list is of.
+    expect(kinds).toHaveLength(1);
+    const kind = kinds![0]!;
+    expect(objects.every((o) => o.kind === kind)).toBe(true);
+    this.lists.push({ kind, objects });
+    for (const [k, o] of this.view) if (o.kind === kind) this.view.delete(k);
+    for (const o of objects) this.view.set(keyOf(o), o);
+  }
+  /** Lists after the initial one of each kind. */
+  get relists(): number {
+    return Math.max(0, this.lists.length - KINDS);
+  }
+  /** The objects of the last list of `kind`. */
+  lastList(kind: WatchedKind): KubeObject[] {
+    return this.lists.findLast((l) => l.kind === kind)?.objects ?? [];
   }
   onEvent(e: SourceEvent): void {
     this.events.push(e);
@@ -136,21 +157,25 @@ async function inSync(s: Setup, ms = 5000): Promise<number> {
   );
 }
 
-/** Checks that no onList after the first one lost an object the server still has. */
-function noShrinkingLists(rec: Recorder, atLeast: number): void {
-  for (const l of rec.lists) expect(l.length).toBeGreaterThanOrEqual(atLeast);
+/** How many objects each kind's initial list had. */
+function initialSizes(rec: Recorder): Map<WatchedKind, number> {
+  return new Map(rec.lists.slice(0, KINDS).map((l) => [l.kind, l.objects.length]));
+}
+
+/** Checks that no onList after the first one lost an object the server still has (none is deleted in these tests). */
+function noShrinkingLists(rec: Recorder, initial: Map<WatchedKind, number>): void {
+  for (const l of rec.lists) expect(l.objects.length).toBeGreaterThanOrEqual(initial.get(l.kind)!);
 }
 
 describe('ApiSource', () => {
-  it('delivers the initial list once, before start resolves, with kube-proxy selection and kinds filled in', async () => {
+  it('delivers the initial list of each kind once, before start resolves, with kube-proxy selection and kinds filled in', async () => {
     const s = await setup();
-    expect(s.rec.lists).toHaveLength(1);
+    expect(s.rec.lists.map((l) => l.kind).sort()).toEqual(['EndpointSlice', 'Node', 'Service']);
     expect(s.rec.events).toHaveLength(0);
     expect(s.rec.state()).toEqual(expected(s.server));
     expect(s.rec.state().map((k) => k.split('@')[0])).toEqual(['EndpointSlice/shop/web-1', `Node//${HOST}`, 'Service/shop/web']);
-    const first = s.rec.lists[0];
-    expect(first.find((o) => o.kind === 'EndpointSlice')?.apiVersion).toBe('discovery.k8s.io/v1');
-    expect(first.find((o) => o.kind === 'Node')?.apiVersion).toBe('v1');
+    expect(s.rec.lastList('EndpointSlice')[0]?.apiVersion).toBe('discovery.k8s.io/v1');
+    expect(s.rec.lastList('Node')[0]?.apiVersion).toBe('v1');
     // Selectors on the list calls too (not only on the watches), and credentials from the kubeconfig.
     const lists = s.server.requests.filter((r) => !r.watch);
     const sel = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
@@ -190,7 +215,7 @@ describe('ApiSource', () => {
     expect(s.rec.events[5]).toMatchObject({ type: 'update', object: { kind: 'Node', metadata: { name: HOST } } });
     await sleep(150);
     expect(s.rec.events).toHaveLength(6); // node-b never
-    expect(s.rec.lists).toHaveLength(1);
+    expect(s.rec.relists).toBe(0);
     await inSync(s);
     expect(s.rec.errors).toEqual([]);
   });
@@ -205,23 +230,23 @@ describe('ApiSource', () => {
       s.server.create(svc(`after-${i}`));
       await inSync(s, 3000);
     }
-    expect(s.rec.lists).toHaveLength(1); // resumed from the resourceVersion: no relist needed
+    expect(s.rec.relists).toBe(0); // resumed from the resourceVersion: no relist needed
   });
 
-  it('relists after 410 Gone as an HTTP status, delivering the full new set as one onList', async () => {
+  it('relists after 410 Gone as an HTTP status, delivering the full new set of the kind as one onList', async () => {
     const s = await setup();
     await waitFor('watches', () => s.server.watchCount === 3);
     s.server.dropWatches();
     s.server.create(svc('missed'));
     s.server.remove('EndpointSlice', 'shop', 'web-1');
     s.server.compact();
-    await waitFor('relist', () => s.rec.lists.length >= 2, 3000);
+    await waitFor('relist', () => s.rec.relists >= 1, 3000);
     await inSync(s, 3000);
     const gone = s.server.requests.filter((r) => r.watch && r.status === 410);
     expect(gone.length).toBeGreaterThanOrEqual(1);
-    // Every relist is the complete set of everything, not just the relisted resource.
-    for (const l of s.rec.lists.slice(1)) expect(l.some((o) => o.kind === 'Node')).toBe(true);
-    expect(s.rec.lists.at(-1)!.map(keyOf).sort()).toEqual(['Node//node-a', 'Service/shop/missed', 'Service/shop/web']);
+    // A relist is the complete set of its kind: what it leaves out is gone.
+    expect(s.rec.lastList('Service').map(keyOf).sort()).toEqual(['Service/shop/missed', 'Service/shop/web']);
+    expect(s.rec.lastList('EndpointSlice')).toEqual([]);
     s.server.create(svc('after'));
     await waitFor('event after relist', () => s.rec.events.some((e) => e.object.metadata?.name === 'after'), 3000);
     await inSync(s);
@@ -233,7 +258,7 @@ describe('ApiSource', () => {
     s.server.create(svc('seen'));
     s.server.compact();
     expect(s.server.expireWatches()).toBe(3);
-    await waitFor('relist', () => s.rec.lists.length >= 2, 3000);
+    await waitFor('relist', () => s.rec.relists >= 1, 3000);
     await inSync(s);
     s.server.create(svc('after-expiry'));
     await inSync(s, 3000);
@@ -253,14 +278,14 @@ describe('ApiSource', () => {
 
   it('recovers from 5xx answers to watches and to lists, reporting them, without shrinking lists', async () => {
     const s = await setup();
-    const initial = s.rec.lists[0].length;
+    const initial = initialSizes(s.rec);
     await waitFor('watches', () => s.server.watchCount === 3);
     s.server.failNext(6, { status: 500, only: 'watch' });
     s.server.dropWatches();
     s.server.create(svc('during-watch-errors'));
     await inSync(s, 3000);
     expect(s.rec.errors.some((e) => /HTTP 500/.test(e.message))).toBe(true);
-    expect(s.rec.lists).toHaveLength(1);
+    expect(s.rec.relists).toBe(0);
 
     // Now the lists fail too: watches cut and the history compacted force a relist (410), and the next
     // lists are answered 503.
@@ -279,7 +304,7 @@ describe('ApiSource', () => {
 
   it('recovers from a restart of the API server, keeping everything during the outage', async () => {
     const s = await setup();
-    const initial = s.rec.lists[0].length;
+    const initial = initialSizes(s.rec);
     const before = { lists: s.rec.lists.length, view: s.rec.state() };
     await s.server.stop();
     await sleep(700); // several failed reconnects
@@ -316,7 +341,7 @@ describe('ApiSource', () => {
     expect(s.source.stats.Service.silentWatches).toBeGreaterThanOrEqual(1);
     s.server.create(svc('after'));
     await inSync(s, 2000);
-    expect(s.rec.lists).toHaveLength(1);
+    expect(s.rec.relists).toBe(0);
   });
 
   it('keeps a quiet watch that gets bookmarks, and resumes watches the server ends normally', async () => {
@@ -332,14 +357,14 @@ describe('ApiSource', () => {
     t.server.create(svc('after-timeouts'));
     await inSync(t, 2000);
     expect(t.rec.errors).toEqual([]);
-    expect(t.rec.lists).toHaveLength(1);
+    expect(t.rec.relists).toBe(0);
   });
 
   it('keeps retrying the initial list until the API server answers', async () => {
     const s = await setup({ start: false });
     s.server.failNext(4, { status: 503, only: 'list' });
     await s.source.start(s.rec);
-    expect(s.rec.lists).toHaveLength(1);
+    expect(s.rec.lists).toHaveLength(KINDS);
     expect(s.rec.state()).toEqual(expected(s.server));
     expect(s.rec.errors.filter((e) => /503/.test(e.message)).length).toBe(4);
     expect(s.source.hasSynced).toBe(true);
@@ -423,7 +448,7 @@ describe('ApiSource', () => {
     let throwNext = true;
     const rec = s.rec;
     const handler: SourceHandler = {
-      onList: (o) => rec.onList(o),
+      onList: (o, kinds) => rec.onList(o, kinds),
       onEvent: (e) => {
         rec.onEvent(e);
         if (throwNext) {
@@ -516,7 +541,7 @@ describe('the test API server as its own process', () => {
     await waitFor('delete after drop', () => rec.events.some((e) => e.type === 'delete' && e.object.metadata?.name === 'api'));
     await control('compact');
     await control('expire-watches');
-    await waitFor('relist', () => rec.lists.length >= 2);
+    await waitFor('relist', () => rec.relists >= 1);
     expect(rec.state().map((k) => k.split('@')[0])).toEqual(['EndpointSlice/shop/web-x7k2p', `Node//${HOST}`, 'Service/shop/web']);
     child.kill('SIGTERM');
     expect(await exited).toBe(0);

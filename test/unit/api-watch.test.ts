@@ -101,6 +101,7 @@ describe('Reflector', () => {
     const timings: ReflectorTimings = { backoffInitialMs: 50, backoffMaxMs: 100, silentWatchMs: 5000, watchTimeoutSeconds: 300, listTimeoutMs: 2000 };
     const log: string[] = [];
     const errors: Error[] = [];
+    let lastChanged: KubeObject | null = null;
     const client = new ApiClient({
       server: url,
       origin: 'test',
@@ -112,8 +113,11 @@ describe('Reflector', () => {
       authenticate: async () => {},
     });
     const r = new Reflector(client, { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: '!x' }, timings, {
-      listed: (ref) => log.push(`listed ${[...ref.store.keys()].join(',')}`),
-      changed: (_ref, type, o: KubeObject) => log.push(`${type} ${o.metadata?.name}@${o.metadata?.resourceVersion}`),
+      listed: (_ref, objects) => log.push(`listed ${objects.map((o) => `${o.metadata?.namespace}/${o.metadata?.name}`).join(',')}`),
+      changed: (_ref, type, o: KubeObject) => {
+        log.push(`${type} ${o.metadata?.name}@${o.metadata?.resourceVersion}`);
+        lastChanged = o;
+      },
       error: (e) => errors.push(e),
     });
     cleanups.push(async () => {
@@ -124,7 +128,12 @@ describe('Reflector', () => {
     for (let i = 0; i < 300 && !log.includes('update c@21'); i++) await sleep(10);
 
     expect(log).toEqual(['listed shop/a', 'add b@11', 'listed shop/a,shop/c', 'update c@21']);
-    expect(r.store.get('shop/c')).toMatchObject({ kind: 'Service', apiVersion: 'v1', spec: { clusterIP: '198.18.100.11' } });
+    expect(lastChanged).toMatchObject({ kind: 'Service', apiVersion: 'v1', spec: { clusterIP: '198.18.100.11' } });
+    // Only the versions are kept, not the objects.
+    expect([...r.versions]).toEqual([
+      ['shop/a', '5'],
+      ['shop/c', '21'],
+    ]);
     const asked = requests.map((u) => `${u.searchParams.get('watch') ? 'watch' : 'list'} ${u.searchParams.get('resourceVersion') ?? ''}`.trim());
     // The bookmark's resourceVersion is where the second watch starts; after the relist, the list's.
     expect(asked).toEqual(['list', 'watch 10', 'watch 15', 'list', 'watch 20', 'watch 20']);

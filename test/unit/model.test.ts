@@ -403,6 +403,27 @@ describe('incremental updates', () => {
     cs.replaceAll([web(), webSlice()]);
     expect(cs.commit().changes.removed.sort()).toEqual(['shop/api:grpc', 'shop/api:http']);
   });
+
+  it('replaceAll of some kinds deletes only what is no longer listed of those kinds (the API source lists each kind on its own)', () => {
+    const cs = seeded();
+    const ids = cs
+      .commit()
+      .state.servicePorts.get('shop/web:http')!
+      .allEndpoints.map((e) => e.id);
+    expect(ids.length).toBeGreaterThan(0);
+    // Only the slices listed, and none of them: the services stay, their endpoints go.
+    cs.replaceAll([], ['EndpointSlice']);
+    const c = cs.commit();
+    expect(c.changes.removed).toEqual([]);
+    expect(c.state.servicePorts.get('shop/web:http')?.allEndpoints).toEqual([]);
+    // Only the services listed, without api: api goes, web keeps its (relisted) slice.
+    cs.upsert(webSlice());
+    cs.commit();
+    cs.replaceAll([web()], ['Service']);
+    const d = cs.commit();
+    expect(d.changes.removed.sort()).toEqual(['shop/api:grpc', 'shop/api:http']);
+    expect(d.state.servicePorts.get('shop/web:http')?.allEndpoints.map((e) => e.id)).toEqual(ids);
+  });
 });
 
 describe('network programming latency', () => {
