@@ -245,16 +245,19 @@ let startupGarbageReleased = false;
  * Once every family has synced for the first time: a full garbage collection. The list answers and the first
  * full sync are the process's biggest burst of allocation, and V8 would keep the heap (and the resident size)
  * at that height until memory pressure made it collect; the process is idle between changes, so that may
- * never happen. Needs Node's --expose-gc (bin/kube-proxy-ts.js's first line, the image's entrypoint).
+ * never happen. The collection is V8's last-resort kind (what it runs on a low-memory notification): a regular
+ * one frees the objects but V8 keeps the emptied pages in its pool, still resident (at 10,000 services the
+ * resident size went 268 -> 236 MB with a regular collection, 268 -> 159 MB with this one, in 110-160 ms).
+ * Needs Node's --expose-gc (bin/kube-proxy-ts.js's first line, the image's entrypoint).
  */
 function releaseStartupGarbage(): void {
   if (startupGarbageReleased) return;
   startupGarbageReleased = true;
-  const gc = (globalThis as { gc?: () => void }).gc;
+  const gc = (globalThis as { gc?: (o?: object) => void }).gc;
   if (!gc) return;
   const before = process.memoryUsage().rss;
   const t = performance.now();
-  gc();
+  gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
   log.info(
     {
       event: 'startup-gc',
