@@ -1,6 +1,6 @@
 // Validation of untrusted Kubernetes objects into the proxy's own, checked shapes.
 // An object with any invalid field is reported (object, field, reason) and left out as a whole.
-import { isValidPort, parseCIDR, parseIP, specialAddress } from './addr.ts';
+import { hostPort, isValidPort, parseCIDR, parseIP, specialAddress } from './addr.ts';
 import {
   type EndpointSlice,
   HEADLESS_LABEL,
@@ -12,7 +12,7 @@ import {
   TRIGGER_TIME_ANNOTATION,
   ZONE_LABEL,
 } from './k8s.ts';
-import type { IPFamily, NodeInfo, Protocol, TrafficPolicy, ValidationIssue } from './types.ts';
+import type { Endpoint, IPFamily, NodeInfo, Protocol, TrafficPolicy, ValidationIssue } from './types.ts';
 
 export const DEFAULT_AFFINITY_TIMEOUT = 10800;
 const MAX_AFFINITY_TIMEOUT = 86400;
@@ -63,15 +63,17 @@ export interface ParsedService {
   healthCheckNodePort: number | null;
 }
 
-export interface ParsedEndpoint {
-  ip: string;
-  nodeName: string | null;
-  zone: string | null;
-  ready: boolean;
-  serving: boolean;
-  terminating: boolean;
-  zoneHints: string[];
-  nodeHints: string[];
+/** One port of a slice, with the slice's endpoints at that port. */
+export interface ParsedSlicePort {
+  name: string;
+  protocol: Protocol;
+  port: number;
+  /**
+   * The slice's endpoints resolved to this port, as the model's Endpoint, sorted by id; an address listed twice
+   * is merged (a ready copy winning). Made once here: a service port with one slice uses this very array (the
+   * model keeps each endpoint once, not once parsed and again per service port). Never changed after parsing.
+   */
+  endpoints: readonly Endpoint[];
 }
 
 export interface ParsedSlice {
@@ -81,8 +83,9 @@ export interface ParsedSlice {
   /** namespace/serviceName from the kubernetes.io/service-name label. */
   serviceKey: string;
   family: IPFamily;
-  ports: { name: string; protocol: Protocol; port: number }[];
-  endpoints: ParsedEndpoint[];
+  ports: ParsedSlicePort[];
+  /** The node the endpoints' isLocal was decided for. */
+  hostname: string;
   /** endpoints.kubernetes.io/last-change-trigger-time in ms since the epoch, if present. */
   triggerTime: number | null;
 }
@@ -190,8 +193,17 @@ function memo<O extends object, T>(fn: (o: O) => ParseResult<T>): (o: O) => Pars
 /** Checks a Service; skipped kinds of service (ExternalName, headless, other proxies') are not errors. */
 export const parseService = memo(parseServiceOnce);
 
-/** Checks an EndpointSlice; slices of no service, of other proxies, or of FQDN type are skipped. */
-export const parseEndpointSlice = memo(parseEndpointSliceOnce);
+/**
+ * Checks an EndpointSlice for this node (`hostname` decides which endpoints are local); slices of no service, of
+ * other proxies, or of FQDN type are skipped. Remembered per object as the others are; asked for another node
+ * (tools and tests only), it is parsed again.
+ */
+export function parseEndpointSlice(slice: EndpointSlice, hostname: string): ParseResult<ParsedSlice> {
+  let r = parsedSlices.get(slice);
+  if (r === undefined || (r.ok === true && r.value.hostname !== hostname)) parsedSlices.set(slice, (r = parseEndpointSliceOnce(slice, hostname)));
+  return r;
+}
+const parsedSlices = new WeakMap<EndpointSlice, ParseResult<ParsedSlice>>();
 
 export const parseNode = memo(parseNodeOnce);
 
@@ -346,7 +358,43 @@ function cond(v: unknown, dflt: boolean): boolean {
 /** The hints of an endpoint without any (nearly all): one shared empty list, not two new arrays per endpoint. */
 const NO_HINTS: string[] = Object.freeze([]) as unknown as string[];
 
-function parseEndpointSliceOnce(slice: EndpointSlice): ParseResult<ParsedSlice> {
+/** What is read of one endpoint of a slice, before it is resolved to each of the slice's ports. */
+type SliceEndpoint = Omit<Endpoint, 'port' | 'id'>;
+
+/** The slice's endpoints at `port`: one Endpoint each, sorted by id, duplicates merged (a ready copy wins, as across slices). */
+function endpointsAt(endpoints: readonly SliceEndpoint[], port: number): Endpoint[] {
+  const byId = new Map<string, Endpoint>();
+  for (const e of endpoints) {
+    const id = hostPort(e.ip, port);
+    const prev = byId.get(id);
+    if (prev && (prev.ready || !e.ready)) continue;
+    byId.set(id, makeEndpoint(e, port, id));
+  }
+  return [...byId.values()].sort(compareEndpointIds);
+}
+
+/** An Endpoint, always built with its fields in this order (one object shape for V8). */
+export function makeEndpoint(e: SliceEndpoint, port: number, id: string): Endpoint {
+  return {
+    ip: e.ip,
+    port,
+    id,
+    nodeName: e.nodeName,
+    zone: e.zone,
+    isLocal: e.isLocal,
+    ready: e.ready,
+    serving: e.serving,
+    terminating: e.terminating,
+    zoneHints: e.zoneHints,
+    nodeHints: e.nodeHints,
+  };
+}
+
+export function compareEndpointIds(a: Endpoint, b: Endpoint): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+function parseEndpointSliceOnce(slice: EndpointSlice, hostname: string): ParseResult<ParsedSlice> {
   const c = new Collector(describe('EndpointSlice', slice.metadata));
   const { name, namespace } = checkMeta(c, slice.metadata, true, 'dns1123-subdomain');
   const labels = slice.metadata?.labels;
@@ -360,7 +408,7 @@ function parseEndpointSliceOnce(slice: EndpointSlice): ParseResult<ParsedSlice> 
   if (at !== 'IPv4' && at !== 'IPv6') c.add('addressType', `${JSON.stringify(at)} is not IPv4, IPv6 or FQDN`);
   const family: IPFamily = at === 'IPv6' ? 'IPv6' : 'IPv4';
 
-  const ports: ParsedSlice['ports'] = [];
+  const ports: { name: string; protocol: Protocol; port: number }[] = [];
   if (slice.ports !== undefined && slice.ports !== null && !Array.isArray(slice.ports)) c.add('ports', 'is not a list');
   (Array.isArray(slice.ports) ? slice.ports : []).forEach((p, i) => {
     const protocol = parseProtocol(c, `ports[${i}].protocol`, p?.protocol);
@@ -374,7 +422,7 @@ function parseEndpointSliceOnce(slice: EndpointSlice): ParseResult<ParsedSlice> 
     ports.push({ name: String(pname), protocol, port: p.port });
   });
 
-  const endpoints: ParsedEndpoint[] = [];
+  const endpoints: SliceEndpoint[] = [];
   if (slice.endpoints !== undefined && slice.endpoints !== null && !Array.isArray(slice.endpoints)) c.add('endpoints', 'is not a list');
   (Array.isArray(slice.endpoints) ? slice.endpoints : []).forEach((e, i) => {
     const addr = e?.addresses?.[0];
@@ -403,10 +451,12 @@ function parseEndpointSliceOnce(slice: EndpointSlice): ParseResult<ParsedSlice> 
       return names.length === 0 ? NO_HINTS : names;
     };
     // Conditions as upstream reads them: ready and serving absent mean true, terminating absent means false.
+    const node = typeof nodeName === 'string' && nodeName !== '' ? nodeName : null;
     endpoints.push({
       ip: ip.ip,
-      nodeName: typeof nodeName === 'string' && nodeName !== '' ? nodeName : null,
+      nodeName: node,
       zone: typeof zone === 'string' && zone !== '' ? zone : null,
+      isLocal: node !== null && node === hostname,
       ready: cond(e.conditions?.ready, true),
       serving: cond(e.conditions?.serving, true),
       terminating: cond(e.conditions?.terminating, false),
@@ -422,7 +472,19 @@ function parseEndpointSliceOnce(slice: EndpointSlice): ParseResult<ParsedSlice> 
     if (Number.isFinite(ms)) triggerTime = ms;
   }
   if (c.issues.length > 0) return { ok: false, issues: c.issues };
-  return { ok: true, value: { key: `${namespace}/${name}`, namespace, name, serviceKey: `${namespace}/${svcName}`, family, ports, endpoints, triggerTime } };
+  return {
+    ok: true,
+    value: {
+      key: `${namespace}/${name}`,
+      namespace,
+      name,
+      serviceKey: `${namespace}/${svcName}`,
+      family,
+      ports: ports.map((p) => ({ ...p, endpoints: endpointsAt(endpoints, p.port) })),
+      hostname,
+      triggerTime,
+    },
+  };
 }
 
 function parseNodeOnce(node: Node): ParseResult<NodeInfo> {

@@ -1,9 +1,8 @@
 // The incremental desired-state builder: holds the parsed objects, recomputes only the service ports of
 // services touched since the last commit, and reports what changed. Pure: no I/O, no clock.
-import { hostPort } from './addr.ts';
 import { categorizeEndpoints, type NodeTopology } from './endpoints.ts';
 import { type Claim, FrontendClaims, type FrontendRole, frontendKey } from './frontends.ts';
-import { type ParsedService, type ParsedSlice, type ParseResult, parseEndpointSlice, parseNode, parseService } from './parse.ts';
+import { compareEndpointIds, type ParsedService, type ParsedSlice, type ParseResult, parseEndpointSlice, parseNode, parseService } from './parse.ts';
 import type { EndpointSlice, KubeObject, Node, Service, WatchedKind } from './k8s.ts';
 import {
   type ChangeSet,
@@ -78,6 +77,12 @@ export class ClusterState {
     const r = parseService(svc);
     const key = objectKey(svc);
     if (r.ok === true) {
+      // A service without a ClusterIP of this family has nothing here (upstream's per-family change tracker
+      // skips it too): it is not held, and a version of it that had one is dropped.
+      if (r.value.clusterIPs[this.family].length === 0) {
+        if (this.services.delete(r.value.key)) this.markService(r.value.key);
+        return { kind: 'applied' };
+      }
       this.services.set(r.value.key, r.value);
       this.markService(r.value.key);
       return { kind: 'applied' };
@@ -93,11 +98,13 @@ export class ClusterState {
   }
 
   upsertEndpointSlice(slice: EndpointSlice): ApplyOutcome {
-    const r = parseEndpointSlice(slice);
+    const r = parseEndpointSlice(slice, this.config.hostname);
     const key = objectKey(slice);
     if (key) this.removeSlice(key);
     if (r.ok !== true) return outcome(r);
     const s = r.value;
+    // A slice of the other family's addresses is that family's (its addressType never changes): not held here.
+    if (s.family !== this.family) return { kind: 'applied' };
     this.slices.set(s.key, s);
     let set = this.slicesByService.get(s.serviceKey);
     if (!set) this.slicesByService.set(s.serviceKey, (set = new Set()));
@@ -212,7 +219,7 @@ export class ClusterState {
     this.dirty.add(key);
     this.dirtyServices.add(key);
     // Frontend ownership (model/frontends.ts): whoever shares a frontend with this service is decided anew.
-    for (const other of this.claims.set(key, claimsOf(this.services.get(key)))) this.dirty.add(other);
+    for (const other of this.claims.set(key, claimsOf(this.services.get(key), this.family))) this.dirty.add(other);
   }
 
   private removeSlice(key: string): void {
@@ -283,7 +290,7 @@ export class ClusterState {
     const out: ParsedSlice[] = [];
     for (const k of keys) {
       const s = this.slices.get(k);
-      if (s && s.family === this.family) out.push(s);
+      if (s) out.push(s);
     }
     // Deterministic merge order, as kube-proxy's endpoint slice cache.
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -314,16 +321,14 @@ const ROLE_FIELD: Record<FrontendRole, string> = {
   nodePort: 'spec.ports[].nodePort',
 };
 
-/** The frontends a service claims, in every family. */
-function claimsOf(svc: ParsedService | undefined): Claim[] {
+/** The frontends a service claims in one family (each family's model decides its own). */
+function claimsOf(svc: ParsedService | undefined, family: IPFamily): Claim[] {
   if (!svc) return [];
   const out: Claim[] = [];
   for (const p of svc.ports) {
-    for (const family of ['IPv4', 'IPv6'] as const) {
-      for (const ip of svc.clusterIPs[family]) out.push({ key: frontendKey(ip, p.port, p.protocol), role: 'clusterIP' });
-      for (const ip of svc.loadBalancerIPs[family]) out.push({ key: frontendKey(ip, p.port, p.protocol), role: 'loadBalancerIP' });
-      for (const ip of svc.externalIPs[family]) out.push({ key: frontendKey(ip, p.port, p.protocol), role: 'externalIP' });
-    }
+    for (const ip of svc.clusterIPs[family]) out.push({ key: frontendKey(ip, p.port, p.protocol), role: 'clusterIP' });
+    for (const ip of svc.loadBalancerIPs[family]) out.push({ key: frontendKey(ip, p.port, p.protocol), role: 'loadBalancerIP' });
+    for (const ip of svc.externalIPs[family]) out.push({ key: frontendKey(ip, p.port, p.protocol), role: 'externalIP' });
     if (p.nodePort !== null) out.push({ key: frontendKey(null, p.nodePort, p.protocol), role: 'nodePort' });
   }
   return out;
@@ -345,7 +350,11 @@ export function buildServicePorts(
   const healthCheckNodePort =
     svc.healthCheckNodePort !== null && nodePortAllowed(svc.healthCheckNodePort, 'spec.healthCheckNodePort') ? svc.healthCheckNodePort : null;
   for (const p of svc.ports) {
-    const mine = (ips: readonly string[], role: FrontendRole) => ips.filter((ip) => owns(frontendKey(ip, p.port, p.protocol), role));
+    // The parsed list itself when the service owns every address in it (always, but for hand-made conflicts).
+    const mine = (ips: readonly string[], role: FrontendRole) => {
+      const owned = (ip: string) => owns(frontendKey(ip, p.port, p.protocol), role);
+      return ips.every(owned) ? ips : ips.filter(owned);
+    };
     const clusterIPs = mine(svc.clusterIPs[family], 'clusterIP');
     if (clusterIPs.length === 0) continue; // another service's ClusterIP (only a hand-made file can do that)
     const externalIPs = mine(svc.externalIPs[family], 'externalIP');
@@ -356,7 +365,7 @@ export function buildServicePorts(
       owns(frontendKey(null, p.nodePort, p.protocol), 'nodePort')
         ? p.nodePort
         : null;
-    const all = mergeEndpoints(p.name, p.protocol, slices, node.name);
+    const all = mergeEndpoints(p.name, p.protocol, slices);
     const externallyAccessible = nodePort !== null || externalIPs.length > 0 || loadBalancerIPs.length > 0;
     const categories = categorizeEndpoints(all, { ...svc, externallyAccessible }, node);
     out.push({
@@ -372,7 +381,7 @@ export function buildServicePorts(
       nodePort,
       externalIPs,
       loadBalancerIPs,
-      loadBalancerSourceRanges: [...svc.loadBalancerSourceRanges[family]],
+      loadBalancerSourceRanges: svc.loadBalancerSourceRanges[family],
       affinityTimeoutSeconds: svc.affinityTimeoutSeconds,
       // The external policy applies only where there is external traffic (upstream: ExternallyAccessible).
       externalTrafficPolicy: externallyAccessible ? svc.externalTrafficPolicy : 'Cluster',
@@ -386,43 +395,36 @@ export function buildServicePorts(
   return out;
 }
 
+/** A service port without endpoints (many, and most Local-policy lists): one shared empty list. */
+const NO_ENDPOINTS: readonly Endpoint[] = Object.freeze([]);
+
 /**
- * Every endpoint of a service port across slices: the slice port with the service port's name and
- * protocol gives the endpoint port (how named targetPorts resolve). Duplicates (same ip:port in several
- * slices) are merged, a ready copy winning over a not-ready one. Sorted by id.
+ * Every endpoint of a service port across slices: the slice port with the service port's name and protocol
+ * gives the endpoint port (how named targetPorts resolve), and the parsed slice has its endpoints at that port
+ * already (parse.ts). With one slice (nearly always) that is the list itself; across slices, duplicates (same
+ * ip:port in several slices) are merged, a ready copy winning over a not-ready one. Sorted by id.
  */
-function mergeEndpoints(portName: string, protocol: string, slices: readonly ParsedSlice[], hostname: string): Endpoint[] {
-  const byId = new Map<string, Endpoint>();
+function mergeEndpoints(portName: string, protocol: string, slices: readonly ParsedSlice[]): readonly Endpoint[] {
+  const lists: (readonly Endpoint[])[] = [];
   for (const s of slices) {
     const sp = s.ports.find((x) => x.name === portName && x.protocol === protocol);
-    if (!sp) continue;
-    for (const e of s.endpoints) {
-      const id = hostPort(e.ip, sp.port);
-      const prev = byId.get(id);
+    if (sp && sp.endpoints.length > 0) lists.push(sp.endpoints);
+  }
+  if (lists.length === 0) return NO_ENDPOINTS;
+  if (lists.length === 1) return lists[0]!;
+  const byId = new Map<string, Endpoint>();
+  for (const list of lists) {
+    for (const e of list) {
+      const prev = byId.get(e.id);
       if (prev && (prev.ready || !e.ready)) continue;
-      byId.set(id, {
-        ip: e.ip,
-        port: sp.port,
-        id,
-        nodeName: e.nodeName,
-        zone: e.zone,
-        isLocal: e.nodeName !== null && e.nodeName === hostname,
-        ready: e.ready,
-        serving: e.serving,
-        terminating: e.terminating,
-        zoneHints: e.zoneHints,
-        nodeHints: e.nodeHints,
-      });
+      byId.set(e.id, e);
     }
   }
-  return [...byId.values()].sort((a, b) => compareIds(a, b));
-}
-
-function compareIds(a: Endpoint, b: Endpoint): number {
-  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+  return [...byId.values()].sort(compareEndpointIds);
 }
 
 function sameEndpoints(a: readonly Endpoint[], b: readonly Endpoint[]): boolean {
+  if (a === b) return true;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
     const x = a[i]!;

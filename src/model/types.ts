@@ -28,7 +28,8 @@ export type TopologyMode = '' | 'PreferSameZone' | 'PreferSameNode';
 
 /**
  * One service port as this node must program it, for one IP family.
- * Endpoint arrays are sorted by id and never shared with another ServicePort.
+ * Endpoint arrays are sorted by id and never changed: they may be shared (with the parsed slice the endpoints
+ * come from, with the previous version of the same service port, and with each other).
  */
 export interface ServicePort {
   /** Unique within a family: "namespace/name:portName" (portName may be empty). */
@@ -42,20 +43,20 @@ export interface ServicePort {
   family: IPFamily;
   port: number;
   /** ClusterIPs of this family (normally one). */
-  clusterIPs: string[];
+  clusterIPs: readonly string[];
   nodePort: number | null;
-  externalIPs: string[];
+  externalIPs: readonly string[];
   /** status.loadBalancer.ingress[].ip of this family, without ipMode: Proxy entries. */
-  loadBalancerIPs: string[];
+  loadBalancerIPs: readonly string[];
   /** Normalised CIDRs ("a.b.c.d/n") of this family. */
-  loadBalancerSourceRanges: string[];
+  loadBalancerSourceRanges: readonly string[];
   /** ClientIP session affinity timeout, or null without affinity. */
   affinityTimeoutSeconds: number | null;
   externalTrafficPolicy: TrafficPolicy;
   internalTrafficPolicy: TrafficPolicy;
   healthCheckNodePort: number | null;
   /** Every endpoint from the slices, whatever its conditions (for tools and health checks). */
-  allEndpoints: Endpoint[];
+  allEndpoints: readonly Endpoint[];
   // ---- The one endpoint decision (model/endpoints.ts, upstream's CategorizeEndpoints). Every mode,
   // explain and the daemon read these fields; none re-derives a traffic policy.
   /**
@@ -74,13 +75,13 @@ export interface ServicePort {
    * anywhere, the serving-and-terminating ones. Also what external traffic from a pod or the node
    * itself uses under a Local external policy (upstream's short circuit). Empty when unused.
    */
-  clusterEndpoints: Endpoint[];
+  clusterEndpoints: readonly Endpoint[];
   /** Local-policy endpoints: this node's ready ones, else its serving-and-terminating ones. Empty when unused. */
-  localEndpoints: Endpoint[];
+  localEndpoints: readonly Endpoint[];
   /** The endpoints ClusterIP traffic goes to: localEndpoints under internalPolicyLocal, else clusterEndpoints. */
-  internalEndpoints: Endpoint[];
+  internalEndpoints: readonly Endpoint[];
   /** The endpoints outside traffic to an external frontend goes to: localEndpoints under externalPolicyLocal, else clusterEndpoints. */
-  externalEndpoints: Endpoint[];
+  externalEndpoints: readonly Endpoint[];
   /**
    * Any usable endpoint anywhere in the cluster. Without one every frontend REJECTs; with some but none
    * for a Local policy, that policy's traffic is DROPped.

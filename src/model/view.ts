@@ -8,11 +8,11 @@ export interface ServicePortView {
   protocol: string;
   family: string;
   port: number;
-  clusterIPs: string[];
+  clusterIPs: readonly string[];
   nodePort: number | null;
-  externalIPs: string[];
-  loadBalancerIPs: string[];
-  loadBalancerSourceRanges: string[];
+  externalIPs: readonly string[];
+  loadBalancerIPs: readonly string[];
+  loadBalancerSourceRanges: readonly string[];
   affinityTimeoutSeconds: number | null;
   externalTrafficPolicy: string;
   internalTrafficPolicy: string;

@@ -47,7 +47,7 @@ type Decided =
 export interface PortSpec extends Partial<Omit<ServicePort, Decided>> {
   name: string;
   namespace?: string;
-  endpoints?: Endpoint[];
+  endpoints?: readonly Endpoint[];
 }
 
 /** A ServicePort with the model's endpoint decision (categorizeEndpoints), as the store builds it. */
@@ -80,7 +80,7 @@ export function servicePort(spec: PortSpec): ServicePort {
   };
 }
 
-function decide(endpoints: Endpoint[], rest: Partial<ServicePort>, externallyAccessible: boolean) {
+function decide(endpoints: readonly Endpoint[], rest: Partial<ServicePort>, externallyAccessible: boolean) {
   const policy = {
     internalTrafficPolicy: rest.internalTrafficPolicy ?? 'Cluster',
     externalTrafficPolicy: rest.externalTrafficPolicy ?? 'Cluster',

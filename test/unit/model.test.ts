@@ -12,7 +12,7 @@ function only(state: DesiredState): ServicePort {
   expect(state.servicePorts.size).toBe(1);
   return [...state.servicePorts.values()][0]!;
 }
-const ids = (eps: { id: string }[]) => eps.map((e) => e.id);
+const ids = (eps: readonly { id: string }[]) => eps.map((e) => e.id);
 
 describe('which services are proxied', () => {
   it('routes a ClusterIP service with its endpoints', () => {

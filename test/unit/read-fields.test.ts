@@ -80,7 +80,7 @@ describe('readFields', () => {
       zone: 'z1',
       hints: { forZones: [{ name: 'z1' }] },
     });
-    expect(parseEndpointSlice(e)).toEqual(parseEndpointSlice(slice()));
+    expect(parseEndpointSlice(e, 'node-a')).toEqual(parseEndpointSlice(slice(), 'node-a'));
   });
 
   it('keeps values of the wrong shape as they are, so that they are still reported', () => {
@@ -92,7 +92,7 @@ describe('readFields', () => {
     expect(r.ok).toBe(false);
     const badSlice = slice();
     (badSlice as Record<string, unknown>).endpoints = [null, 'x', { addresses: ['not-an-ip'] }];
-    expect(parseEndpointSlice(readFields(badSlice) as EndpointSlice)).toEqual(parseEndpointSlice(badSlice));
+    expect(parseEndpointSlice(readFields(badSlice) as EndpointSlice, 'node-a')).toEqual(parseEndpointSlice(badSlice, 'node-a'));
   });
 
   it('leaves the argument alone, a Node whole but for its managedFields, and other kinds as they are', () => {

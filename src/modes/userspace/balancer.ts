@@ -85,7 +85,7 @@ export class Balancer {
    * (upstream's short circuit: as if they went out to a load balancer and came back in).
    * `kind` names the list, so that round robin keeps one position per list.
    */
-  candidates(cls: ListenerClass, client: string): { kind: 'cluster' | 'local'; endpoints: Endpoint[] } {
+  candidates(cls: ListenerClass, client: string): { kind: 'cluster' | 'local'; endpoints: readonly Endpoint[] } {
     const sp = this.#sp;
     if (cls !== 'external') return { kind: sp.internalPolicyLocal ? 'local' : 'cluster', endpoints: sp.internalEndpoints };
     if (!sp.externalPolicyLocal) return { kind: 'cluster', endpoints: sp.externalEndpoints };
