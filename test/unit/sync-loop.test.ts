@@ -88,6 +88,19 @@ describe('SyncLoop', () => {
     await loop.stop();
   });
 
+  it('does not sync before start(), however many changes are requested (the source may still be listing)', async () => {
+    const { cluster, proxier, loop } = setup();
+    cluster.upsert(svc('web', { clusterIP: '198.18.100.10', ports: [{ name: 'http', port: 80 }] }));
+    loop.request();
+    await sleep(200);
+    expect(proxier.calls).toEqual([]);
+    expect(loop.oldestPendingAt).not.toBeNull();
+    loop.start();
+    await sleep(20);
+    expect(proxier.calls).toEqual([null]);
+    await loop.stop();
+  });
+
   it('respects the minimum sync period', async () => {
     const { cluster, proxier, loop } = setup();
     loop.start();
