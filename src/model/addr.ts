@@ -41,20 +41,46 @@ function parseStrict(s: unknown): Parsed | null {
   return ipaddr.IPv6.parse(s);
 }
 
-const DOTTED_QUAD = /^(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})$/;
+/**
+ * A canonical dotted quad (four octets 0-255 without leading zeros, nothing else) as its 32-bit value, or -1.
+ * Read character by character: it runs for every endpoint address, twice (parseIP, specialAddress), and a
+ * regular expression with its match array was a tenth of a 10,000-service list's parse.
+ */
+function ipv4Value(s: string): number {
+  const n = s.length;
+  if (n < 7 || n > 15) return -1;
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x2e) {
+      if (digits === 0 || ++dots > 3) return -1;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 0x30 && c <= 0x39) {
+      if (digits > 0 && octet === 0) return -1; // a leading zero
+      octet = octet * 10 + (c - 0x30);
+      if (octet > 255) return -1;
+      digits++;
+    } else return -1;
+  }
+  if (dots !== 3 || digits === 0) return -1;
+  return value * 256 + octet;
+}
 
-/** The four octets of a canonical dotted quad (no leading zeros, each 0-255), or null. */
+/** The four octets of a canonical dotted quad, or null. */
 function ipv4Octets(s: string): number[] | null {
-  const m = DOTTED_QUAD.exec(s);
-  if (!m) return null;
-  const octets = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4])];
-  return octets.every((o) => o <= 255) ? octets : null;
+  const v = ipv4Value(s);
+  return v < 0 ? null : [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255];
 }
 
 /** The family and canonical text of a valid address, or null. */
 export function parseIP(s: unknown): IP | null {
   // The hot path (every endpoint of every slice): a canonical dotted quad is its own canonical form.
-  if (typeof s === 'string' && s.length <= 15 && ipv4Octets(s) !== null) return { family: 'IPv4', ip: s };
+  if (typeof s === 'string' && ipv4Value(s) >= 0) return { family: 'IPv4', ip: s };
   const a = parseStrict(s);
   return a ? { family: familyOfParsed(a), ip: canonical(a) } : null;
 }
@@ -105,9 +131,10 @@ export function ofFamily<T extends string>(list: readonly T[], family: IPFamily)
  * proxy, since a rule for one of them would reach the node itself (loopback, link-local) or nothing at all.
  */
 export function specialAddress(ip: string): string | null {
-  const v4 = ipv4Octets(ip);
+  const v4 = ipv4Value(ip);
   // The hot path: an IPv4 address outside 0/8, 127/8, 169.254/16 and 224/3 is ordinary.
-  if (v4 && v4[0]! !== 0 && v4[0]! !== 127 && v4[0]! < 224 && !(v4[0] === 169 && v4[1] === 254)) return null;
+  const first = v4 >>> 24;
+  if (v4 >= 0 && first !== 0 && first !== 127 && first < 224 && !(first === 169 && ((v4 >>> 16) & 255) === 254)) return null;
   const a = parseStrict(ip);
   if (!a) return 'invalid';
   const range = a.range();
