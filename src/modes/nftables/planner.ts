@@ -50,8 +50,13 @@ export interface PlannerOptions {
 }
 
 export interface Plan {
-  /** The nft JSON batch, or null when the kernel already matches. */
-  json: string | null;
+  /**
+   * The nft JSON batch, or null when the kernel already matches. Its text is made piece by piece as it is
+   * written (Batch.chunks): a full table's is ~10 MB at 10,000 services.
+   */
+  batch: Batch | null;
+  /** The batch as one text, joined each time it is read (tests, diagnostics), or null. */
+  readonly json: string | null;
   full: boolean;
   /** Service ports whose elements were (re)written. */
   written: number;
@@ -115,6 +120,11 @@ type DiffSink = (old: () => PortElems, next: PortElems) => void;
 
 const NONE: PortElems = { elems: [], shared: [] };
 
+/** A plan with its `json`: the batch's text, joined only when it is read (never kept). */
+function withText<P extends Omit<Plan, 'json'>>(plan: P): P & Plan {
+  return Object.defineProperty(plan as P & Plan, 'json', { get: () => plan.batch?.text() ?? null, enumerable: true });
+}
+
 export class Planner {
   readonly family: Family;
   readonly layout: LayoutConfig;
@@ -154,13 +164,7 @@ export class Planner {
   }
 
   /** The batch that replaces the table with one for `state`. Only valid on a fresh planner. */
-  full(state: DesiredState): Plan {
-    const { batch, ...plan } = this.fullBatch(state);
-    return { json: batch.text(), ...plan };
-  }
-
-  /** full() with its batch as commands, not yet text: --dry-run writes it piece by piece (Batch.chunks). */
-  fullBatch(state: DesiredState): Omit<Plan, 'json'> & { batch: Batch } {
+  full(state: DesiredState): Plan & { batch: Batch } {
     if (this.chains !== null) throw new Error('full() on a planner that already has a record');
     this.checkFamily(state);
     this.refs.begin(false);
@@ -189,7 +193,7 @@ export class Planner {
     }
     for (const c of chains) for (const r of c.rules) b.rule(c.name, r);
     this.chains = new Map(chains.map((c) => [c.name, { spec: c, text: JSON.stringify(c.rules) }]));
-    return { batch: b, full: true, written, elementsAdded: out.count, elementsDeleted: 0, chainsWritten: chains.length, issues };
+    return withText({ batch: b, full: true, written, elementsAdded: out.count, elementsDeleted: 0, chainsWritten: chains.length, issues });
   }
 
   /** The batch for the service ports `keys` (added, changed or removed) of `state`. */
@@ -232,15 +236,15 @@ export class Planner {
     for (const c of removed) b.chain('flush', c);
     for (const c of removed) b.chain('delete', c);
     const chainsWritten = created.length + refilled.length + removed.length;
-    return {
-      json: b.size === 0 ? null : b.text(),
+    return withText({
+      batch: b.size === 0 ? null : b,
       full: false,
       written,
       elementsAdded: adds.count,
       elementsDeleted: dels.count,
       chainsWritten,
       issues,
-    };
+    });
   }
 
   /** Element differences of one service port: its own elements directly, shared ones through the reference counts. */
