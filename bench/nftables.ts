@@ -112,8 +112,7 @@ async function child(services: number, perService: number): Promise<ChildResult>
     if (live) await deleteNetns(live);
     await proxier?.close();
     live = await newNetns(`live${rep}`);
-    let batch = '';
-    proxier = new NftablesProxier({ config: CONFIG, family: 'IPv4', iptablesBackend: 'auto', netns: live, verifyRulesEvery: 2, onBatch: (j) => (batch = j) });
+    proxier = new NftablesProxier({ config: CONFIG, family: 'IPv4', iptablesBackend: 'auto', netns: live, verifyRulesEvery: 2 });
     const r = await proxier.sync(state, null);
     fulls.push(r.durationMs);
     result.batchBytes = r.bytes;
@@ -123,7 +122,9 @@ async function child(services: number, perService: number): Promise<ChildResult>
       result.heapUsedMB = mb(mem.heapUsed);
       result.peakRssMB = mb(process.resourceUsage().maxRSS * 1024);
     }
-    // The floor: the same batch by the bare binary into another empty namespace.
+    // The floor: the same batch (a fresh node's full batch: what the sync applied) by the bare binary into
+    // another empty namespace. Made after the sync, so that the sync's figures carry neither its time nor its memory.
+    let batch = proxier.dryRun(state);
     const floorNs = await newNetns(`floor${rep}`);
     const nft = new Nft({ netns: floorNs });
     const t1 = performance.now();
@@ -138,10 +139,13 @@ async function child(services: number, perService: number): Promise<ChildResult>
   result.fullMs = median(fulls);
   result.floorMs = median(floors);
   {
-    // Planning alone (no nft), and the element count.
+    // Planning alone (no nft): the record and the batch's text (made piece by piece, as the proxier writes it), and the element count.
     const t = performance.now();
     const plan = new Planner({ family: 'IPv4', config: CONFIG }).full(state);
+    let chars = 0;
+    for (const piece of plan.batch.chunks()) chars += piece.length;
     result.planMs = performance.now() - t;
+    if (chars === 0) throw new Error('an empty batch');
     result.elements = plan.elementsAdded;
   }
 

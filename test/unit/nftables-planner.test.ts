@@ -41,6 +41,24 @@ describe('full()', () => {
     expect(() => p.full(desiredState([svc(1)]))).toThrow(/already has a record/);
   });
 
+  it('a large table: its elements in groups of service ports (made as the batch is written), each once, the batch the same every time it is written', () => {
+    const p = planner();
+    const ports = Array.from({ length: 450 }, (_, i) => svc(i));
+    const plan = p.full(desiredState(ports));
+    const text = plan.json!;
+    const adds = summary(text).filter(([v, k]) => v === 'add' && k === 'element');
+    // 450 ports: three groups (200, 200, 50); the shared cluster IPs once, with the last group.
+    expect(adds.filter(([, , set]) => set === 'service-ips').map(([, , , n]) => n)).toEqual([200, 200, 50]);
+    expect(adds.filter(([, , set]) => set === 'cluster-ips').map(([, , , n]) => n)).toEqual([450]);
+    expect(adds.reduce((n, [, , , count]) => n + (count as number), 0)).toBe(plan.elementsAdded);
+    const elems = (set: string) => commands(text).flatMap(([v, k, b]) => (v === 'add' && k === 'element' && b.name === set ? (b.elem as unknown[]) : []));
+    expect(elems('svc-addr')).toHaveLength(p.elementCount('svc-addr'));
+    expect(new Set(elems('svc-addr').map((e) => JSON.stringify(e))).size).toBe(900);
+    // Later changes replace the record's strings, never the batch's: written after them, it is what it was.
+    p.update(desiredState(ports.slice(1)), [ports[0]!.key]);
+    expect(plan.batch.text()).toBe(text);
+  });
+
   it('refuses a state of the other family', () => {
     expect(() => planner().full(desiredState([], {}, 'IPv6'))).toThrow(/IPv4/);
     expect(() => planner().update(desiredState([]), [])).toThrow(/before full/);

@@ -19,14 +19,23 @@ const METAINFO = '{"metainfo":{"json_schema_version":1}}';
 const HEAD = `{"nftables":[\n${METAINFO}`;
 const TAIL = '\n]}\n';
 
-/** An element command whose elements are written out only when the batch is: its opening text and its elements (key, value: see elements()). */
+/** Key and value JSON texts of elements side by side (value null for a key alone: see Batch.elements). */
+type Pairs = readonly (string | null)[];
+
+/** An element command whose elements are written out only when the batch is: its opening text and its elements. */
 interface ElementsCommand {
   head: string;
-  pairs: readonly (string | null)[];
+  pairs: Pairs;
+}
+
+/** Element commands made only when the batch is written (see Batch.elementGroups). */
+interface ElementGroups {
+  verb: 'add' | 'delete';
+  groups: () => Iterable<ReadonlyMap<string, Pairs>>;
 }
 
 /** The elements of pairs[from, to) (key, value side by side), as the comma-separated list of an `elem` array. */
-function elemsText(pairs: readonly (string | null)[], from: number, to: number): string {
+function elemsText(pairs: Pairs, from: number, to: number): string {
   const out: string[] = [];
   for (let i = from; i < to; i += 2) out.push(elemJSON(pairs[i]!, pairs[i + 1]!));
   return out.join(',');
@@ -39,7 +48,7 @@ const ELEMS_PER_PIECE = 1000;
 
 /** Builds one nft JSON batch ({"nftables": [...]}) command by command. */
 export class Batch {
-  private readonly parts: (string | ElementsCommand)[] = [];
+  private readonly parts: (string | ElementsCommand | ElementGroups)[] = [];
   private readonly fam: Family;
   private readonly schemas: ReadonlyMap<string, SetSchema>;
 
@@ -89,12 +98,28 @@ export class Batch {
    * alone: a set's element, or a deletion); in chunks, to keep single commands moderate. Each element's text
    * (elemJSON) is made only when the batch is written (text, chunks).
    */
-  elements(verb: 'add' | 'delete', set: string, pairs: readonly (string | null)[]): void {
+  elements(verb: 'add' | 'delete', set: string, pairs: Pairs): void {
+    this.parts.push(...this.elementCommands(verb, set, pairs));
+  }
+
+  /**
+   * Element commands whose elements are made only when the batch is written, by `groups`, called each time it
+   * is (so it must give the same groups each time): per group, per set in the map's order, the commands of
+   * elements(). A full table's elements are a couple of hundred thousand: made a group at a time, they are
+   * never all in memory at once.
+   */
+  elementGroups(verb: 'add' | 'delete', groups: () => Iterable<ReadonlyMap<string, Pairs>>): void {
+    this.parts.push({ verb, groups });
+  }
+
+  private elementCommands(verb: 'add' | 'delete', set: string, pairs: Pairs): ElementsCommand[] {
     if (!this.schemas.has(set)) throw new Error(`unknown set ${set}`);
     const head = `{"${verb}":{"element":{${this.ref()},"name":${JSON.stringify(set)},"elem":[`;
+    const out: ElementsCommand[] = [];
     for (let i = 0; i < pairs.length; i += 2 * CHUNK) {
-      this.parts.push({ head, pairs: i === 0 && pairs.length <= 2 * CHUNK ? pairs : pairs.slice(i, i + 2 * CHUNK) });
+      out.push({ head, pairs: i === 0 && pairs.length <= 2 * CHUNK ? pairs : pairs.slice(i, i + 2 * CHUNK) });
     }
+    return out;
   }
 
   /** The batch as one text: its pieces (chunks), joined once. */
@@ -106,19 +131,26 @@ export class Batch {
   *chunks(): Generator<string> {
     yield HEAD;
     for (const p of this.parts) {
-      if (typeof p === 'string') {
-        yield `,\n${p}`;
-        continue;
+      if (typeof p === 'string') yield `,\n${p}`;
+      else if ('head' in p) yield* elementsPieces(p);
+      else {
+        for (const group of p.groups()) {
+          for (const [set, pairs] of group) for (const c of this.elementCommands(p.verb, set, pairs)) yield* elementsPieces(c);
+        }
       }
-      yield `,\n${p.head}`;
-      for (let i = 0; i < p.pairs.length; i += 2 * ELEMS_PER_PIECE) {
-        const piece = elemsText(p.pairs, i, Math.min(p.pairs.length, i + 2 * ELEMS_PER_PIECE));
-        yield i === 0 ? piece : `,${piece}`;
-      }
-      yield ELEMENTS_END;
     }
     yield TAIL;
   }
+}
+
+/** One element command's text, in pieces of ELEMS_PER_PIECE elements. */
+function* elementsPieces(c: ElementsCommand): Generator<string> {
+  yield `,\n${c.head}`;
+  for (let i = 0; i < c.pairs.length; i += 2 * ELEMS_PER_PIECE) {
+    const piece = elemsText(c.pairs, i, Math.min(c.pairs.length, i + 2 * ELEMS_PER_PIECE));
+    yield i === 0 ? piece : `,${piece}`;
+  }
+  yield ELEMENTS_END;
 }
 
 /**

@@ -1,7 +1,8 @@
 // The thin wrapper around the nft binary. nft 1.0.6 cannot read a JSON batch from a Node pipe on stdin,
 // so a batch goes through a private temporary file: `nft -j -f FILE`. A batch is one transaction: it
-// applies whole or not at all.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+// applies whole or not at all. The file is written from the batch's pieces as they are made (a full table at
+// 10,000 services is ~10 MB of text: never one string or one Buffer in the heap).
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { run } from '../../exec.ts';
@@ -14,6 +15,11 @@ export interface NftOptions {
   /** Kill nft after this long (default 10 min). */
   timeoutMs?: number;
 }
+
+/** Bytes of the batch gathered into one write of its file: large enough that there are few system calls. */
+const WRITE_SIZE = 1 << 20;
+/** UTF-8 bytes per UTF-16 code unit, at most (a surrogate pair is 4 bytes for 2 units). */
+const MAX_BYTES_PER_UNIT = 3;
 
 export class NftError extends Error {
   readonly code: number;
@@ -48,16 +54,18 @@ export class Nft {
   }
 
   /**
-   * Applies one JSON batch (`nft -j -f FILE`); throws NftError when nft refuses it. The file lives in a private
-   * directory made for this batch and removed with it, so nothing is left behind by a proxier never closed.
+   * Applies one JSON batch (`nft -j -f FILE`), given as one text or its pieces in order; resolves with its size
+   * in bytes, throws NftError when nft refuses it. The file lives in a private directory made for this batch
+   * and removed with it (also when writing it fails), so nothing is left behind by a proxier never closed.
    */
-  async apply(json: string): Promise<void> {
+  async apply(batch: string | Iterable<string>): Promise<number> {
     const dir = await mkdtemp(path.join(tmpdir(), 'kube-proxy-ts-nft-'));
     try {
       const file = path.join(dir, 'batch.json');
-      await writeFile(file, json, { mode: 0o600 });
+      const bytes = await writePieces(file, typeof batch === 'string' ? [batch] : batch);
       const r = await run(this.argv(['-j', '-f', file]), { timeoutMs: this.opts.timeoutMs ?? 600_000 });
-      if (r.code !== 0) throw new NftError('nft -j -f', r.code, r.stderr, Buffer.byteLength(json));
+      if (r.code !== 0) throw new NftError('nft -j -f', r.code, r.stderr, bytes);
+      return bytes;
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -76,4 +84,39 @@ export class Nft {
 
   /** Nothing to release: every batch removes its own file. Kept for the proxier's close(). */
   async close(): Promise<void> {}
+}
+
+/**
+ * Writes `pieces` to a new file (mode 0600) through one reused buffer of WRITE_SIZE: a piece is copied into it
+ * and the buffer written whenever the next piece may not fit; each write is awaited before the next piece is
+ * made, so at most about WRITE_SIZE of the batch's text is in memory at a time. Returns the bytes written.
+ */
+async function writePieces(file: string, pieces: Iterable<string>): Promise<number> {
+  const fh = await open(file, 'wx', 0o600);
+  try {
+    const buf = Buffer.allocUnsafe(WRITE_SIZE);
+    let used = 0;
+    let bytes = 0;
+    const writeAll = async (from: Buffer, length: number) => {
+      for (let done = 0; done < length;) done += (await fh.write(from, done, length - done)).bytesWritten;
+      bytes += length;
+    };
+    const flush = async () => {
+      await writeAll(buf, used);
+      used = 0;
+    };
+    for (const piece of pieces) {
+      if (used + piece.length * MAX_BYTES_PER_UNIT > WRITE_SIZE) await flush();
+      if (piece.length * MAX_BYTES_PER_UNIT <= WRITE_SIZE) used += buf.write(piece, used);
+      // Larger than the buffer (Batch.chunks makes none): written as it is.
+      else {
+        const whole = Buffer.from(piece);
+        await writeAll(whole, whole.length);
+      }
+    }
+    await flush();
+    return bytes;
+  } finally {
+    await fh.close();
+  }
 }

@@ -50,8 +50,13 @@ export interface PlannerOptions {
 }
 
 export interface Plan {
-  /** The nft JSON batch, or null when the kernel already matches. */
-  json: string | null;
+  /**
+   * The nft JSON batch, or null when the kernel already matches. Its text is made piece by piece as it is
+   * written (Batch.chunks): a full table's is ~10 MB at 10,000 services.
+   */
+  batch: Batch | null;
+  /** The batch as one text, joined each time it is read (tests, diagnostics), or null. */
+  readonly json: string | null;
   full: boolean;
   /** Service ports whose elements were (re)written. */
   written: number;
@@ -115,6 +120,45 @@ type DiffSink = (old: () => PortElems, next: PortElems) => void;
 
 const NONE: PortElems = { elems: [], shared: [] };
 
+/**
+ * Service ports per group of a full batch's element commands (see elementGroups): few commands (50 groups at
+ * 10,000 services), and a group's decoded elements die young: groups of 1,000 lived through scavenges and were
+ * promoted, 12 MB more old space at the end of the first sync at 10,000 x 10 (4 MB with 200).
+ */
+const PORTS_PER_GROUP = 200;
+
+/**
+ * The elements of a full batch, made when it is written (Batch.elementGroups): those of PORTS_PER_GROUP port
+ * records at a time, decoded from them, per set in the order of `sets`; the shared elements close the last
+ * group. Held as key and value texts from the plan until the batch is written, a table's elements were the
+ * largest part of the first sync's memory (25 MB of heap at 10,000 x 10, beyond the record).
+ */
+function* elementGroups(records: readonly string[], shared: PerSet, sets: readonly string[]): Generator<Map<string, (string | null)[]>> {
+  for (let from = 0; ; from += PORTS_PER_GROUP) {
+    const to = Math.min(records.length, from + PORTS_PER_GROUP);
+    const group = new Map(sets.map((s) => [s, [] as (string | null)[]]));
+    for (let i = from; i < to; i++) {
+      const { elems } = decodeElems(records[i]!);
+      for (let j = 0; j < elems.length; j += 3) group.get(elems[j]!)!.push(elems[j + 1]!, elems[j + 2]!);
+    }
+    if (to < records.length) {
+      yield group;
+      continue;
+    }
+    for (const [set, pairs] of shared.map) {
+      const list = group.get(set)!;
+      for (const x of pairs) list.push(x);
+    }
+    yield group;
+    return;
+  }
+}
+
+/** A plan with its `json`: the batch's text, joined only when it is read (never kept). */
+function withText<P extends Omit<Plan, 'json'>>(plan: P): P & Plan {
+  return Object.defineProperty(plan as P & Plan, 'json', { get: () => plan.batch?.text() ?? null, enumerable: true });
+}
+
 export class Planner {
   readonly family: Family;
   readonly layout: LayoutConfig;
@@ -154,27 +198,25 @@ export class Planner {
   }
 
   /** The batch that replaces the table with one for `state`. Only valid on a fresh planner. */
-  full(state: DesiredState): Plan {
-    const { batch, ...plan } = this.fullBatch(state);
-    return { json: batch.text(), ...plan };
-  }
-
-  /** full() with its batch as commands, not yet text: --dry-run writes it piece by piece (Batch.chunks). */
-  fullBatch(state: DesiredState): Omit<Plan, 'json'> & { batch: Batch } {
+  full(state: DesiredState): Plan & { batch: Batch } {
     if (this.chains !== null) throw new Error('full() on a planner that already has a record');
     this.checkFamily(state);
     this.refs.begin(false);
     this.nodeIPs = this.nodeIPsOf(state);
     const config = configElems(this.layout.clusterCIDRs, this.layout.nodePortAddresses);
     for (let i = 0; i < config.length; i += 3) this.refs.add(config[i]!, config[i + 1]!);
-    const out = new PerSet();
+    let added = 0;
     const { written, issues } = this.reconcile(state, state.servicePorts.keys(), (_old, next) => {
-      const e = next.elems;
-      for (let i = 0; i < e.length; i += 3) out.push(e[i]!, e[i + 1]!, e[i + 2]!);
+      added += next.elems.length / 3;
       const sh = next.shared;
       for (let i = 0; i < sh.length; i += 3) this.refs.add(sh[i]!, sh[i + 1]!);
     });
-    for (const set of SHARED_SETS) for (const k of this.refs.keys(set)) out.push(set, sharedKeyJSON(set, k));
+    const shared = new PerSet();
+    for (const set of SHARED_SETS) for (const k of this.refs.keys(set)) shared.push(set, sharedKeyJSON(set, k));
+    added += shared.count;
+    // The ports' elements are written from their records (immutable strings: later updates replace them).
+    const records = [...this.ports.values()].map((r) => r.elems).filter((e) => e.length > 0);
+    const sets = [...this.schemas.keys()];
     const chains = chainSpecs(this.layout, this.needs());
     const b = new Batch(this.family, this.schemas);
     // add + delete + add: replaces the table whether or not it exists, in one transaction.
@@ -183,13 +225,10 @@ export class Planner {
     b.table('add');
     for (const c of chains) b.chain('add', c);
     for (const s of this.schemas.values()) b.set(s);
-    for (const s of this.schemas.keys()) {
-      const list = out.map.get(s);
-      if (list) b.elements('add', s, list);
-    }
+    b.elementGroups('add', () => elementGroups(records, shared, sets));
     for (const c of chains) for (const r of c.rules) b.rule(c.name, r);
     this.chains = new Map(chains.map((c) => [c.name, { spec: c, text: JSON.stringify(c.rules) }]));
-    return { batch: b, full: true, written, elementsAdded: out.count, elementsDeleted: 0, chainsWritten: chains.length, issues };
+    return withText({ batch: b, full: true, written, elementsAdded: added, elementsDeleted: 0, chainsWritten: chains.length, issues });
   }
 
   /** The batch for the service ports `keys` (added, changed or removed) of `state`. */
@@ -232,15 +271,15 @@ export class Planner {
     for (const c of removed) b.chain('flush', c);
     for (const c of removed) b.chain('delete', c);
     const chainsWritten = created.length + refilled.length + removed.length;
-    return {
-      json: b.size === 0 ? null : b.text(),
+    return withText({
+      batch: b.size === 0 ? null : b,
       full: false,
       written,
       elementsAdded: adds.count,
       elementsDeleted: dels.count,
       chainsWritten,
       issues,
-    };
+    });
   }
 
   /** Element differences of one service port: its own elements directly, shared ones through the reference counts. */

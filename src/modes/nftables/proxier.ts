@@ -32,7 +32,7 @@ export interface NftablesModeOptions extends ModeOptions {
   nftBinary?: string;
   /** Kill an nft run after this long (default 10 min). */
   nftTimeoutMs?: number;
-  /** Called with every batch before it is applied (tests, debugging). */
+  /** Called with every batch before it is applied (tests, debugging): its text, joined for this call alone. */
   onBatch?: (json: string, full: boolean) => void;
   /** Clock for affinity slot holding (tests). */
   now?: () => number;
@@ -88,6 +88,7 @@ export class NftablesProxier implements Proxier {
     const started = performance.now();
     let planner = this.planner;
     let plan: Plan;
+    let bytes = 0;
     try {
       if (planner && changes === null) {
         const deep = ++this.periodicSyncs % Math.max(1, this.opts.verifyRulesEvery ?? 10) === 0;
@@ -111,9 +112,9 @@ export class NftablesProxier implements Proxier {
       // The planner's record now describes the new table: drop it until the kernel has it.
       this.planner = null;
       for (const issue of plan.issues) this.logIssue(issue);
-      if (plan.json !== null) {
-        this.opts.onBatch?.(plan.json, plan.full);
-        await this.nft.apply(plan.json);
+      if (plan.batch !== null) {
+        this.opts.onBatch?.(plan.batch.text(), plan.full);
+        bytes = await this.nft.apply(plan.batch.chunks());
       }
       this.planner = planner;
     } catch (e) {
@@ -131,7 +132,7 @@ export class NftablesProxier implements Proxier {
         event: 'nftables-sync',
         family: this.family,
         replaced: plan.full,
-        bytes: plan.json?.length ?? 0,
+        bytes,
         added: plan.elementsAdded,
         deleted: plan.elementsDeleted,
         chains: plan.chainsWritten,
@@ -139,7 +140,7 @@ export class NftablesProxier implements Proxier {
       },
       'nftables batch applied',
     );
-    return { full, durationMs, bytes: plan.json?.length ?? 0, servicePortsWritten: plan.written };
+    return { full, durationMs, bytes, servicePortsWritten: plan.written };
   }
 
   private logIssue(issue: PortIssue): void {
@@ -188,7 +189,7 @@ export class NftablesProxier implements Proxier {
     this.checkFamily(state);
     const warn = (message: string) => process.stderr.write(`warning: nftables ${this.family}: ${message}\n`);
     // The planner (its record of every service port) is not kept: only the batch is needed from here on.
-    const { batch, issues } = this.newPlanner(warn).fullBatch(state);
+    const { batch, issues } = this.newPlanner(warn).full(state);
     for (const i of issues) warn(`service port ${JSON.stringify(i.key)}${i.leftOut ? ' left out' : ''}: ${i.message}`);
     yield* batch.chunks();
   }
