@@ -242,17 +242,13 @@ function familyView(p: FamilyPipeline): FamilyView {
 let startupGarbageReleased = false;
 
 /**
- * Once every family has synced for the first time: a full garbage collection. The list answers and the first
- * full sync are the process's biggest burst of allocation, and V8 would keep the heap (and the resident size)
- * at that height until memory pressure made it collect; the process is idle between changes, so that may
- * never happen. The collection is V8's last-resort kind (what it runs on a low-memory notification): a regular
- * one frees the objects but V8 keeps the emptied pages in its pool, still resident (at 10,000 services the
- * resident size went 268 -> 236 MB with a regular collection, 268 -> 159 MB with this one, in 110-160 ms).
- * Needs Node's --expose-gc (bin/kube-proxy-ts.js's first line, the image's entrypoint).
+ * A full garbage collection of V8's last-resort kind (what it runs on a low-memory notification), logged as
+ * `event`. A regular one frees the objects but V8 keeps the emptied pages in its pool, still resident: at
+ * 10,000 services the resident size after the first sync went 268 -> 236 MB with a regular collection,
+ * 268 -> 159 MB with this one. It blocks for 100-250 ms at that size. Needs Node's --expose-gc (bin/kube-proxy-ts.js's
+ * first line, the image's entrypoint); without it, nothing.
  */
-function releaseStartupGarbage(): void {
-  if (startupGarbageReleased) return;
-  startupGarbageReleased = true;
+function releaseGarbage(event: string, message: string): void {
   const gc = (globalThis as { gc?: (o?: object) => void }).gc;
   if (!gc) return;
   const before = process.memoryUsage().rss;
@@ -260,13 +256,24 @@ function releaseStartupGarbage(): void {
   gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
   log.info(
     {
-      event: 'startup-gc',
+      event,
       ms: Math.round(performance.now() - t),
       rssBeforeMB: Math.round(before / 2 ** 20),
       rssAfterMB: Math.round(process.memoryUsage().rss / 2 ** 20),
     },
-    'released the garbage of the first sync',
+    message,
   );
+}
+
+/**
+ * Once every family has synced for the first time: the list answers and the first full sync are the process's
+ * biggest burst of allocation, and V8 would keep the heap (and the resident size) at that height until memory
+ * pressure made it collect; the process is idle between changes, so that may never happen.
+ */
+function releaseStartupGarbage(): void {
+  if (startupGarbageReleased) return;
+  startupGarbageReleased = true;
+  releaseGarbage('startup-gc', 'released the garbage of the first sync');
 }
 
 /**
@@ -393,6 +400,9 @@ export async function runProxy(given: RunOptions, first: FirstRead | null = null
     { event: 'starting', mode: opts.mode, families: pipelines.map((p) => p.family), hostname: opts.proxy.hostname, source: opts.from ?? 'api' },
     'kube-proxy-ts starting',
   );
+  // Before the first sync: what reading the lists left (promoted, never collected yet) would stay under the
+  // first sync's own burst and add to the peak (10,000 x 10: 203-212 -> 177-179 MB peak, for about 100 ms).
+  releaseGarbage('lists-gc', 'released the garbage of reading the objects');
   for (const l of loops) l.start();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
