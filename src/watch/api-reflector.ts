@@ -4,7 +4,7 @@
 // - The list is a raw JSON list with the label and field selectors, read item by item as it arrives
 //   (api-list.ts); the watch a JSON-lines stream (api-watch-lines.ts), with the same selectors.
 // - List items and watch events are cut down to the fields the proxy reads (model/k8s.ts readFields) before
-//   anything keeps them: one slim copy of each object.
+//   they are handed on: the owner gets slim copies.
 // - Each successful list is handed over whole (never as a diff, never as an empty set because listing failed):
 //   the owner replaces everything it had of this kind. The objects themselves are not kept here (the model keeps
 //   what it parsed from them; client-go's informers keep whole objects, which at 10,000 services is tens of
