@@ -85,8 +85,17 @@ class ScalarCache {
   get(s: string, from: number, to: number): unknown {
     const length = to - from;
     if (length > CACHE_MAX_LENGTH) return this.make(fresh(s.slice(from, to)));
+    // A hash of a few characters, the last ones (where names, addresses and uids differ) among them: a
+    // collision costs a miss, never a wrong value (the text is compared).
     let h = length;
-    for (let i = from; i < to; i++) h = (Math.imul(h, 31) + s.charCodeAt(i)) | 0;
+    if (length > 0) {
+      h = Math.imul(h, 31) + s.charCodeAt(from);
+      h = Math.imul(h, 31) + s.charCodeAt(from + (length >> 1));
+      h = Math.imul(h, 31) + s.charCodeAt(Math.max(from, to - 3));
+      h = Math.imul(h, 31) + s.charCodeAt(Math.max(from, to - 2));
+      h = Math.imul(h, 31) + s.charCodeAt(to - 1);
+      h ^= h >>> 13;
+    }
     const slot = h & (CACHE_SLOTS - 1);
     const cached = this.texts[slot]!;
     if (cached.length === length) {
@@ -106,6 +115,11 @@ class ScalarCache {
 const plainScalars = new ScalarCache((text) => {
   const v = typed(text);
   return v === NOT_RESOLVED ? text : v;
+});
+/** Plain keys: property names (a typed key is named by its value's string, as js-yaml names it). */
+const keys = new ScalarCache((text) => {
+  const v = typed(text);
+  return v === NOT_RESOLVED ? text : String(v);
 });
 /** Quoted scalars without escapes: strings. */
 const quotedScalars = new ScalarCache((text) => text);
@@ -350,10 +364,7 @@ class BlockReader {
     if (INDICATORS.has(c) || (c === DASH && (s.charCodeAt(at + 1) === SPACE || at + 1 === colon))) throw BAIL;
     // A key with spaces before its `:` is legal but never written by kubectl.
     if (s.charCodeAt(colon - 1) === SPACE) throw BAIL;
-    // Keys need no copy: V8 keeps property names apart from the text they were cut from.
-    const raw = s.slice(at, colon);
-    const v = typed(raw);
-    return v === NOT_RESOLVED ? raw : String(v);
+    return keys.get(s, at, colon) as string;
   }
 
   /** A scalar or empty flow collection starting at index i of the current line; leaves the reader after it. */
