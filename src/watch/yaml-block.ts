@@ -72,6 +72,7 @@ const CACHE_MAX_LENGTH = 64;
  * short texts only: at most CACHE_SLOTS strings of CACHE_MAX_LENGTH characters are held between reads.
  */
 class ScalarCache {
+  private readonly hashes = new Int32Array(CACHE_SLOTS);
   private readonly texts: string[] = new Array<string>(CACHE_SLOTS).fill('');
   private readonly values: unknown[] = new Array<unknown>(CACHE_SLOTS).fill(undefined);
   /** The value of a scalar's text (a copy: see fresh). */
@@ -97,14 +98,16 @@ class ScalarCache {
       h ^= h >>> 13;
     }
     const slot = h & (CACHE_SLOTS - 1);
-    const cached = this.texts[slot]!;
-    if (cached.length === length) {
+    // The hashes first: a miss never loads the string it would compare with (a load from anywhere in the heap).
+    if (this.hashes[slot] === h) {
+      const cached = this.texts[slot]!;
       let k = 0;
       while (k < length && cached.charCodeAt(k) === s.charCodeAt(from + k)) k++;
-      if (k === length && (length > 0 || this.values[slot] !== undefined)) return this.values[slot];
+      if (k === length && cached.length === length && (length > 0 || this.values[slot] !== undefined)) return this.values[slot];
     }
     const text = fresh(s.slice(from, to));
     const value = this.make(text);
+    this.hashes[slot] = h;
     this.texts[slot] = text;
     this.values[slot] = value;
     return value;
