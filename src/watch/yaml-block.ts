@@ -23,6 +23,16 @@ const BAIL: unique symbol = Symbol('bail');
  */
 const UNHANDLED_CHARS = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]/;
 
+/**
+ * Whether a character inside a line (never a line break) is one of UNHANDLED_CHARS. The reader looks at every
+ * character of keys, scalars and indentation as it reads them, and checks each then (a look at a character
+ * code, where a pass of the regular expression over the whole text took a twentieth of the reading); what it
+ * does not look at (comments, block scalars' lines) it tests with UNHANDLED_CHARS.
+ */
+function isUnhandled(c: number): boolean {
+  return c < 0x20 || (c >= 0x7f && (c <= 0x9f || c === 0x2028 || c === 0x2029 || (c >= 0xd800 && c <= 0xdfff) || c === 0xfeff || c >= 0xfffe));
+}
+
 /** Deeper nesting than this is left to js-yaml (the reader recurses; Kubernetes objects nest about ten deep). */
 const MAX_DEPTH = 64;
 
@@ -166,7 +176,6 @@ const HEX = /^[0-9a-fA-F]+$/;
  * when the text is outside what this reader reads (then js-yaml must read it: it may be valid or not).
  */
 export function readBlockYAML(text: string): unknown {
-  if (UNHANDLED_CHARS.test(text)) return NOT_HANDLED;
   try {
     return new BlockReader(text).document();
   } catch (e) {
@@ -224,7 +233,8 @@ class BlockReader {
       if (end < 0) end = n;
       let i = from;
       while (i < end && s.charCodeAt(i) === SPACE) i++;
-      if (i < end && s.charCodeAt(i) !== HASH) {
+      if (i < end && s.charCodeAt(i) === HASH) this.comment(i, end);
+      else if (i < end) {
         // Directives and document markers (another document) are left to js-yaml.
         const c = s.charCodeAt(from);
         if (i === from && (c === 0x25 /* % */ || ((c === DASH || c === 0x2e) && /^(---|\.\.\.)( |$)/.test(s.slice(from, from + 4))))) throw BAIL;
@@ -245,7 +255,15 @@ class BlockReader {
     const s = this.s;
     const from = i;
     while (i < this.end && s.charCodeAt(i) === SPACE) i++;
-    return i === this.end || (s.charCodeAt(i) === HASH && i > from);
+    if (i === this.end) return true;
+    if (s.charCodeAt(i) !== HASH || i === from) return false;
+    this.comment(i, this.end);
+    return true;
+  }
+
+  /** A comment's text [from, to), which the reader does not read: only checked for what it leaves to js-yaml. */
+  private comment(from: number, to: number): void {
+    if (UNHANDLED_CHARS.test(this.s.slice(from, to))) throw BAIL;
   }
 
   /** `-` followed by a space or the end of the line: a block sequence entry at i. */
@@ -277,6 +295,7 @@ class BlockReader {
       let i = at + 1;
       while (i < this.end && this.s.charCodeAt(i) === SPACE) i++;
       if (i === this.end || this.s.charCodeAt(i) === HASH) {
+        if (i < this.end) this.comment(i, this.end);
         // The entry's node starts on the next line (or it is null).
         this.advance();
         out.push(!this.eof && this.indent > col ? this.block(col) : null);
@@ -351,6 +370,7 @@ class BlockReader {
         const c = s.charCodeAt(colon);
         if (c === COLON && (colon + 1 === this.end || s.charCodeAt(colon + 1) === SPACE)) break;
         if (c === HASH && s.charCodeAt(colon - 1) === SPACE) return -1;
+        if ((c < SPACE || c >= 0x7f) && isUnhandled(c)) throw BAIL;
       }
       if (colon === this.end) return -1;
     }
@@ -396,7 +416,11 @@ class BlockReader {
         const e = s.charCodeAt(end);
         // `a: b: c` is an error; js-yaml says so.
         if (e === COLON && (end + 1 === this.end || s.charCodeAt(end + 1) === SPACE)) throw BAIL;
-        if (e === HASH && s.charCodeAt(end - 1) === SPACE) break;
+        if (e === HASH && s.charCodeAt(end - 1) === SPACE) {
+          this.comment(end, this.end);
+          break;
+        }
+        if ((e < SPACE || e >= 0x7f) && isUnhandled(e)) throw BAIL;
       }
       while (s.charCodeAt(end - 1) === SPACE) end--;
       value = plainScalars.get(s, i, end);
@@ -413,7 +437,9 @@ class BlockReader {
     const q = s.charCodeAt(at);
     for (let i = at + 1; i < this.end; i++) {
       const c = s.charCodeAt(i);
+      // An escaped character is looked at by doubleQuoted, which reads only printable ASCII ones.
       if (q === DQUOTE && c === BACKSLASH) i++;
+      else if ((c < SPACE || c >= 0x7f) && isUnhandled(c)) throw BAIL;
       else if (c === q) {
         if (q === SQUOTE && s.charCodeAt(i + 1) === SQUOTE) i++;
         else return i;
@@ -492,6 +518,7 @@ class BlockReader {
         if (contentIndent < 0) contentIndent = spaces;
         else if (spaces < contentIndent || (folded && spaces > contentIndent)) throw BAIL;
         const line = s.slice(from + contentIndent, end);
+        if (UNHANDLED_CHARS.test(line)) throw BAIL;
         if (lines.length > 0) {
           if (folded) lines.push(empty === 0 ? ' ' : '\n'.repeat(empty));
           else for (let e = 0; e <= empty; e++) lines.push('\n');
