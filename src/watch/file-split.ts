@@ -415,7 +415,8 @@ class YAMLSplitter {
         this.line(buf, start, n, n);
         return n;
       }
-      this.line(buf, start, nl > start && buf[nl - 1] === CR ? nl - 1 : nl, nl + 1);
+      if (this.continues(buf, start)) (this.entry ?? this.header).add(buf, start, nl + 1);
+      else this.line(buf, start, nl > start && buf[nl - 1] === CR ? nl - 1 : nl, nl + 1);
       start = nl + 1;
     }
     return n;
@@ -451,6 +452,21 @@ class YAMLSplitter {
   private toHeader(buf: Buffer, from: number, next: number, text: boolean): void {
     this.header.add(buf, from, next);
     if (text) this.headerText = true;
+  }
+
+  /**
+   * Whether the line at buf[from] goes where the line before went, whatever else it holds (most lines: those
+   * inside a List entry or a document's top-level node), which line() would say after a longer look.
+   */
+  private continues(buf: Buffer, from: number): boolean {
+    if (this.afterItemsKey) return false;
+    // Inside the entries: more indented than their dashes.
+    if (this.itemsIndent >= 0) {
+      for (let i = from, last = from + this.itemsIndent; i <= last; i++) if (buf[i] !== SPACE) return false;
+      return true;
+    }
+    // Outside them, indented: neither a document marker nor a top-level `items:` key.
+    return this.headerText && buf[from] === SPACE;
   }
 
   /** The line buf[from, to) (without its line break), whose next line starts at next. */

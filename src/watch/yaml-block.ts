@@ -196,6 +196,12 @@ class BlockReader {
   private indent = 0;
   private eof = false;
   private depth = 0;
+  /**
+   * The entries of the sequences being read, the inner ones above the outer ones: each sequence is copied out
+   * at its end, at exactly its length (an array pushed to leaves room for 16 more entries, which the objects
+   * kept would hold: 100,000 endpoints' one-address lists), and no array is made per sequence to push to.
+   */
+  private readonly entries: unknown[] = [];
 
   constructor(text: string) {
     this.s = text;
@@ -290,7 +296,8 @@ class BlockReader {
   /** A block sequence whose dashes are at column col, the first at index at of the current line. */
   private sequence(col: number, at: number): unknown[] {
     this.nest();
-    const out: unknown[] = [];
+    const out = this.entries;
+    const base = out.length;
     for (;;) {
       let i = at + 1;
       while (i < this.end && this.s.charCodeAt(i) === SPACE) i++;
@@ -313,9 +320,9 @@ class BlockReader {
       if (!this.isEntry(at)) break;
     }
     this.depth--;
-    // A copy of exactly its length: push leaves room for 16 more entries, which the objects kept would hold
-    // (100,000 endpoints' one-address lists).
-    return out.slice();
+    const sequence = out.slice(base);
+    out.length = base;
+    return sequence;
   }
 
   /** A block mapping whose keys are at column col, the first at index at of the current line, its `:` at colon. */
