@@ -202,6 +202,8 @@ class BlockReader {
    * kept would hold: 100,000 endpoints' one-address lists), and no array is made per sequence to push to.
    */
   private readonly entries: unknown[] = [];
+  /** The end of the entries in use (those above it are stale: the stack is never shrunk, only written over). */
+  private top = 0;
 
   constructor(text: string) {
     this.s = text;
@@ -296,23 +298,25 @@ class BlockReader {
   /** A block sequence whose dashes are at column col, the first at index at of the current line. */
   private sequence(col: number, at: number): unknown[] {
     this.nest();
-    const out = this.entries;
-    const base = out.length;
+    const base = this.top;
     for (;;) {
       let i = at + 1;
       while (i < this.end && this.s.charCodeAt(i) === SPACE) i++;
+      let entry: unknown;
       if (i === this.end || this.s.charCodeAt(i) === HASH) {
         if (i < this.end) this.comment(i, this.end);
         // The entry's node starts on the next line (or it is null).
         this.advance();
-        out.push(!this.eof && this.indent > col ? this.block(col) : null);
+        entry = !this.eof && this.indent > col ? this.block(col) : null;
       } else if (this.isEntry(i)) {
-        out.push(this.sequence(i - this.start, i)); // `- - x`: a sequence in a sequence
+        entry = this.sequence(i - this.start, i); // `- - x`: a sequence in a sequence
       } else {
         const colon = this.keyColon(i);
         // `- name: x`: the mapping's keys are at the column of `name`
-        out.push(colon >= 0 ? this.mapping(i - this.start, i, colon) : this.inline(i, col));
+        entry = colon >= 0 ? this.mapping(i - this.start, i, colon) : this.inline(i, col);
       }
+      // Stored once the entry is read: the sequences inside it have used the stack above top, and are done.
+      this.entries[this.top++] = entry;
       if (this.eof || this.indent < col) break;
       if (this.indent > col) throw BAIL;
       at = this.start + col;
@@ -320,8 +324,8 @@ class BlockReader {
       if (!this.isEntry(at)) break;
     }
     this.depth--;
-    const sequence = out.slice(base);
-    out.length = base;
+    const sequence = this.entries.slice(base, this.top);
+    this.top = base;
     return sequence;
   }
 
