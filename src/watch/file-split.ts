@@ -257,165 +257,267 @@ function tail(header: readonly Buffer[], pending: Buffer): string {
   return b.subarray(Math.max(0, b.length - 64)).toString('latin1');
 }
 
-const DOC_MARKER = /^(---|\.\.\.)(?=\s|$)/;
+const SPACE = 0x20;
+const NEWLINE = 0x0a;
+const CR = 0x0d;
+const TAB = 0x09;
+const HASH = 0x23;
+const DASH = 0x2d;
+const DOT = 0x2e;
 const ITEMS_KEY = /^items:[ \t]*(#.*)?$/;
-const NOT_ASCII = /[^\x00-\x7f]/;
+const ITEMS_EMPTY = Buffer.from('items: []\n');
+const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/** Whether b is a byte of what YAML calls white space (space, tab). */
+const isWhite = (b: number) => b === SPACE || b === TAB;
 
 /**
- * The text lines are read from: a chunk decoded, after the end of the chunk before's last line. When the
- * chunk is ASCII, text[offset + i] is the character of bytes[i].
+ * Whether buf[from, to) is white space only: a blank line to YAML. Other spaces (Unicode's, form feeds) are
+ * content to YAML, and to the splitter: a line of them is not skipped as blank, and the YAML parser says
+ * what it makes of them.
  */
-interface LineSource {
-  text: string;
-  bytes: Buffer | null;
-  offset: number;
+function isBlankText(buf: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (!isWhite(buf[i]!)) return false;
+  return true;
+}
+
+/** `---` or `...` at buf[from], then white space or the end of the line: a document marker (as js-yaml reads one). */
+function isDocMarker(buf: Buffer, from: number, to: number): boolean {
+  const c = buf[from];
+  if (to - from < 3 || buf[from + 1] !== c || buf[from + 2] !== c) return false;
+  return to - from === 3 || isWhite(buf[from + 3]!) || buf[from + 3] === CR;
+}
+
+/** A piece's text from its bytes. The YAML reader reads lines without the CR of a CRLF, as the splitter's lines are. */
+function decodeLines(parts: readonly Buffer[]): string {
+  const text = parts.length === 1 ? parts[0]!.toString('utf8') : Buffer.concat(parts).toString('utf8');
+  return text.includes('\r') ? text.replaceAll('\r\n', '\n') : text;
 }
 
 /**
- * The lines of a piece, kept as runs of the text they were read from: one string per run instead of one per
- * line (a 55 MB dump has 2.5 million lines). A run ends where the text is replaced (the next chunk), at a
- * line whose CR was left out, and where a line is left out or replaced; the runs are joined by line breaks.
- * A run of an ASCII chunk is decoded from its bytes: a string of its own, which V8 reads faster than a slice
- * of the chunk's text (about a fifth, for the YAML reader), and which does not keep the chunk alive.
+ * The bytes of one piece being gathered, whole lines with their line breaks: copies of what earlier chunks held
+ * (parts), then a run [from, to) of the chunk being scanned, copied only when that chunk is about to be
+ * replaced (flush). A piece inside one chunk (most) is hashed and decoded straight from the chunk's bytes.
  */
-class LineRuns {
-  private parts: string[] = [];
-  /** The open run: text[from, to), or none (from -1). */
+class LineBytes {
+  private parts: Buffer[] = [];
   private from = -1;
   private to = -1;
 
-  /** Adds the line text[from, to). */
-  add(src: LineSource, from: number, to: number): void {
-    if (this.from >= 0 && from === this.to + 1) {
+  /** Adds the line buf[from, to). */
+  add(buf: Buffer, from: number, to: number): void {
+    if (this.from >= 0 && from === this.to) {
       this.to = to;
       return;
     }
-    this.flush(src);
+    this.flush(buf);
     this.from = from;
     this.to = to;
   }
 
-  /** Closes the open run (before the text it indexes is replaced). */
-  flush(src: LineSource): void {
+  /** Adds bytes of their own, which replaceLast can take back. */
+  addOwn(buf: Buffer, bytes: Buffer): void {
+    this.flush(buf);
+    this.parts.push(bytes);
+  }
+
+  /** Replaces what addOwn added last (nothing was added since). */
+  replaceLast(bytes: Buffer): void {
+    this.parts[this.parts.length - 1] = bytes;
+  }
+
+  /** Copies the open run: the chunk it lies in is about to be replaced. */
+  flush(buf: Buffer): void {
     if (this.from < 0) return;
-    const { text, bytes, offset } = src;
-    this.parts.push(bytes !== null && this.from >= offset ? bytes.toString('latin1', this.from - offset, this.to - offset) : text.slice(this.from, this.to));
+    this.parts.push(Buffer.from(buf.subarray(this.from, this.to)));
     this.from = -1;
   }
 
-  /** Replaces the last line added. */
-  replaceLast(src: LineSource, line: string): void {
-    this.flush(src);
-    const last = this.parts.pop() ?? '';
-    const nl = last.lastIndexOf('\n');
-    this.parts.push(nl < 0 ? line : last.slice(0, nl + 1) + line);
-  }
-
-  /** The lines, joined by line breaks; the runs are emptied. */
-  take(src: LineSource): string {
-    this.flush(src);
-    const joined = this.parts.length === 1 ? this.parts[0]! : this.parts.join('\n');
+  /** The piece of the lines gathered (valid during the onPiece call: it may read buf); the lines are emptied. */
+  take(buf: Buffer, role: Piece['role'], doc: number): Piece {
+    const parts = this.from >= 0 ? [...this.parts, buf.subarray(this.from, this.to)] : this.parts;
     this.parts = [];
-    return joined;
+    this.from = -1;
+    return { digest: digestOf(parts), text: () => decodeLines(parts), role, doc };
   }
 }
 
 /**
  * A YAML stream: each document as a 'whole' piece, except a document whose top level has a block `items:`
  * sequence, whose entries become 'item' pieces (each a one-entry sequence, as indented in the file) and whose
- * remaining lines, with `items: []`, the 'header'. Line by line, from chunks: the file's text is never held
- * whole.
+ * remaining lines, with `items: []`, the 'header'. Line by line on the file's bytes, from chunks: the file's
+ * text is never held whole, and a piece is decoded only when its text is asked for (a re-read hashes the
+ * bytes of unchanged pieces and decodes nothing else). A line costs a look at its indentation and first
+ * characters and a native search for its end: the reader (yaml-block.ts) reads the rest.
  */
 export async function splitYAML(file: string, onPiece: (p: Piece) => void): Promise<void> {
-  let doc = 0;
-  const src: LineSource = { text: '', bytes: null, offset: 0 };
-  let text = '';
-  const header = new LineRuns();
-  let entry: LineRuns | null = null;
+  const splitter = new YAMLSplitter(onPiece);
+  /** The start of a line the last chunk ended in, copied. */
+  let pending: Buffer | null = null;
+  let first = true;
+  for await (let chunk of chunks(file)) {
+    // The BOM is not part of the text (as TextDecoder reads it).
+    if (first && chunk.subarray(0, 3).equals(UTF8_BOM)) chunk = chunk.subarray(3);
+    first = false;
+    let from = 0;
+    if (pending !== null) {
+      const nl = chunk.indexOf(NEWLINE);
+      if (nl < 0) {
+        pending = Buffer.concat([pending, chunk]);
+        continue;
+      }
+      // The line over the two chunks, on its own.
+      const line = Buffer.concat([pending, chunk.subarray(0, nl + 1)]);
+      splitter.scan(line, false);
+      splitter.flush(line);
+      from = nl + 1;
+    }
+    const body = chunk.subarray(from);
+    const rest = splitter.scan(body, false);
+    splitter.flush(body);
+    pending = rest < body.length ? Buffer.from(body.subarray(rest)) : null;
+  }
+  const last = pending ?? Buffer.alloc(0);
+  splitter.scan(last, true);
+  splitter.end(last);
+}
+
+/** The state of splitYAML between lines and chunks. */
+class YAMLSplitter {
+  private readonly onPiece: (p: Piece) => void;
+  private doc = 0;
+  private readonly header = new LineBytes();
+  /** Whether the header has a character other than whitespace (else the document is empty, and not a piece). */
+  private headerText = false;
+  private entry: LineBytes | null = null;
   /** The block items sequence being read: the indentation of its dashes; -1 outside one. */
-  let itemsIndent = -1;
+  private itemsIndent = -1;
   /** The line before was the top-level `items:` key (blank lines aside). */
-  let afterItemsKey = false;
+  private afterItemsKey = false;
   /** This document's items have been split off: its header is a List with `items: []`. */
-  let isList = false;
-  const emitEntry = () => {
-    if (entry === null) return;
-    onPiece(textPiece(entry.take(src), 'item', doc));
-    entry = null;
-  };
-  const endDoc = () => {
-    emitEntry();
-    const joined = header.take(src);
-    if (isList || joined.trim() !== '') onPiece(textPiece(joined, isList ? 'header' : 'whole', doc));
-    itemsIndent = -1;
-    afterItemsKey = false;
-    isList = false;
-    doc++;
-  };
-  /** The line text[from, to). */
-  const line = (from: number, to: number) => {
-    const c0 = text.charCodeAt(from);
-    if ((c0 === 0x2d /* - */ || c0 === 0x2e) /* . */ && DOC_MARKER.test(text.slice(from, Math.min(to, from + 4)))) {
-      endDoc();
-      if (c0 === 0x2d) header.add(src, from, to);
+  private isList = false;
+
+  constructor(onPiece: (p: Piece) => void) {
+    this.onPiece = onPiece;
+  }
+
+  /**
+   * Reads the whole lines of buf; returns where the unfinished last line starts (buf.length when there is none).
+   * last: buf ends the file, and its last line needs no line break.
+   */
+  scan(buf: Buffer, last: boolean): number {
+    const n = buf.length;
+    let start = 0;
+    while (start < n) {
+      const nl = buf.indexOf(NEWLINE, start);
+      if (nl < 0) {
+        if (!last) return start;
+        this.line(buf, start, n, n);
+        return n;
+      }
+      if (this.continues(buf, start)) (this.entry ?? this.header).add(buf, start, nl + 1);
+      else this.line(buf, start, nl > start && buf[nl - 1] === CR ? nl - 1 : nl, nl + 1);
+      start = nl + 1;
+    }
+    return n;
+  }
+
+  /** Copies what the pieces being gathered hold of buf: the next chunk replaces it. */
+  flush(buf: Buffer): void {
+    this.header.flush(buf);
+    this.entry?.flush(buf);
+  }
+
+  end(buf: Buffer): void {
+    this.endDoc(buf);
+  }
+
+  private emitEntry(buf: Buffer): void {
+    if (this.entry === null) return;
+    this.onPiece(this.entry.take(buf, 'item', this.doc));
+    this.entry = null;
+  }
+
+  private endDoc(buf: Buffer): void {
+    this.emitEntry(buf);
+    const piece = this.header.take(buf, this.isList ? 'header' : 'whole', this.doc);
+    if (this.isList || this.headerText) this.onPiece(piece);
+    this.headerText = false;
+    this.itemsIndent = -1;
+    this.afterItemsKey = false;
+    this.isList = false;
+    this.doc++;
+  }
+
+  private toHeader(buf: Buffer, from: number, next: number, text: boolean): void {
+    this.header.add(buf, from, next);
+    if (text) this.headerText = true;
+  }
+
+  /**
+   * Whether the line at buf[from] goes where the line before went, whatever else it holds (most lines: those
+   * inside a List entry or a document's top-level node), which line() would say after a longer look.
+   */
+  private continues(buf: Buffer, from: number): boolean {
+    if (this.afterItemsKey) return false;
+    // Inside the entries: more indented than their dashes.
+    if (this.itemsIndent >= 0) {
+      for (let i = from, last = from + this.itemsIndent; i <= last; i++) if (buf[i] !== SPACE) return false;
+      return true;
+    }
+    // Outside them, indented: neither a document marker nor a top-level `items:` key.
+    return this.headerText && buf[from] === SPACE;
+  }
+
+  /** The line buf[from, to) (without its line break), whose next line starts at next. */
+  private line(buf: Buffer, from: number, to: number, next: number): void {
+    const c0 = from < to ? buf[from]! : -1;
+    if ((c0 === DASH || c0 === DOT) && isDocMarker(buf, from, to)) {
+      this.endDoc(buf);
+      if (c0 === DASH) this.toHeader(buf, from, next, true);
       return;
     }
     let k = from;
-    while (k < to && text.charCodeAt(k) === 0x20) k++;
+    while (k < to && buf[k] === SPACE) k++;
     const indent = k - from;
-    const first = text.charCodeAt(k);
-    // Whitespace other than spaces is rare: the regular expression only looks at lines that start with some.
-    const blank = k === to || first === 0x23 /* # */ || ((first <= 0x20 || first >= 0x80) && /^\s*$/.test(text.slice(k, to)));
+    const first = k < to ? buf[k]! : -1;
+    // Tabs are rare: only lines that start with one are looked at further.
+    const noText = first === -1 || (first === TAB && isBlankText(buf, k, to));
+    const blank = noText || first === HASH;
     /** `-` then a space or the end of the line: a block sequence entry. */
-    const isEntry = first === 0x2d && (k + 1 === to || text.charCodeAt(k + 1) === 0x20);
-    if (afterItemsKey) {
+    const isEntry = first === DASH && (k + 1 === to || buf[k + 1] === SPACE);
+    if (this.afterItemsKey) {
       if (blank) return;
-      afterItemsKey = false; // `items:` with a nested mapping or a flow value on the next line: no split
+      this.afterItemsKey = false; // `items:` with a nested mapping or a flow value on the next line: no split
       if (isEntry) {
         // The entries' dash column decides what belongs to them.
-        itemsIndent = indent;
-        isList = true;
-        header.replaceLast(src, 'items: []');
+        this.itemsIndent = indent;
+        this.isList = true;
+        this.header.replaceLast(ITEMS_EMPTY);
       }
     }
-    if (itemsIndent >= 0) {
-      if (indent === itemsIndent && isEntry) {
-        emitEntry();
-        entry = new LineRuns();
-        entry.add(src, from, to);
+    if (this.itemsIndent >= 0) {
+      if (indent === this.itemsIndent && isEntry) {
+        this.emitEntry(buf);
+        this.entry = new LineBytes();
+        this.entry.add(buf, from, next);
         return;
       }
-      if (blank || indent > itemsIndent) {
-        entry?.add(src, from, to);
+      if (blank || indent > this.itemsIndent) {
+        this.entry!.add(buf, from, next);
         return;
       }
       // A line back at the dashes' column or left of it: the sequence is over.
-      emitEntry();
-      itemsIndent = -1;
+      this.emitEntry(buf);
+      this.itemsIndent = -1;
     }
-    header.add(src, from, to);
-    if (!isList && c0 === 0x69 /* i */ && ITEMS_KEY.test(text.slice(from, to))) afterItemsKey = true;
-  };
-  const decoder = new TextDecoder('utf8');
-  let pending = '';
-  for await (const chunk of chunks(file)) {
-    const decoded = decoder.decode(chunk, { stream: true });
-    text = pending + decoded;
-    src.text = text;
-    src.offset = pending.length;
-    src.bytes = decoded.length === chunk.length && !NOT_ASCII.test(decoded) ? chunk : null;
-    let start = 0;
-    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
-      line(start, nl > start && text.charCodeAt(nl - 1) === 0x0d ? nl - 1 : nl);
-      start = nl + 1;
+    if (!this.isList && c0 === 0x69 /* i */ && ITEMS_KEY.test(buf.toString('utf8', from, to))) {
+      // Its own bytes: replaced by `items: []` when entries follow.
+      this.header.addOwn(buf, Buffer.from(buf.subarray(from, next)));
+      this.headerText = true;
+      this.afterItemsKey = true;
+      return;
     }
-    pending = text.slice(start);
-    // The runs index this text, which the next chunk replaces.
-    header.flush(src);
-    (entry as LineRuns | null)?.flush(src);
+    this.toHeader(buf, from, next, !noText);
   }
-  text = pending + decoder.decode();
-  Object.assign(src, { text, bytes: null, offset: 0 });
-  if (text !== '') line(0, text.length);
-  endDoc();
 }

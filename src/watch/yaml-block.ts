@@ -23,6 +23,16 @@ const BAIL: unique symbol = Symbol('bail');
  */
 const UNHANDLED_CHARS = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]/;
 
+/**
+ * Whether a character inside a line (never a line break) is one of UNHANDLED_CHARS. The reader looks at every
+ * character of keys, scalars and indentation as it reads them, and checks each then (a look at a character
+ * code, where a pass of the regular expression over the whole text took a twentieth of the reading); what it
+ * does not look at (comments, block scalars' lines) it tests with UNHANDLED_CHARS.
+ */
+function isUnhandled(c: number): boolean {
+  return c < 0x20 || (c >= 0x7f && (c <= 0x9f || c === 0x2028 || c === 0x2029 || (c >= 0xd800 && c <= 0xdfff) || c === 0xfeff || c >= 0xfffe));
+}
+
 /** Deeper nesting than this is left to js-yaml (the reader recurses; Kubernetes objects nest about ten deep). */
 const MAX_DEPTH = 64;
 
@@ -72,6 +82,7 @@ const CACHE_MAX_LENGTH = 64;
  * short texts only: at most CACHE_SLOTS strings of CACHE_MAX_LENGTH characters are held between reads.
  */
 class ScalarCache {
+  private readonly hashes = new Int32Array(CACHE_SLOTS);
   private readonly texts: string[] = new Array<string>(CACHE_SLOTS).fill('');
   private readonly values: unknown[] = new Array<unknown>(CACHE_SLOTS).fill(undefined);
   /** The value of a scalar's text (a copy: see fresh). */
@@ -85,17 +96,28 @@ class ScalarCache {
   get(s: string, from: number, to: number): unknown {
     const length = to - from;
     if (length > CACHE_MAX_LENGTH) return this.make(fresh(s.slice(from, to)));
+    // A hash of a few characters, the last ones (where names, addresses and uids differ) among them: a
+    // collision costs a miss, never a wrong value (the text is compared).
     let h = length;
-    for (let i = from; i < to; i++) h = (Math.imul(h, 31) + s.charCodeAt(i)) | 0;
+    if (length > 0) {
+      h = Math.imul(h, 31) + s.charCodeAt(from);
+      h = Math.imul(h, 31) + s.charCodeAt(from + (length >> 1));
+      h = Math.imul(h, 31) + s.charCodeAt(Math.max(from, to - 3));
+      h = Math.imul(h, 31) + s.charCodeAt(Math.max(from, to - 2));
+      h = Math.imul(h, 31) + s.charCodeAt(to - 1);
+      h ^= h >>> 13;
+    }
     const slot = h & (CACHE_SLOTS - 1);
-    const cached = this.texts[slot]!;
-    if (cached.length === length) {
+    // The hashes first: a miss never loads the string it would compare with (a load from anywhere in the heap).
+    if (this.hashes[slot] === h) {
+      const cached = this.texts[slot]!;
       let k = 0;
       while (k < length && cached.charCodeAt(k) === s.charCodeAt(from + k)) k++;
-      if (k === length && (length > 0 || this.values[slot] !== undefined)) return this.values[slot];
+      if (k === length && cached.length === length && (length > 0 || this.values[slot] !== undefined)) return this.values[slot];
     }
     const text = fresh(s.slice(from, to));
     const value = this.make(text);
+    this.hashes[slot] = h;
     this.texts[slot] = text;
     this.values[slot] = value;
     return value;
@@ -106,6 +128,11 @@ class ScalarCache {
 const plainScalars = new ScalarCache((text) => {
   const v = typed(text);
   return v === NOT_RESOLVED ? text : v;
+});
+/** Plain keys: property names (a typed key is named by its value's string, as js-yaml names it). */
+const keys = new ScalarCache((text) => {
+  const v = typed(text);
+  return v === NOT_RESOLVED ? text : String(v);
 });
 /** Quoted scalars without escapes: strings. */
 const quotedScalars = new ScalarCache((text) => text);
@@ -149,7 +176,6 @@ const HEX = /^[0-9a-fA-F]+$/;
  * when the text is outside what this reader reads (then js-yaml must read it: it may be valid or not).
  */
 export function readBlockYAML(text: string): unknown {
-  if (UNHANDLED_CHARS.test(text)) return NOT_HANDLED;
   try {
     return new BlockReader(text).document();
   } catch (e) {
@@ -170,6 +196,14 @@ class BlockReader {
   private indent = 0;
   private eof = false;
   private depth = 0;
+  /**
+   * The entries of the sequences being read, the inner ones above the outer ones: each sequence is copied out
+   * at its end, at exactly its length (an array pushed to leaves room for 16 more entries, which the objects
+   * kept would hold: 100,000 endpoints' one-address lists), and no array is made per sequence to push to.
+   */
+  private readonly entries: unknown[] = [];
+  /** The end of the entries in use (those above it are stale: the stack is never shrunk, only written over). */
+  private top = 0;
 
   constructor(text: string) {
     this.s = text;
@@ -207,7 +241,8 @@ class BlockReader {
       if (end < 0) end = n;
       let i = from;
       while (i < end && s.charCodeAt(i) === SPACE) i++;
-      if (i < end && s.charCodeAt(i) !== HASH) {
+      if (i < end && s.charCodeAt(i) === HASH) this.comment(i, end);
+      else if (i < end) {
         // Directives and document markers (another document) are left to js-yaml.
         const c = s.charCodeAt(from);
         if (i === from && (c === 0x25 /* % */ || ((c === DASH || c === 0x2e) && /^(---|\.\.\.)( |$)/.test(s.slice(from, from + 4))))) throw BAIL;
@@ -228,7 +263,15 @@ class BlockReader {
     const s = this.s;
     const from = i;
     while (i < this.end && s.charCodeAt(i) === SPACE) i++;
-    return i === this.end || (s.charCodeAt(i) === HASH && i > from);
+    if (i === this.end) return true;
+    if (s.charCodeAt(i) !== HASH || i === from) return false;
+    this.comment(i, this.end);
+    return true;
+  }
+
+  /** A comment's text [from, to), which the reader does not read: only checked for what it leaves to js-yaml. */
+  private comment(from: number, to: number): void {
+    if (UNHANDLED_CHARS.test(this.s.slice(from, to))) throw BAIL;
   }
 
   /** `-` followed by a space or the end of the line: a block sequence entry at i. */
@@ -255,21 +298,25 @@ class BlockReader {
   /** A block sequence whose dashes are at column col, the first at index at of the current line. */
   private sequence(col: number, at: number): unknown[] {
     this.nest();
-    const out: unknown[] = [];
+    const base = this.top;
     for (;;) {
       let i = at + 1;
       while (i < this.end && this.s.charCodeAt(i) === SPACE) i++;
+      let entry: unknown;
       if (i === this.end || this.s.charCodeAt(i) === HASH) {
+        if (i < this.end) this.comment(i, this.end);
         // The entry's node starts on the next line (or it is null).
         this.advance();
-        out.push(!this.eof && this.indent > col ? this.block(col) : null);
+        entry = !this.eof && this.indent > col ? this.block(col) : null;
       } else if (this.isEntry(i)) {
-        out.push(this.sequence(i - this.start, i)); // `- - x`: a sequence in a sequence
+        entry = this.sequence(i - this.start, i); // `- - x`: a sequence in a sequence
       } else {
         const colon = this.keyColon(i);
         // `- name: x`: the mapping's keys are at the column of `name`
-        out.push(colon >= 0 ? this.mapping(i - this.start, i, colon) : this.inline(i, col));
+        entry = colon >= 0 ? this.mapping(i - this.start, i, colon) : this.inline(i, col);
       }
+      // Stored once the entry is read: the sequences inside it have used the stack above top, and are done.
+      this.entries[this.top++] = entry;
       if (this.eof || this.indent < col) break;
       if (this.indent > col) throw BAIL;
       at = this.start + col;
@@ -277,9 +324,9 @@ class BlockReader {
       if (!this.isEntry(at)) break;
     }
     this.depth--;
-    // A copy of exactly its length: push leaves room for 16 more entries, which the objects kept would hold
-    // (100,000 endpoints' one-address lists).
-    return out.slice();
+    const sequence = this.entries.slice(base, this.top);
+    this.top = base;
+    return sequence;
   }
 
   /** A block mapping whose keys are at column col, the first at index at of the current line, its `:` at colon. */
@@ -334,6 +381,7 @@ class BlockReader {
         const c = s.charCodeAt(colon);
         if (c === COLON && (colon + 1 === this.end || s.charCodeAt(colon + 1) === SPACE)) break;
         if (c === HASH && s.charCodeAt(colon - 1) === SPACE) return -1;
+        if ((c < SPACE || c >= 0x7f) && isUnhandled(c)) throw BAIL;
       }
       if (colon === this.end) return -1;
     }
@@ -350,10 +398,7 @@ class BlockReader {
     if (INDICATORS.has(c) || (c === DASH && (s.charCodeAt(at + 1) === SPACE || at + 1 === colon))) throw BAIL;
     // A key with spaces before its `:` is legal but never written by kubectl.
     if (s.charCodeAt(colon - 1) === SPACE) throw BAIL;
-    // Keys need no copy: V8 keeps property names apart from the text they were cut from.
-    const raw = s.slice(at, colon);
-    const v = typed(raw);
-    return v === NOT_RESOLVED ? raw : String(v);
+    return keys.get(s, at, colon) as string;
   }
 
   /** A scalar or empty flow collection starting at index i of the current line; leaves the reader after it. */
@@ -382,7 +427,11 @@ class BlockReader {
         const e = s.charCodeAt(end);
         // `a: b: c` is an error; js-yaml says so.
         if (e === COLON && (end + 1 === this.end || s.charCodeAt(end + 1) === SPACE)) throw BAIL;
-        if (e === HASH && s.charCodeAt(end - 1) === SPACE) break;
+        if (e === HASH && s.charCodeAt(end - 1) === SPACE) {
+          this.comment(end, this.end);
+          break;
+        }
+        if ((e < SPACE || e >= 0x7f) && isUnhandled(e)) throw BAIL;
       }
       while (s.charCodeAt(end - 1) === SPACE) end--;
       value = plainScalars.get(s, i, end);
@@ -399,7 +448,9 @@ class BlockReader {
     const q = s.charCodeAt(at);
     for (let i = at + 1; i < this.end; i++) {
       const c = s.charCodeAt(i);
+      // An escaped character is looked at by doubleQuoted, which reads only printable ASCII ones.
       if (q === DQUOTE && c === BACKSLASH) i++;
+      else if ((c < SPACE || c >= 0x7f) && isUnhandled(c)) throw BAIL;
       else if (c === q) {
         if (q === SQUOTE && s.charCodeAt(i + 1) === SQUOTE) i++;
         else return i;
@@ -478,6 +529,7 @@ class BlockReader {
         if (contentIndent < 0) contentIndent = spaces;
         else if (spaces < contentIndent || (folded && spaces > contentIndent)) throw BAIL;
         const line = s.slice(from + contentIndent, end);
+        if (UNHANDLED_CHARS.test(line)) throw BAIL;
         if (lines.length > 0) {
           if (folded) lines.push(empty === 0 ? ' ' : '\n'.repeat(empty));
           else for (let e = 0; e <= empty; e++) lines.push('\n');

@@ -108,6 +108,18 @@ describe('the fast reader reads what js-yaml reads', () => {
     expect(read).toBeGreaterThan(1000);
   });
 
+  it('characters it leaves to js-yaml, wherever they are (comments and block scalars, which it does not read, included)', () => {
+    const chars = ['\t', '\r', '\x00', '\x08', '\x1f', '\x7f', '\x85', '\x9f', '\u2028', '\u2029', '\ufeff', '\ud83d\ude00', '\ud800', '\ufffe', '\uffff'];
+    // prettier-ignore
+    const places = [
+      'a: bQ', 'aQ: b', 'a: b # cQ', '# cQ\na: b', 'a: b\n  # cQ\n', '--- # cQ\na: b', '- # cQ\n  a: b', 'a: "bQ"', "a: 'bQ'",
+      '"aQ": b', 'a: "b" # cQ', 'a: {} # cQ', 'a: | # cQ\n  x', 'a: |\n  xQ\n  y', 'a: >-\n  x\n  yQ', 'a:\n- bQ', '- - bQ', 'a: "\\Q"',
+    ];
+    for (const c of chars) for (const p of places) expect(readBlockYAML(p.replace('Q', c)), JSON.stringify(p.replace('Q', c))).toBe(NOT_HANDLED);
+    // The same texts without them are read.
+    for (const p of places) expect(agrees(p.replace('Q', 'n')), p).toBe(true);
+  });
+
   it('layouts: CRLF, empty documents, comments, nesting, block scalars, duplicates, flow and anchors', () => {
     // prettier-ignore
     const texts = [
