@@ -3,6 +3,7 @@
 import { existsSync } from 'node:fs';
 import { collectGarbage, writeChunks } from '../one-shot.ts';
 import { type RunOptions, primaryNodePortAddresses } from '../config.ts';
+import { releaseGarbage } from '../memory.ts';
 import { log } from '../log.ts';
 import type { KubeObject } from '../model/k8s.ts';
 import { issueLine } from '../model/parse.ts';
@@ -241,28 +242,12 @@ function familyView(p: FamilyPipeline): FamilyView {
 
 let startupGarbageReleased = false;
 
-/**
- * A full garbage collection of V8's last-resort kind (what it runs on a low-memory notification), logged as
- * `event`. A regular one frees the objects but V8 keeps the emptied pages in its pool, still resident: at
- * 10,000 services the resident size after the first sync went 268 -> 236 MB with a regular collection,
- * 268 -> 159 MB with this one. It blocks for 100-250 ms at that size. Needs Node's --expose-gc (bin/kube-proxy-ts.js's
- * first line, the image's entrypoint); without it, nothing.
- */
-function releaseGarbage(event: string, message: string): void {
-  const gc = (globalThis as { gc?: (o?: object) => void }).gc;
-  if (!gc) return;
+/** A last-resort collection (src/memory.ts), logged as `event` with the resident size before and after. */
+function releaseGarbageLogged(event: string, message: string): void {
   const before = process.memoryUsage().rss;
-  const t = performance.now();
-  gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
-  log.info(
-    {
-      event,
-      ms: Math.round(performance.now() - t),
-      rssBeforeMB: Math.round(before / 2 ** 20),
-      rssAfterMB: Math.round(process.memoryUsage().rss / 2 ** 20),
-    },
-    message,
-  );
+  const ms = releaseGarbage();
+  if (ms === null) return;
+  log.info({ event, ms: Math.round(ms), rssBeforeMB: Math.round(before / 2 ** 20), rssAfterMB: Math.round(process.memoryUsage().rss / 2 ** 20) }, message);
 }
 
 /**
@@ -273,7 +258,7 @@ function releaseGarbage(event: string, message: string): void {
 function releaseStartupGarbage(): void {
   if (startupGarbageReleased) return;
   startupGarbageReleased = true;
-  releaseGarbage('startup-gc', 'released the garbage of the first sync');
+  releaseGarbageLogged('startup-gc', 'released the garbage of the first sync');
 }
 
 /**
@@ -402,7 +387,7 @@ export async function runProxy(given: RunOptions, first: FirstRead | null = null
   );
   // Before the first sync: what reading the lists left (promoted, never collected yet) would stay under the
   // first sync's own burst and add to the peak (10,000 x 10: 203-212 -> 177-179 MB peak, for about 100 ms).
-  releaseGarbage('lists-gc', 'released the garbage of reading the objects');
+  releaseGarbageLogged('lists-gc', 'released the garbage of reading the objects');
   for (const l of loops) l.start();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
