@@ -1,4 +1,4 @@
-// src/memory.ts: the last-resort collection the daemon and the nftables mode ask for after a burst of allocation.
+// src/memory.ts: the last-resort collection the daemon asks for after a burst of allocation.
 import { afterEach, describe, expect, it } from 'vitest';
 import { releaseGarbage } from '../../src/memory.ts';
 

@@ -18,7 +18,6 @@
 //   is thrown and counted, and the next sync replaces the table.
 import { performance } from 'node:perf_hooks';
 import { log } from '../../log.ts';
-import { releaseGarbage } from '../../memory.ts';
 import type { ChangeSet, DesiredState, IPFamily } from '../../model/types.ts';
 import type { ModeOptions, Proxier, SyncResult } from '../types.ts';
 import { FAMILIES, type Family } from './layout.ts';
@@ -47,12 +46,6 @@ export interface NftablesStats {
   failures: number;
   lastError: string | null;
 }
-
-/**
- * A full plan of at least this many service ports is followed by a last-resort collection (src/memory.ts) before
- * its batch is written: below it, the garbage is a few megabytes and the collection's pause not worth it.
- */
-const RELEASE_AFTER_PLANNING = 1000;
 
 export class NftablesProxier implements Proxier {
   readonly mode = 'nftables' as const;
@@ -120,12 +113,6 @@ export class NftablesProxier implements Proxier {
       this.planner = null;
       for (const issue of plan.issues) this.logIssue(issue);
       if (plan.batch !== null) {
-        if (plan.full && plan.written >= RELEASE_AFTER_PLANNING) {
-          // What planning a large table left (promoted, not collected yet) would stay under the writing of its
-          // batch and add to the peak: 10,000 x 10's first sync peaked at 178 MB without this, 158-159 with it.
-          const ms = releaseGarbage();
-          if (ms !== null) log.debug({ event: 'nftables-plan-gc', family: this.family, ms: Math.round(ms) }, 'released the garbage of planning');
-        }
         this.opts.onBatch?.(plan.batch.text(), plan.full);
         bytes = await this.nft.apply(plan.batch.chunks());
       }
