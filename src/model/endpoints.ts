@@ -36,7 +36,8 @@ export type EndpointCategories = Pick<
 
 const usable = (e: Endpoint) => e.ready || (e.serving && e.terminating);
 
-const NONE: readonly Endpoint[] = Object.freeze([]);
+/** No endpoints: one shared empty list (most Local-policy lists, and service ports without endpoints). */
+export const NO_ENDPOINTS: readonly Endpoint[] = Object.freeze([]);
 
 /**
  * The endpoints of `list` that pass `keep`: the list itself when all do (nearly always, for the ready Cluster
@@ -47,7 +48,7 @@ function only(list: readonly Endpoint[], keep: (e: Endpoint) => boolean): readon
   let kept = 0;
   for (const e of list) if (keep(e)) kept++;
   if (kept === list.length) return list;
-  if (kept === 0) return NONE;
+  if (kept === 0) return NO_ENDPOINTS;
   return list.filter(keep);
 }
 

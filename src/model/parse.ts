@@ -361,20 +361,27 @@ const NO_HINTS: string[] = Object.freeze([]) as unknown as string[];
 /** What is read of one endpoint of a slice, before it is resolved to each of the slice's ports. */
 type SliceEndpoint = Omit<Endpoint, 'port' | 'id'>;
 
-/** The slice's endpoints at `port`: one Endpoint each, sorted by id, duplicates merged (a ready copy wins, as across slices). */
+/** The slice's endpoints at `port`: one Endpoint each, sorted by id, duplicates merged (mergeById). */
 function endpointsAt(endpoints: readonly SliceEndpoint[], port: number): Endpoint[] {
+  return mergeById(endpoints.map((e) => makeEndpoint(e, port, hostPort(e.ip, port))));
+}
+
+/**
+ * Endpoints with one entry per id (ip:port), sorted by id: of an address listed twice (in one slice, or in
+ * several slices of a service), the first ready copy wins, else the first copy.
+ */
+export function mergeById(endpoints: readonly Endpoint[]): Endpoint[] {
   const byId = new Map<string, Endpoint>();
   for (const e of endpoints) {
-    const id = hostPort(e.ip, port);
-    const prev = byId.get(id);
+    const prev = byId.get(e.id);
     if (prev && (prev.ready || !e.ready)) continue;
-    byId.set(id, makeEndpoint(e, port, id));
+    byId.set(e.id, e);
   }
   return [...byId.values()].sort(compareEndpointIds);
 }
 
 /** An Endpoint, always built with its fields in this order (one object shape for V8). */
-export function makeEndpoint(e: SliceEndpoint, port: number, id: string): Endpoint {
+function makeEndpoint(e: SliceEndpoint, port: number, id: string): Endpoint {
   return {
     ip: e.ip,
     port,
@@ -390,7 +397,7 @@ export function makeEndpoint(e: SliceEndpoint, port: number, id: string): Endpoi
   };
 }
 
-export function compareEndpointIds(a: Endpoint, b: Endpoint): number {
+function compareEndpointIds(a: Endpoint, b: Endpoint): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 

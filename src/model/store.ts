@@ -1,8 +1,8 @@
 // The incremental desired-state builder: holds the parsed objects, recomputes only the service ports of
 // services touched since the last commit, and reports what changed. Pure: no I/O, no clock.
-import { categorizeEndpoints, type NodeTopology } from './endpoints.ts';
+import { categorizeEndpoints, NO_ENDPOINTS, type NodeTopology } from './endpoints.ts';
 import { type Claim, FrontendClaims, type FrontendRole, frontendKey } from './frontends.ts';
-import { compareEndpointIds, type ParsedService, type ParsedSlice, type ParseResult, parseEndpointSlice, parseNode, parseService } from './parse.ts';
+import { mergeById, type ParsedService, type ParsedSlice, type ParseResult, parseEndpointSlice, parseNode, parseService } from './parse.ts';
 import type { EndpointSlice, KubeObject, Node, Service, WatchedKind } from './k8s.ts';
 import {
   type ChangeSet,
@@ -395,9 +395,6 @@ export function buildServicePorts(
   return out;
 }
 
-/** A service port without endpoints (many, and most Local-policy lists): one shared empty list. */
-const NO_ENDPOINTS: readonly Endpoint[] = Object.freeze([]);
-
 /**
  * Every endpoint of a service port across slices: the slice port with the service port's name and protocol
  * gives the endpoint port (how named targetPorts resolve), and the parsed slice has its endpoints at that port
@@ -412,15 +409,7 @@ function mergeEndpoints(portName: string, protocol: string, slices: readonly Par
   }
   if (lists.length === 0) return NO_ENDPOINTS;
   if (lists.length === 1) return lists[0]!;
-  const byId = new Map<string, Endpoint>();
-  for (const list of lists) {
-    for (const e of list) {
-      const prev = byId.get(e.id);
-      if (prev && (prev.ready || !e.ready)) continue;
-      byId.set(e.id, e);
-    }
-  }
-  return [...byId.values()].sort(compareEndpointIds);
+  return mergeById(lists.flat());
 }
 
 function sameEndpoints(a: readonly Endpoint[], b: readonly Endpoint[]): boolean {
