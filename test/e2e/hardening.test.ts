@@ -161,7 +161,7 @@ for (const mode of Object.keys(MODE_DEFINITIONS) as ModeName[]) {
         process.execPath,
         '--disable-warning=ExperimentalWarning',
         FLOOD,
-        JSON.stringify({ host: '198.18.0.1', port: 10256, count: 3000, holdMs: 20_000 }),
+        JSON.stringify({ host: '198.18.0.1', port: 10256, count: 3000, holdMs: 45_000 }),
       ]);
       let out = '';
       flood.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -180,10 +180,13 @@ for (const mode of Object.keys(MODE_DEFINITIONS) as ModeName[]) {
       expect(health.stdout.trim()).toBe('200');
       await floodDone;
       const result = JSON.parse(out.trim().split('\n').pop() || '{}') as { opened: number; closedByServer: number };
-      // The server closed what it would not keep (over the budget at once, the rest when idle).
-      expect(result.closedByServer).toBeGreaterThan(2_900);
+      // The server closed what it would not keep (over the budget at once, the rest when idle). 3,000 SYNs at
+      // once overflow the listen backlog: the kernel drops some and the client resends them 1, 3, 7, 15 and 31 s
+      // later, so on a busy machine the last ones are accepted (and closed 5 s idle later) well after 20 s. The
+      // flood waits up to 45 s and ends as soon as every connection is closed.
+      expect(result.closedByServer, JSON.stringify(result)).toBeGreaterThan(2_900);
       expect(proxy.child.exitCode).toBeNull();
-    }, 60_000);
+    }, 90_000);
 
     // Before the deletions were batched and moved off the sync path, this change waited 149 s. The bound leaves
     // room for the 1 s minimum sync period between the two changes and for a busy 2-core machine.
