@@ -121,37 +121,41 @@ type DiffSink = (old: () => PortElems, next: PortElems) => void;
 const NONE: PortElems = { elems: [], shared: [] };
 
 /**
- * Service ports per group of a full batch's element commands (see elementGroups): few commands (50 groups at
- * 10,000 services), and a group's decoded elements die young: groups of 1,000 lived through scavenges and were
- * promoted, 12 MB more old space at the end of the first sync at 10,000 x 10 (4 MB with 200).
+ * Elements per group of a full batch's element commands (see elementGroups; a group closes after the port
+ * record that reaches it). A group's decoded elements are alive while its text is made and written; a group
+ * large enough to live through two scavenges is promoted to the old space and stays there until a major
+ * collection: with groups of 200 service ports, writing the first sync's batch grew the old space by 21 MB at
+ * 10,000 x 10 (3,200 elements a group) and 44 MB at 5,000 x 50 (11,000), the largest part of the sync's peak.
+ * With 1,000 elements a group it grows by 1 to 4 MB, for a batch 0.5% longer (more, smaller commands).
  */
-const PORTS_PER_GROUP = 200;
+const ELEMENTS_PER_GROUP = 1000;
 
 /**
- * The elements of a full batch, made when it is written (Batch.elementGroups): those of PORTS_PER_GROUP port
- * records at a time, decoded from them, per set in the order of `sets`; the shared elements close the last
- * group. Held as key and value texts from the plan until the batch is written, a table's elements were the
- * largest part of the first sync's memory (25 MB of heap at 10,000 x 10, beyond the record).
+ * The elements of a full batch, made when it is written (Batch.elementGroups): those of port records taken in
+ * order until they reach ELEMENTS_PER_GROUP, decoded from them, per set in the order of `sets`; the shared
+ * elements close the last group. Held as key and value texts from the plan until the batch is written, a
+ * table's elements were the largest part of the first sync's memory (25 MB of heap at 10,000 x 10, beyond the
+ * record).
  */
 function* elementGroups(records: readonly string[], shared: PerSet, sets: readonly string[]): Generator<Map<string, (string | null)[]>> {
-  for (let from = 0; ; from += PORTS_PER_GROUP) {
-    const to = Math.min(records.length, from + PORTS_PER_GROUP);
-    const group = new Map(sets.map((s) => [s, [] as (string | null)[]]));
-    for (let i = from; i < to; i++) {
-      const { elems } = decodeElems(records[i]!);
-      for (let j = 0; j < elems.length; j += 3) group.get(elems[j]!)!.push(elems[j + 1]!, elems[j + 2]!);
-    }
-    if (to < records.length) {
+  const newGroup = () => new Map(sets.map((s) => [s, [] as (string | null)[]]));
+  let group = newGroup();
+  let count = 0;
+  for (const record of records) {
+    const { elems } = decodeElems(record);
+    for (let j = 0; j < elems.length; j += 3) group.get(elems[j]!)!.push(elems[j + 1]!, elems[j + 2]!);
+    count += elems.length / 3;
+    if (count >= ELEMENTS_PER_GROUP) {
       yield group;
-      continue;
+      group = newGroup();
+      count = 0;
     }
-    for (const [set, pairs] of shared.map) {
-      const list = group.get(set)!;
-      for (const x of pairs) list.push(x);
-    }
-    yield group;
-    return;
   }
+  for (const [set, pairs] of shared.map) {
+    const list = group.get(set)!;
+    for (const x of pairs) list.push(x);
+  }
+  yield group;
 }
 
 /** A plan with its `json`: the batch's text, joined only when it is read (never kept). */
