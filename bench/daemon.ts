@@ -192,8 +192,8 @@ The whole process as deployed, against the list/watch test API server, at ${SERV
 (\`--min-sync-period 1s\`). Network programming latency is measured as kube-proxy measures it: from the
 EndpointSlice's \`last-change-trigger-time\` (set when the change is sent) to the end of the sync that applied
 it. ${SINGLE_CHANGES} single changes spaced 1.2 s apart; then ${CHURN_RATE} endpoint changes per second for ${CHURN_SECONDS} s (CPU is user +
-system time of the proxy process over the churn, including its API client; syncs: both families' sync log lines, the IPv6
-family's an empty partial sync). ${new Date().toISOString().slice(0, 10)}${QUICK ? ' (quick run)' : ''}.
+system time of the proxy process over the churn, including its API client; syncs: the sync log lines of the churn, of the
+IPv4 family only: a family syncs only when a change is its own, as upstream's per-family change trackers). ${new Date().toISOString().slice(0, 10)}${QUICK ? ' (quick run)' : ''}.
 
 ${table}`,
 );

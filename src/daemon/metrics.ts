@@ -186,16 +186,19 @@ export class ProxyMetrics {
   }
 
   /**
-   * Objects to sync were queued (one event's object, or a whole list): the queued timestamps, and each Service
-   * and EndpointSlice counted as a change, as upstream's change trackers count every add and update.
+   * Objects to sync were queued (one event's object, or a whole list) for `families` (those whose model they
+   * changed; every family served when absent): each Service and EndpointSlice counted as a change, as upstream's
+   * change trackers count every add and update, and pending, with the queued timestamp, for those families.
    */
-  queued(objects: readonly { kind?: string }[], nowMs = Date.now()): void {
-    for (const ip_family of this.#families) this.lastQueued.set({ ip_family }, nowMs / 1000);
+  queued(objects: readonly { kind?: string }[], families: readonly IPFamily[] = [...this.#families], nowMs = Date.now()): void {
     const services = objects.filter((o) => o.kind === 'Service').length;
     const endpoints = objects.filter((o) => o.kind === 'EndpointSlice').length;
     if (services > 0) this.serviceChanges.inc(services);
     if (endpoints > 0) this.endpointChanges.inc(endpoints);
-    for (const p of this.#pending.values()) {
+    for (const ip_family of families) {
+      this.lastQueued.set({ ip_family }, nowMs / 1000);
+      const p = this.#pending.get(ip_family);
+      if (!p) continue;
       p.services += services;
       p.endpoints += endpoints;
     }

@@ -344,9 +344,18 @@ export async function runProxy(given: RunOptions, first: FirstRead | null = null
   }
 
   const source = makeSource(opts, metrics.requests, first);
+  // As upstream's per-family change trackers: a family syncs only when its own model changed (an IPv4-only
+  // Service or an IPv4 EndpointSlice is nothing to the IPv6 table). Both models see every object; each counts
+  // what changed it (ClusterState.revision).
+  const requested = new Map(pipelines.map((p) => [p, p.cluster.revision]));
   const changed = (objects: readonly KubeObject[]) => {
-    metrics.queued(objects);
-    for (const p of pipelines) p.loop.request();
+    const touched = pipelines.filter((p) => p.cluster.revision !== requested.get(p));
+    for (const p of touched) requested.set(p, p.cluster.revision);
+    metrics.queued(
+      objects,
+      touched.map((p) => p.family),
+    );
+    for (const p of touched) p.loop.request();
   };
   // Every object goes to every family's model; what is wrong with an object is the same in each: report it once.
   await source.start({

@@ -54,6 +54,8 @@ export class ClusterState {
   private notices: ValidationIssue[] = [];
   private node: NodeInfo | null = null;
   private nodeChanged = false;
+  /** Changes applied to this family's model so far (see revision). */
+  private changeCount = 0;
   /** The snapshot of the last commit: replaced by the next commit that changes anything, never mutated. */
   private state: DesiredState;
 
@@ -66,6 +68,14 @@ export class ClusterState {
   /** The desired state as of the last commit (a snapshot). */
   get current(): DesiredState {
     return this.state;
+  }
+
+  /**
+   * Grows with every object that changes this family's model (not with one that is only the other family's):
+   * two readings tell whether anything applied in between concerns this family (the daemon syncs only those).
+   */
+  get revision(): number {
+    return this.changeCount;
   }
 
   /** This node as the last applied Node object describes it (before the next commit). */
@@ -111,6 +121,7 @@ export class ClusterState {
     set.add(s.key);
     this.dirtySlices.add(s.key);
     this.dirty.add(s.serviceKey);
+    this.changeCount++;
     if (s.triggerTime !== null && s.triggerTime > this.trackingSince) this.triggerTimes.push(s.triggerTime);
     return { kind: 'applied' };
   }
@@ -135,6 +146,7 @@ export class ClusterState {
     if ((next?.zone ?? '') !== (this.node?.zone ?? '')) for (const k of this.services.keys()) this.dirty.add(k);
     this.node = next;
     this.nodeChanged = true;
+    this.changeCount++;
   }
 
   /** Applies any kind of object (from a file or a list); returns what happened to it. */
@@ -216,6 +228,7 @@ export class ClusterState {
   }
 
   private markService(key: string): void {
+    this.changeCount++;
     this.dirty.add(key);
     this.dirtyServices.add(key);
     // Frontend ownership (model/frontends.ts): whoever shares a frontend with this service is decided anew.
@@ -230,6 +243,7 @@ export class ClusterState {
     if (this.slicesByService.get(old.serviceKey)?.size === 0) this.slicesByService.delete(old.serviceKey);
     this.dirtySlices.add(key);
     this.dirty.add(old.serviceKey);
+    this.changeCount++;
   }
 
   private recompute(svcKey: string, changes: ChangeSet, previous: Map<string, ServicePort>): void {

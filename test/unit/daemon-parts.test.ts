@@ -370,8 +370,8 @@ describe('metrics', () => {
     m.recordFailure('kubeproxy_sync_proxy_rules_iptables_restore_failures_total', 'IPv4', false);
     m.recordFailure('kubeproxy_sync_proxy_rules_iptables_restore_failures_total', 'IPv6', true);
     m.recordFailure('kubeproxy_sync_proxy_rules_nftables_sync_failures_total', 'IPv6', true);
-    m.queued([{ kind: 'EndpointSlice' }], now);
-    m.queued([{ kind: 'EndpointSlice' }, { kind: 'Service' }, { kind: 'Node' }], now);
+    m.queued([{ kind: 'EndpointSlice' }], undefined, now);
+    m.queued([{ kind: 'EndpointSlice' }, { kind: 'Service' }, { kind: 'Node' }], undefined, now);
     const text = await m.registry.metrics();
     expect(text).toContain('kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"} 2');
     expect(text).toContain('kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family="IPv4"} 1');
@@ -396,6 +396,14 @@ describe('metrics', () => {
     m.recordSync(syncEvent(state, { full: false, durationMs: 1 }), state, 'IPv4', now);
     expect(await m.registry.metrics()).toContain('kubeproxy_sync_proxy_rules_endpoint_changes_pending 2');
     m.recordSync(syncEvent(state, { full: false, durationMs: 1 }), state, 'IPv6', now);
+    expect(await m.registry.metrics()).toContain('kubeproxy_sync_proxy_rules_endpoint_changes_pending 0');
+    // A change that only one family's model took (an IPv4 slice): pending and queued for that family alone.
+    m.queued([{ kind: 'EndpointSlice' }], ['IPv4'], now + 5000);
+    const after = await m.registry.metrics();
+    expect(after).toContain('kubeproxy_sync_proxy_rules_endpoint_changes_pending 1');
+    expect(after).toMatch(new RegExp(`kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds\\{ip_family="IPv4"\\} ${Math.floor((now + 5000) / 1000)}`));
+    expect(after).toMatch(new RegExp(`kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds\\{ip_family="IPv6"\\} ${Math.floor(now / 1000)}`));
+    m.recordSync(syncEvent(state, { full: false, durationMs: 1 }), state, 'IPv4', now);
     expect(await m.registry.metrics()).toContain('kubeproxy_sync_proxy_rules_endpoint_changes_pending 0');
   });
 

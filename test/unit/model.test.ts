@@ -442,3 +442,38 @@ describe('network programming latency', () => {
     expect(cs.commit().triggerTimes).toEqual([now]);
   });
 });
+
+describe("each family's model counts only the changes that are its own (revision: the daemon syncs only those)", () => {
+  const families = () => ({ v4: new ClusterState(CONFIG, 'IPv4'), v6: new ClusterState(CONFIG, 'IPv6') });
+  const apply = (f: ReturnType<typeof families>, o: Parameters<ClusterState['upsert']>[0]) => {
+    const before = [f.v4.revision, f.v6.revision];
+    f.v4.upsert(o);
+    f.v6.upsert(o);
+    return [f.v4.revision !== before[0], f.v6.revision !== before[1]];
+  };
+  const v4Service = svc('web', { clusterIP: '198.18.100.10', ports: [{ name: 'http', port: 80 }] });
+  const dualService = svc('dual', {
+    clusterIP: '198.18.100.11',
+    clusterIPs: ['198.18.100.11', '2001:2:0:100::11'],
+    ipFamilies: ['IPv4', 'IPv6'],
+    ports: [{ name: 'http', port: 80 }],
+  });
+  const v6Slice = { ...slice('dual-6', 'dual', [{ name: 'http', port: 8080 }], [ep('2001:2:0:10::1', 'node-a')]), addressType: 'IPv6' };
+
+  it('an IPv4-only Service and an IPv4 EndpointSlice: IPv4 only; a dual-stack Service: both; an IPv6 slice: IPv6 only', () => {
+    const f = families();
+    expect(apply(f, v4Service)).toEqual([true, false]);
+    expect(apply(f, slice('web-1', 'web', [{ name: 'http', port: 8080 }], [ep('198.19.1.10', 'node-a')]))).toEqual([true, false]);
+    expect(apply(f, dualService)).toEqual([true, true]);
+    expect(apply(f, v6Slice)).toEqual([false, true]);
+  });
+
+  it("this node's Node: both (the zone decides topology in each); deleting what a family never held: neither", () => {
+    const f = families();
+    expect(apply(f, { apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a', labels: { 'topology.kubernetes.io/zone': 'z1' } } })).toEqual([true, true]);
+    const before = [f.v4.revision, f.v6.revision];
+    f.v4.deleteService('shop', 'web');
+    f.v6.deleteEndpointSlice('shop', 'web-1');
+    expect([f.v4.revision, f.v6.revision]).toEqual(before);
+  });
+});
