@@ -131,13 +131,18 @@ const NONE: PortElems = { elems: [], shared: [] };
 const ELEMENTS_PER_GROUP = 1000;
 
 /**
- * The elements of a full batch, made when it is written (Batch.elementGroups): those of port records taken in
- * order until they reach ELEMENTS_PER_GROUP, decoded from them, per set in the order of `sets`; the shared
- * elements close the last group. Held as key and value texts from the plan until the batch is written, a
- * table's elements were the largest part of the first sync's memory (25 MB of heap at 10,000 x 10, beyond the
- * record).
+ * The elements of a full batch, made when it is written (Batch.elementGroups), in groups of ELEMENTS_PER_GROUP
+ * or a little more, per set in the order of `sets`: those of the port records, decoded from them, then the
+ * shared ones (the planner's reference-counted keys as the plan found them, turned into element keys here).
+ * Held as key and value texts from the plan until the batch is written, a table's elements were the largest
+ * part of the first sync's memory (25 MB of heap at 10,000 x 10, beyond the record; the shared keys' texts
+ * 3 MB more).
  */
-function* elementGroups(records: readonly string[], shared: PerSet, sets: readonly string[]): Generator<Map<string, (string | null)[]>> {
+function* elementGroups(
+  records: readonly string[],
+  shared: readonly (readonly [set: string, keys: readonly string[]])[],
+  sets: readonly string[],
+): Generator<Map<string, (string | null)[]>> {
   const newGroup = () => new Map(sets.map((s) => [s, [] as (string | null)[]]));
   let group = newGroup();
   let count = 0;
@@ -151,9 +156,15 @@ function* elementGroups(records: readonly string[], shared: PerSet, sets: readon
       count = 0;
     }
   }
-  for (const [set, pairs] of shared.map) {
-    const list = group.get(set)!;
-    for (const x of pairs) list.push(x);
+  for (const [set, keys] of shared) {
+    for (const k of keys) {
+      group.get(set)!.push(sharedKeyJSON(set, k), null);
+      if (++count >= ELEMENTS_PER_GROUP) {
+        yield group;
+        group = newGroup();
+        count = 0;
+      }
+    }
   }
   yield group;
 }
@@ -215,9 +226,8 @@ export class Planner {
       const sh = next.shared;
       for (let i = 0; i < sh.length; i += 3) this.refs.add(sh[i]!, sh[i + 1]!);
     });
-    const shared = new PerSet();
-    for (const set of SHARED_SETS) for (const k of this.refs.keys(set)) shared.push(set, sharedKeyJSON(set, k));
-    added += shared.count;
+    const shared = SHARED_SETS.map((set) => [set, this.refs.keys(set)] as const);
+    for (const [, keys] of shared) added += keys.length;
     // The ports' elements are written from their records (immutable strings: later updates replace them).
     const records = [...this.ports.values()].map((r) => r.elems).filter((e) => e.length > 0);
     const sets = [...this.schemas.keys()];
