@@ -39,16 +39,17 @@ function makeSource(opts: RunOptions, observer: RequestObserver | null = null, f
 async function listOnce(opts: RunOptions): Promise<KubeObject[]> {
   if (opts.from) return readObjectsFile(opts.from);
   const source = makeSource(opts);
-  let objects: KubeObject[] = [];
+  // The API source hands over each kind's list on its own: the last list of each kind is what there is.
+  const byKind = new Map<string, KubeObject[]>();
   await source.start({
-    onList: (list) => {
-      objects = list;
+    onList: (list, kinds) => {
+      byKind.set(kinds?.join() ?? '', list);
     },
     onEvent: () => {},
     onError: (err) => log.warn({ event: 'source-error', err: err.message }, 'API source error; retrying'),
   });
   await source.stop();
-  return objects;
+  return [...byKind.values()].flat();
 }
 
 const isNodeNamed = (name: string) => (o: KubeObject) => o.kind === 'Node' && o.metadata?.name === name;

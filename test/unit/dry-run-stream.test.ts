@@ -14,6 +14,8 @@ import { main } from '../../src/cli.ts';
 import { type RunOptions, resolveRunOptions } from '../../src/config.ts';
 import { dryRun } from '../../src/daemon/run.ts';
 import { MODES } from '../../src/modes/types.ts';
+import { readObjectsFile } from '../../src/watch/file.ts';
+import { type ApiObject, TestApiServer } from '../apiserver/server.ts';
 
 const GOLDEN = path.resolve(import.meta.dirname, '..', 'golden', 'dry-run');
 const SCENARIO = path.resolve(import.meta.dirname, '..', 'scenarios', 'dual-stack-services.yaml');
@@ -111,5 +113,24 @@ describe('state written as it is made', () => {
   it('600 services x 10 endpoints: the same bytes as before', async () => {
     expect(sha256(await stateText(['--from', dump, ...DUMP_FLAGS]))).toBe(DUMP_DIGESTS['state table']);
     expect(sha256(await stateText(['-o', 'json', '--from', dump, ...DUMP_FLAGS]))).toBe(DUMP_DIGESTS['state json']);
+  });
+});
+
+describe('--dry-run from the API server', () => {
+  // The API source hands over each kind's list on its own: every kind's objects must reach the rules, not only the
+  // last list's (the output was once that of the EndpointSlices alone: no Services, no rules for them).
+  it('prints what --from prints for the same objects', async () => {
+    const server = new TestApiServer();
+    await server.start();
+    try {
+      for (const o of await readObjectsFile(SCENARIO)) server.create(o as ApiObject);
+      const kubeconfig = await server.writeKubeconfig(path.join(dir, 'kubeconfig'));
+      const fromApi = await dryRunText(['--proxy-mode', 'nftables', '--kubeconfig', kubeconfig, ...SCENARIO_FLAGS]);
+      const fromFile = await dryRunText(['--proxy-mode', 'nftables', '--from', SCENARIO, ...SCENARIO_FLAGS]);
+      expect(fromApi.text).toContain('198.18.');
+      expect(fromApi.text).toBe(fromFile.text);
+    } finally {
+      await server.stop();
+    }
   });
 });
