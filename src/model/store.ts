@@ -31,6 +31,9 @@ export interface Commit {
 /** The outcome of applying one object: applied, skipped (not for this proxy), or rejected with issues. */
 export type ApplyOutcome = { kind: 'applied' } | { kind: 'skipped'; reason: string } | { kind: 'invalid'; issues: ValidationIssue[] };
 
+/** What happened to each listed object that was not applied. */
+export type ListProblems = { object: string; outcome: ApplyOutcome }[];
+
 export class ClusterState {
   readonly config: ProxyConfig;
   readonly family: IPFamily;
@@ -171,30 +174,45 @@ export class ClusterState {
    * relist): objects of those kinds not listed are deleted, listed ones applied. Returns what happened to each
    * listed object that was not applied. (This node's Node is kept when not listed, as before a relist.)
    */
-  replaceAll(objects: readonly KubeObject[], kinds?: readonly WatchedKind[]): { object: string; outcome: ApplyOutcome }[] {
+  replaceAll(objects: readonly KubeObject[], kinds?: readonly WatchedKind[]): ListProblems {
+    const list = this.listing(kinds);
+    const problems = list.add(objects);
+    list.end();
+    return problems;
+  }
+
+  /**
+   * replaceAll in parts, for a list read as it arrives: each part is applied at once (add returns what happened to
+   * the objects not applied), and end() deletes what of `kinds` was not listed. A list that is never ended
+   * deletes nothing; what it applied stays.
+   */
+  listing(kinds?: readonly WatchedKind[]): { add(objects: readonly KubeObject[]): ListProblems; end(): void } {
     const listedServices = new Set<string>();
     const listedSlices = new Set<string>();
-    for (const o of objects) {
-      const k = objectKey(o);
-      if (!k) continue;
-      if (o.kind === 'Service') listedServices.add(k);
-      else if (o.kind === 'EndpointSlice') listedSlices.add(k);
-    }
-    if (!kinds || kinds.includes('Service')) {
-      for (const k of [...this.services.keys()]) {
-        if (!listedServices.has(k)) {
-          this.services.delete(k);
-          this.markService(k);
+    return {
+      add: (objects) => {
+        const problems: ListProblems = [];
+        for (const o of objects) {
+          const k = objectKey(o);
+          if (k && o.kind === 'Service') listedServices.add(k);
+          else if (k && o.kind === 'EndpointSlice') listedSlices.add(k);
+          const r = this.upsert(o);
+          if (r.kind !== 'applied') problems.push({ object: `${String(o.kind)} ${k ?? '<no name>'}`, outcome: r });
         }
-      }
-    }
-    if (!kinds || kinds.includes('EndpointSlice')) for (const k of [...this.slices.keys()]) if (!listedSlices.has(k)) this.removeSlice(k);
-    const problems: { object: string; outcome: ApplyOutcome }[] = [];
-    for (const o of objects) {
-      const r = this.upsert(o);
-      if (r.kind !== 'applied') problems.push({ object: `${String(o.kind)} ${objectKey(o) ?? '<no name>'}`, outcome: r });
-    }
-    return problems;
+        return problems;
+      },
+      end: () => {
+        if (!kinds || kinds.includes('Service')) {
+          for (const k of [...this.services.keys()]) {
+            if (!listedServices.has(k)) {
+              this.services.delete(k);
+              this.markService(k);
+            }
+          }
+        }
+        if (!kinds || kinds.includes('EndpointSlice')) for (const k of [...this.slices.keys()]) if (!listedSlices.has(k)) this.removeSlice(k);
+      },
+    };
   }
 
   /** Whether anything changed since the last commit. */

@@ -5,8 +5,11 @@
 //   (api-list.ts); the watch a JSON-lines stream (api-watch-lines.ts), with the same selectors.
 // - List items and watch events are cut down to the fields the proxy reads (model/k8s.ts readFields) before
 //   they are handed on: the owner gets slim copies.
-// - Each successful list is handed over whole (never as a diff, never as an empty set because listing failed):
-//   the owner replaces everything it had of this kind. The objects themselves are not kept here (the model keeps
+// - A list is handed over in parts as it is read (each network chunk's items), then ended once it is complete:
+//   the owner applies each part at once and, at the end, drops what it had of this kind that was not listed
+//   (never an empty set because listing failed: a failed list is never ended). No part is held until the list
+//   ends: at 10,000 services the slim copies of a whole list, kept until then, were promoted to the old space
+//   and were the peak of the start-up. The objects themselves are not kept here either (the model keeps
 //   what it parsed from them; client-go's informers keep whole objects, which at 10,000 services is tens of
 //   megabytes for nothing): only each one's resourceVersion, so that an event for an object already known at the
 //   same resourceVersion is dropped and an event for one not known is an add.
@@ -26,6 +29,7 @@ import { log } from '../log.ts';
 import { type ListHead, ListScanner, NotAListError } from './api-list.ts';
 import { WatchLines } from './api-watch-lines.ts';
 import { type KubeObject, readFields, type WatchedKind } from '../model/k8s.ts';
+import type { ListSink } from './types.ts';
 import { type ApiClient, ApiStatusError, readText, statusMessage } from './api-client.ts';
 
 /** A watched collection. */
@@ -67,8 +71,11 @@ export interface ReflectorStats {
 }
 
 export interface ReflectorHooks {
-  /** A successful list: `objects` are all there is of the kind now (what the owner had and is not listed is gone). */
-  listed(r: Reflector, objects: KubeObject[]): void;
+  /**
+   * A list starts: its items go to the sink as they are read, and end() once the list is complete (then what the
+   * owner had of the kind and is not listed is gone). A list that fails is never ended.
+   */
+  listing(r: Reflector): ListSink;
   /** An object changed, by a watch event. */
   changed(r: Reflector, type: 'add' | 'update' | 'delete', object: KubeObject): void;
   error(err: Error): void;
@@ -128,13 +135,17 @@ async function refused(res: IncomingMessage, what: string): Promise<never> {
   throw new ApiStatusError(status, `${what}: ${statusMessage(status, await readText(res))}`);
 }
 
-/** Lists a collection. Items enter as entering() makes them; items without a name are dropped and counted. */
+/**
+ * Lists a collection. Items enter as entering() makes them; items without a name are dropped and counted. With
+ * `parts`, the items read from each chunk of the answer go to it as they are read and `items` stays empty.
+ */
 export async function listObjects(
   client: ApiClient,
   spec: ResourceSpec,
   signal: AbortSignal,
+  parts?: (items: KubeObject[]) => void,
 ): Promise<{ resourceVersion: string; items: KubeObject[]; dropped: number }> {
-  const items: KubeObject[] = [];
+  let items: KubeObject[] = [];
   let dropped = 0;
   // Items are parsed one at a time as the answer streams in, and cut down at once (api-list.ts).
   const scanner = new ListScanner((item) => {
@@ -149,6 +160,10 @@ export async function listObjects(
       for await (const chunk of res as AsyncIterable<Buffer>) {
         bytes += chunk.length;
         scanner.push(chunk);
+        if (parts && items.length > 0) {
+          parts(items);
+          items = [];
+        }
       }
     } catch (e) {
       throw e instanceof NotAListError ? notAList(e) : e;
@@ -160,6 +175,10 @@ export async function listObjects(
     head = scanner.end();
   } catch (e) {
     throw notAList(e);
+  }
+  if (parts && items.length > 0) {
+    parts(items);
+    items = [];
   }
   return { resourceVersion: head.resourceVersion, items, dropped: dropped + head.notObjects };
 }
@@ -175,7 +194,7 @@ export class Reflector {
   readonly timings: ReflectorTimings;
   readonly stats: ReflectorStats = { lists: 0, watches: 0, restarts: 0, silentWatches: 0, errors: 0 };
   /** The resourceVersion of every object as of the last list plus the events since, by namespace/name. */
-  readonly versions = new Map<string, string>();
+  versions = new Map<string, string>();
   /** True once a list succeeded. */
   listed = false;
 
@@ -239,22 +258,28 @@ export class Reflector {
   private async list(): Promise<void> {
     this.phase = 'list';
     const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.timings.listTimeoutMs)]);
-    const { resourceVersion, items, dropped } = await listObjects(this.client, this.spec, signal);
+    const sink = this.hooks.listing(this);
+    // The versions of this list, in force once it is complete (a failed list leaves those of the last one).
+    const versions = new Map<string, string>();
+    const { resourceVersion, dropped } = await listObjects(this.client, this.spec, signal, (items) => {
+      if (this.stopped) return;
+      for (const o of items) versions.set(objectKey(o), o.metadata?.resourceVersion ?? '');
+      sink.add(items);
+    });
     if (this.stopped) return;
     if (dropped > 0) this.report(new Error(`list ${this.spec.path}: ${dropped} item(s) without a name ignored`));
     const relist = this.listed;
-    this.versions.clear();
-    for (const o of items) this.versions.set(objectKey(o), o.metadata?.resourceVersion ?? '');
+    this.versions = versions;
     this.resourceVersion = resourceVersion;
     this.needList = false;
     this.listed = true;
     this.failures = 0;
     this.stats.lists++;
     log[relist ? 'info' : 'debug'](
-      { event: relist ? 'relisted' : 'listed', resource: this.spec.kind, objects: items.length, resourceVersion },
+      { event: relist ? 'relisted' : 'listed', resource: this.spec.kind, objects: versions.size, resourceVersion },
       `listed ${this.spec.kind}`,
     );
-    this.hooks.listed(this, items);
+    sink.end();
   }
 
   /** One watch from the last resourceVersion, until it ends; throws when it fails. */

@@ -4,11 +4,12 @@
 // Selection is kube-proxy's: Services and EndpointSlices without the service-proxy-name label (those are
 // for another proxy) and without the headless label; the Node by field selector metadata.name=<hostname>.
 //
-// Delivery: each resource's list arrives as one onList of its kind, as soon as it is read (so the model is built
-// from the Services while the EndpointSlices still stream in), then its watch events as onEvent; start()
-// resolves once all three have listed. A relist of one of them (after 410 Gone) arrives as onList with the full
-// new set of that kind. A failed list delivers nothing: what the proxy programmed stays in place while the API
-// server is unreachable, and the next successful list replaces it. No object is kept here once delivered.
+// Delivery: each resource's list arrives on its own, as it is read: in parts to a handler that takes a list in
+// parts (SourceHandler.listing: the daemon's model, so that nothing of a list is held until its end), else as
+// one onList of its kind once it is read; then its watch events as onEvent. start() resolves once all three
+// have listed. A relist of one of them (after 410 Gone) arrives the same way, with the full new set of that
+// kind. A failed list is never ended: nothing is deleted because of it, what the proxy programmed stays in place
+// while the API server is unreachable, and the next complete list replaces it. No object is kept here.
 //
 // The HTTP client (api-client.ts) and the reflectors are imported when start() runs, not with this module, so
 // the file-based commands (and --dry-run) do not load them.
@@ -16,7 +17,7 @@ import { log } from '../log.ts';
 import { HEADLESS_LABEL, type KubeObject, SERVICE_PROXY_NAME_LABEL } from '../model/k8s.ts';
 import type { Reflector, ReflectorStats, ReflectorTimings, ResourceSpec } from './api-reflector.ts';
 import type { ApiClient, RequestObserver } from './api-client.ts';
-import type { Source, SourceHandler } from './types.ts';
+import type { ListSink, Source, SourceHandler } from './types.ts';
 import type { EventRecorder } from './api-events.ts';
 import { loadKubeConfig } from './kubeconfig.ts';
 
@@ -145,7 +146,7 @@ export class ApiSource implements Source {
     this.client = client;
     log.info({ event: 'api-source', server: access.server, hostname: this.hostname }, 'watching the API server');
     const hooks = {
-      listed: (r: Reflector, objects: KubeObject[]) => this.listed(r, objects),
+      listing: (r: Reflector) => this.listing(r),
       changed: (_r: Reflector, type: 'add' | 'update' | 'delete', object: KubeObject) => this.deliver(() => handler.onEvent({ type, object })),
       error: (err: Error) => this.reportError(err),
       notServed: (old: Reflector) => {
@@ -178,11 +179,33 @@ export class ApiSource implements Source {
     this.rejectStart = null;
   }
 
-  /** A resource listed: its objects handed over; once every resource has, start() resolves. */
-  private listed(r: Reflector, objects: KubeObject[]): void {
+  /**
+   * A resource's list starts: its parts go to the handler's sink (or are gathered for one onList); once every
+   * resource has listed, start() resolves.
+   */
+  private listing(r: Reflector): ListSink {
+    const handler = this.handler!;
+    const kind = r.spec.kind;
+    let sink: ListSink | null = null;
+    const gathered: KubeObject[] = [];
+    this.deliver(() => {
+      sink = handler.listing?.(kind) ?? null;
+    });
+    return {
+      add: (objects) => {
+        if (sink) this.deliver(() => sink!.add(objects));
+        else for (const o of objects) gathered.push(o);
+      },
+      end: () => {
+        this.deliver(() => (sink ? sink.end() : handler.onList(gathered, [kind])));
+        this.listed();
+      },
+    };
+  }
+
+  /** A resource has listed: once every resource has, start() resolves. */
+  private listed(): void {
     if (this.stopped || !this.handler) return;
-    const handler = this.handler;
-    this.deliver(() => handler.onList(objects, [r.spec.kind]));
     if (!this.synced && this.reflectors.every((x) => x.listed)) {
       this.synced = true;
       this.resolveStart?.();

@@ -233,6 +233,44 @@ describe('ApiSource', () => {
     expect(s.rec.relists).toBe(0); // resumed from the resourceVersion: no relist needed
   });
 
+  it('hands a list in parts to a handler that takes them (listing): each part as it is read, ended once it is complete', async () => {
+    const server = new TestApiServer({ bookmarkIntervalMs: 100 });
+    await server.start();
+    cleanups.push(() => server.stop());
+    // Large enough to arrive in several chunks.
+    const names = Array.from({ length: 3000 }, (_, i) => `s-${i}`);
+    for (const n of names) server.create(svc(n));
+    server.create(node(HOST));
+    const calls: string[] = [];
+    const parts = new Map<WatchedKind, number>();
+    const got = new Map<WatchedKind, KubeObject[]>();
+    const handler: SourceHandler = {
+      onList: () => calls.push('onList'),
+      listing: (kind) => {
+        const objects: KubeObject[] = [];
+        return {
+          add: (part) => {
+            parts.set(kind, (parts.get(kind) ?? 0) + 1);
+            objects.push(...part);
+          },
+          end: () => {
+            calls.push(`end ${kind}`);
+            got.set(kind, objects);
+          },
+        };
+      },
+      onEvent: () => {},
+    };
+    const source = new ApiSource({ kubeconfig: await server.writeKubeconfig(join(dir, `kubeconfig-${++seq}`)), hostname: HOST, ...FAST });
+    cleanups.push(() => source.stop());
+    await source.start(handler);
+    expect(calls.sort()).toEqual(['end EndpointSlice', 'end Node', 'end Service']);
+    expect(got.get('Service')!.map((o) => o.metadata?.name).sort()).toEqual(names.sort());
+    expect(parts.get('Service')).toBeGreaterThan(1);
+    expect(got.get('EndpointSlice')).toEqual([]);
+    expect(got.get('Node')!.map((o) => o.metadata?.name)).toEqual([HOST]);
+  });
+
   it('relists after 410 Gone as an HTTP status, delivering the full new set of the kind as one onList', async () => {
     const s = await setup();
     await waitFor('watches', () => s.server.watchCount === 3);

@@ -113,7 +113,13 @@ describe('Reflector', () => {
       authenticate: async () => {},
     });
     const r = new Reflector(client, { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: '!x' }, timings, {
-      listed: (_ref, objects) => log.push(`listed ${objects.map((o) => `${o.metadata?.namespace}/${o.metadata?.name}`).join(',')}`),
+      listing: () => {
+        const objects: KubeObject[] = [];
+        return {
+          add: (part) => objects.push(...part),
+          end: () => log.push(`listed ${objects.map((o) => `${o.metadata?.namespace}/${o.metadata?.name}`).join(',')}`),
+        };
+      },
       changed: (_ref, type, o: KubeObject) => {
         log.push(`${type} ${o.metadata?.name}@${o.metadata?.resourceVersion}`);
         lastChanged = o;

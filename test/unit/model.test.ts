@@ -404,6 +404,17 @@ describe('incremental updates', () => {
     expect(cs.commit().changes.removed.sort()).toEqual(['shop/api:grpc', 'shop/api:http']);
   });
 
+  it('a list in parts (listing): each part applied at once, what was not listed deleted only when the list ends', () => {
+    const cs = seeded();
+    const list = cs.listing(['Service']);
+    expect(list.add([web()])).toEqual([]);
+    cs.commit();
+    // Not ended (a list that failed half-way): shop/api, not listed, is still there.
+    expect([...cs.commit().state.servicePorts.keys()].sort()).toEqual(['shop/api:grpc', 'shop/api:http', 'shop/web:http']);
+    list.end();
+    expect([...cs.commit().state.servicePorts.keys()]).toEqual(['shop/web:http']);
+  });
+
   it('replaceAll of some kinds deletes only what is no longer listed of those kinds (the API source lists each kind on its own)', () => {
     const cs = seeded();
     const ids = cs
