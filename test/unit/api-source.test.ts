@@ -265,7 +265,12 @@ describe('ApiSource', () => {
     cleanups.push(() => source.stop());
     await source.start(handler);
     expect(calls.sort()).toEqual(['end EndpointSlice', 'end Node', 'end Service']);
-    expect(got.get('Service')!.map((o) => o.metadata?.name).sort()).toEqual(names.sort());
+    expect(
+      got
+        .get('Service')!
+        .map((o) => o.metadata?.name)
+        .sort(),
+    ).toEqual(names.sort());
     expect(parts.get('Service')).toBeGreaterThan(1);
     expect(got.get('EndpointSlice')).toEqual([]);
     expect(got.get('Node')!.map((o) => o.metadata?.name)).toEqual([HOST]);
