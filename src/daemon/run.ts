@@ -5,7 +5,7 @@ import { collectGarbage, writeChunks } from '../one-shot.ts';
 import { type RunOptions, primaryNodePortAddresses } from '../config.ts';
 import { releaseGarbage } from '../memory.ts';
 import { log } from '../log.ts';
-import type { KubeObject } from '../model/k8s.ts';
+import type { KubeObject, WatchedKind } from '../model/k8s.ts';
 import { issueLine } from '../model/parse.ts';
 import { type ApplyOutcome, ClusterState, buildState } from '../model/store.ts';
 import { FAMILIES } from '../model/addr.ts';
@@ -14,7 +14,7 @@ import { createProxier, modeDefinition } from '../modes/index.ts';
 import { MODES, type Proxier } from '../modes/types.ts';
 import { ApiSource, createEventRecorder, loadKubeConfig, resourceSpecs } from '../watch/api.ts';
 import { FileSource, type FirstRead, readObjectsFile } from '../watch/file.ts';
-import type { Source } from '../watch/types.ts';
+import type { ListSink, Source } from '../watch/types.ts';
 import { ConntrackCleaner } from './conntrack.ts';
 import { type DebugOptions, type FamilyView, type SyncRecord, handleDebug } from './debug.ts';
 import { ProxierHealth, ServiceHealthServers, healthCheckHosts, serveHealth, startServer } from './health.ts';
@@ -359,35 +359,35 @@ export async function runProxy(given: RunOptions, first: FirstRead | null = null
     for (const p of touched) p.loop.request();
   };
   // Every object goes to every family's model; what is wrong with an object is the same in each: report it once.
+  // A list (of `kinds`; every kind when absent) goes into each family's model part by part as it arrives.
+  const listInto = (kinds?: readonly WatchedKind[]): ListSink => {
+    const lists = pipelines.map((p) => ({ p, list: p.cluster.listing(kinds) }));
+    const listsNode = !kinds || kinds.includes('Node');
+    let node: KubeObject | null = null;
+    return {
+      add(objects) {
+        if (listsNode) node = objects.find(isThisNode) ?? node;
+        for (const { p, list } of lists) {
+          const problems = list.add(objects);
+          if (p === primary) for (const x of problems) reportOutcome(x.object, x.outcome);
+        }
+        changed(objects);
+      },
+      end() {
+        if (listsNode) nodeWatch.observe(node);
+        for (const { list } of lists) list.end();
+        changed([]);
+      },
+    };
+  };
   await source.start({
     onList(objects, kinds) {
-      if (!kinds || kinds.includes('Node')) nodeWatch.observe(objects.find(isThisNode) ?? null);
-      for (const p of pipelines) {
-        const problems = p.cluster.replaceAll(objects, kinds);
-        if (p === primary) for (const x of problems) reportOutcome(x.object, x.outcome);
-      }
-      changed(objects);
+      const list = listInto(kinds);
+      list.add(objects);
+      list.end();
     },
-    // A list read in parts goes into each family's model as it arrives (nothing of it is held to its end).
-    listing(kind) {
-      const lists = pipelines.map((p) => ({ p, list: p.cluster.listing([kind]) }));
-      let node: KubeObject | null = null;
-      return {
-        add(objects) {
-          if (kind === 'Node') node = objects.find(isThisNode) ?? node;
-          for (const { p, list } of lists) {
-            const problems = list.add(objects);
-            if (p === primary) for (const x of problems) reportOutcome(x.object, x.outcome);
-          }
-          changed(objects);
-        },
-        end() {
-          if (kind === 'Node') nodeWatch.observe(node);
-          for (const { list } of lists) list.end();
-          changed([]);
-        },
-      };
-    },
+    // A list read in parts (the API source) is applied as it arrives: nothing of it is held to its end.
+    listing: (kind) => listInto([kind]),
     onEvent(e) {
       const o = e.object;
       if (isThisNode(o)) nodeWatch.observe(e.type === 'delete' ? null : o);

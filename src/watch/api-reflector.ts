@@ -147,6 +147,12 @@ export async function listObjects(
 ): Promise<{ resourceVersion: string; items: KubeObject[]; dropped: number }> {
   let items: KubeObject[] = [];
   let dropped = 0;
+  /** With `parts`: the items read so far go to it. */
+  const handOver = () => {
+    if (!parts || items.length === 0) return;
+    parts(items);
+    items = [];
+  };
   // Items are parsed one at a time as the answer streams in, and cut down at once (api-list.ts).
   const scanner = new ListScanner((item) => {
     if (hasName(item)) items.push(entering(item, spec));
@@ -160,10 +166,7 @@ export async function listObjects(
       for await (const chunk of res as AsyncIterable<Buffer>) {
         bytes += chunk.length;
         scanner.push(chunk);
-        if (parts && items.length > 0) {
-          parts(items);
-          items = [];
-        }
+        handOver();
       }
     } catch (e) {
       throw e instanceof NotAListError ? notAList(e) : e;
@@ -176,10 +179,7 @@ export async function listObjects(
   } catch (e) {
     throw notAList(e);
   }
-  if (parts && items.length > 0) {
-    parts(items);
-    items = [];
-  }
+  handOver();
   return { resourceVersion: head.resourceVersion, items, dropped: dropped + head.notObjects };
 }
 
