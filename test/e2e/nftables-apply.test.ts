@@ -159,6 +159,46 @@ describe('nftables proxier, applied', () => {
     await p.close();
   });
 
+  it('a first sync into a namespace without the table applies it in phases (the same table as one batch); with the table there, one batch', async () => {
+    const state = desiredState(Array.from({ length: 300 }, (_, i) => svc(i)));
+    const phasedNs = await netns('phased');
+    const phased = proxier(phasedNs, { parallelApply: 3 });
+    await phased.sync(state, null);
+    expect(phased.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 1 });
+    const oneNs = await netns('onebatch');
+    const one = proxier(oneNs, { parallelApply: 1 });
+    await one.sync(state, null);
+    expect(one.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 0 });
+    expect(await table(phasedNs)).toEqual(await table(oneNs));
+    // A restarted proxy finds its table: replacing it must be one transaction (traffic is flowing through it).
+    const restarted = proxier(phasedNs, { parallelApply: 3 });
+    await restarted.sync(state, null);
+    expect(restarted.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 0 });
+    expect(await table(phasedNs)).toEqual(await table(oneNs));
+    for (const p of [phased, one, restarted]) await p.close();
+  });
+
+  it('when a phase fails, the first sync replaces what was applied with one batch, and succeeds', async () => {
+    const ns = await netns('phasefail');
+    // nft fails on a batch of elements alone (the side-by-side phase), and runs anything else.
+    const wrapper = path.join(tmp, 'nft-no-element-batches');
+    await writeFile(
+      wrapper,
+      `#!/bin/sh\nfor f; do :; done\nif grep -qs '"element"' "$f" && ! grep -qs '{"add":{"table"' "$f"; then echo 'Error: forced failure' >&2; exit 1; fi\nexec nft "$@"\n`,
+    );
+    await chmod(wrapper, 0o755);
+    const state = desiredState(Array.from({ length: 50 }, (_, i) => svc(i)));
+    const p = proxier(ns, { nftBinary: wrapper, parallelApply: 2 });
+    const r = await p.sync(state, null);
+    expect(r.full).toBe(true);
+    expect(p.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 0, failures: 0 });
+    const ref = await netns('phasefail-ref');
+    const one = proxier(ref, { parallelApply: 1 });
+    await one.sync(state, null);
+    expect(await table(ns)).toEqual(await table(ref));
+    for (const x of [p, one]) await x.close();
+  });
+
   it('a periodic resync keeps the table (and affinity) when intact, and replaces it when it changed behind our back', async () => {
     const ns = await netns('resync');
     const p = proxier(ns, { verifyRulesEvery: 2 });

@@ -61,6 +61,31 @@ describe('full()', () => {
     expect(plan.batch.text()).toBe(text);
   });
 
+  it('in phases: the same table; nothing hooked before the last phase; the elements shared out, each once', () => {
+    const ports = Array.from({ length: 450 }, (_, i) => svc(i));
+    const plan = planner().full(desiredState(ports));
+    const { head, elements, hooks } = plan.phases!(3);
+    expect(elements).toHaveLength(3);
+    /** Each command as text, an element command as one line per element (the batches group them differently). */
+    const lines = (json: string) =>
+      commands(json).flatMap(([v, k, b]) =>
+        k === 'element' ? (b.elem as unknown[]).map((e) => `${v} element ${b.name as string} ${JSON.stringify(e)}`) : [`${v} ${k} ${JSON.stringify(b)}`],
+      );
+    const phased = [head, ...elements, hooks].flatMap((b) => lines(b.text()));
+    expect([...phased].sort()).toEqual(lines(plan.json!).sort());
+    // Only hooks has base chains (what the kernel runs packets through), and it has every one of them.
+    const hooked = (json: string) => commands(json).filter(([v, k, b]) => v === 'add' && k === 'chain' && 'hook' in b).length;
+    expect(hooked(head.text()) + elements.reduce((n, e) => n + hooked(e.text()), 0)).toBe(0);
+    expect(hooked(hooks.text())).toBe(hooked(plan.json!));
+    expect(hooked(hooks.text())).toBeGreaterThan(0);
+    expect(commands(hooks.text()).every(([, k]) => k === 'chain' || k === 'rule')).toBe(true);
+    // The elements come only in the element batches, in shares of about the same size.
+    expect(lines(head.text()).some((l) => l.includes(' element '))).toBe(false);
+    const sizes = elements.map((e) => lines(e.text()).length);
+    expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThan(200);
+    expect(elements.every((e) => commands(e.text()).every(([v, k]) => v === 'add' && k === 'element'))).toBe(true);
+  });
+
   it('refuses a state of the other family', () => {
     expect(() => planner().full(desiredState([], {}, 'IPv6'))).toThrow(/IPv4/);
     expect(() => planner().update(desiredState([]), [])).toThrow(/before full/);

@@ -71,6 +71,41 @@ export class Nft {
     }
   }
 
+  /**
+   * Applies independent batches side by side, each its own transaction (`nft -j -f FILE` each): the files are
+   * written one after another (one batch's text in memory at a time), each nft started as soon as its file is.
+   * Resolves with their total size once every nft has finished; after that, throws the first failure.
+   */
+  async applySideBySide(batches: readonly Iterable<string>[]): Promise<number> {
+    const dir = await mkdtemp(path.join(tmpdir(), 'kube-proxy-ts-nft-'));
+    const runs: Promise<number>[] = [];
+    let writeFailed: { error: unknown } | null = null;
+    try {
+      for (const [i, batch] of batches.entries()) {
+        const file = path.join(dir, `batch-${i}.json`);
+        const bytes = await writePieces(file, batch);
+        runs.push(
+          run(this.argv(['-j', '-f', file]), { timeoutMs: this.opts.timeoutMs ?? 600_000 }).then((r) => {
+            if (r.code !== 0) throw new NftError('nft -j -f', r.code, r.stderr, bytes);
+            return bytes;
+          }),
+        );
+      }
+    } catch (error) {
+      writeFailed = { error };
+    }
+    // Every started nft has ended (and read its file) before the files go, also when writing one failed.
+    const ended = await Promise.allSettled(runs);
+    await rm(dir, { recursive: true, force: true });
+    if (writeFailed) throw writeFailed.error;
+    let total = 0;
+    for (const e of ended) {
+      if (e.status === 'rejected') throw e.reason;
+      total += e.value;
+    }
+    return total;
+  }
+
   /** Runs `nft -j <args>` and parses its output; null when nft fails (e.g. the table does not exist). */
   async listJSON(args: string[]): Promise<{ nftables: Record<string, unknown>[] } | null> {
     const r = await run(this.argv(['-j', ...args]), { timeoutMs: this.opts.timeoutMs ?? 600_000 });

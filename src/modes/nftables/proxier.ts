@@ -14,12 +14,18 @@
 //   resyncs keep ClientIP affinity. Element-level drift is not detected (it would mean listing every
 //   element each time); a failing batch, e.g. because an element we delete was removed by someone else,
 //   leads to a full replacement.
+// - A first sync into a namespace without the table (a node's first start) applies the same table in phases
+//   (planner.ts, FullPhases): empty table, then its elements in several nft runs side by side, then the hooked
+//   chains that make it live at once. nft's own work on a large batch is mostly single-threaded parsing, so
+//   this about halves the apply on two cores. Should any phase fail, the table is replaced in one batch at once.
 // - On any failure: nothing changed in the kernel (a batch is atomic), the record is dropped, the error
 //   is thrown and counted, and the next sync replaces the table.
+import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { log } from '../../log.ts';
 import type { ChangeSet, DesiredState, IPFamily } from '../../model/types.ts';
 import type { ModeOptions, Proxier, SyncResult } from '../types.ts';
+import type { Batch } from './json.ts';
 import { FAMILIES, type Family } from './layout.ts';
 import { KUBE_PROXY_TABLE, TABLE } from './names.ts';
 import { Nft, type NftOptions } from './nft.ts';
@@ -38,11 +44,21 @@ export interface NftablesModeOptions extends ModeOptions {
   now?: () => number;
   /** Count the rules of every chain on every n-th periodic sync (default 10; 1: always). */
   verifyRulesEvery?: number;
+  /**
+   * nft runs side by side for the elements of a first sync into a namespace without the table (default: the
+   * cores, at most MAX_PARALLEL_APPLY); 1: always one batch.
+   */
+  parallelApply?: number;
 }
+
+/** More nft runs than this gain nothing measurable (two to eight on two cores: all within noise). */
+const MAX_PARALLEL_APPLY = 4;
 
 export interface NftablesStats {
   syncs: number;
   fullSyncs: number;
+  /** Full syncs applied in phases, the elements side by side (a namespace without the table). */
+  fullSyncsInParts: number;
   failures: number;
   lastError: string | null;
 }
@@ -58,7 +74,7 @@ export class NftablesProxier implements Proxier {
   /** What the last periodic check found (see drift()); null before the first. */
   private lastDrift: string[] | null = null;
   private periodicSyncs = 0;
-  readonly stats: NftablesStats = { syncs: 0, fullSyncs: 0, failures: 0, lastError: null };
+  readonly stats: NftablesStats = { syncs: 0, fullSyncs: 0, fullSyncsInParts: 0, failures: 0, lastError: null };
 
   constructor(opts: NftablesModeOptions) {
     this.opts = opts;
@@ -89,6 +105,7 @@ export class NftablesProxier implements Proxier {
     let planner = this.planner;
     let plan: Plan;
     let bytes = 0;
+    let parts = 0;
     try {
       if (planner && changes === null) {
         const deep = ++this.periodicSyncs % Math.max(1, this.opts.verifyRulesEvery ?? 10) === 0;
@@ -114,7 +131,7 @@ export class NftablesProxier implements Proxier {
       for (const issue of plan.issues) this.logIssue(issue);
       if (plan.batch !== null) {
         this.opts.onBatch?.(plan.batch.text(), plan.full);
-        bytes = await this.nft.apply(plan.batch.chunks());
+        ({ bytes, parts } = await this.apply(plan.batch, plan.phases));
       }
       this.planner = planner;
     } catch (e) {
@@ -136,11 +153,43 @@ export class NftablesProxier implements Proxier {
         added: plan.elementsAdded,
         deleted: plan.elementsDeleted,
         chains: plan.chainsWritten,
+        parts,
         durationMs,
       },
       'nftables batch applied',
     );
     return { full, durationMs, bytes, servicePortsWritten: plan.written };
+  }
+
+  /**
+   * Applies a plan's batch; a full table (`phases`) for a namespace without it goes in phases, its elements side
+   * by side (FullPhases). `parts`: the nft runs of its elements (1: one batch).
+   */
+  private async apply(batch: Batch, phases: Plan['phases']): Promise<{ bytes: number; parts: number }> {
+    const parallel = this.opts.parallelApply ?? Math.min(MAX_PARALLEL_APPLY, availableParallelism());
+    if (phases && parallel > 1 && (await this.tableMissing())) {
+      const { head, elements, hooks } = phases(parallel);
+      try {
+        let bytes = await this.nft.apply(head.chunks());
+        bytes += await this.nft.applySideBySide(elements.map((e) => e.chunks()));
+        bytes += await this.nft.apply(hooks.chunks());
+        this.stats.fullSyncsInParts++;
+        return { bytes, parts: elements.length };
+      } catch (e) {
+        // What was applied is not hooked to anything; the one batch replaces it.
+        log.warn(
+          { event: 'nftables-phases-failed', family: this.family, err: e instanceof Error ? e.message : String(e) },
+          'applying the new table in phases failed; replacing it in one batch',
+        );
+      }
+    }
+    return { bytes: await this.nft.apply(batch.chunks()), parts: 1 };
+  }
+
+  /** Whether this family has no table of ours (`nft list tables`: names only, however large the table); false when nft cannot tell. */
+  private async tableMissing(): Promise<boolean> {
+    const listing = await this.nft.listJSON(['list', 'tables', this.fam.nft]);
+    return listing !== null && !listing.nftables.some((o) => (o.table as { name?: unknown } | undefined)?.name === TABLE);
   }
 
   private logIssue(issue: PortIssue): void {
