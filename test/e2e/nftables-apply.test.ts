@@ -162,7 +162,7 @@ describe('nftables proxier, applied', () => {
   it('a first sync into a namespace without the table applies it in phases (the same table as one batch); with the table there, one batch', async () => {
     const state = desiredState(Array.from({ length: 300 }, (_, i) => svc(i)));
     const phasedNs = await netns('phased');
-    const phased = proxier(phasedNs, { parallelApply: 3 });
+    const phased = proxier(phasedNs, { parallelApply: 3, phasedMinElements: 0 });
     await phased.sync(state, null);
     expect(phased.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 1 });
     const oneNs = await netns('onebatch');
@@ -171,7 +171,7 @@ describe('nftables proxier, applied', () => {
     expect(one.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 0 });
     expect(await table(phasedNs)).toEqual(await table(oneNs));
     // A restarted proxy finds its table: replacing it must be one transaction (traffic is flowing through it).
-    const restarted = proxier(phasedNs, { parallelApply: 3 });
+    const restarted = proxier(phasedNs, { parallelApply: 3, phasedMinElements: 0 });
     await restarted.sync(state, null);
     expect(restarted.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 0 });
     expect(await table(phasedNs)).toEqual(await table(oneNs));
@@ -188,7 +188,7 @@ describe('nftables proxier, applied', () => {
     );
     await chmod(wrapper, 0o755);
     const state = desiredState(Array.from({ length: 50 }, (_, i) => svc(i)));
-    const p = proxier(ns, { nftBinary: wrapper, parallelApply: 2 });
+    const p = proxier(ns, { nftBinary: wrapper, parallelApply: 2, phasedMinElements: 0 });
     const r = await p.sync(state, null);
     expect(r.full).toBe(true);
     expect(p.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 0, failures: 0 });

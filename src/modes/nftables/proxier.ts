@@ -49,10 +49,17 @@ export interface NftablesModeOptions extends ModeOptions {
    * cores, at most MAX_PARALLEL_APPLY); 1: always one batch.
    */
   parallelApply?: number;
+  /** A first sync goes in phases only with at least this many elements (default PHASED_MIN_ELEMENTS). */
+  phasedMinElements?: number;
 }
 
 /** More nft runs than this gain nothing measurable (two to eight on two cores: all within noise). */
 const MAX_PARALLEL_APPLY = 4;
+/**
+ * Below this, one batch: a table of a few thousand elements applies in tens of milliseconds, about what the
+ * phases' four more nft runs cost (a fresh node's empty table, a small cluster).
+ */
+const PHASED_MIN_ELEMENTS = 10_000;
 
 export interface NftablesStats {
   syncs: number;
@@ -131,7 +138,7 @@ export class NftablesProxier implements Proxier {
       for (const issue of plan.issues) this.logIssue(issue);
       if (plan.batch !== null) {
         this.opts.onBatch?.(plan.batch.text(), plan.full);
-        ({ bytes, parts } = await this.apply(plan.batch, plan.phases));
+        ({ bytes, parts } = await this.apply(plan.batch, plan.elementsAdded >= (this.opts.phasedMinElements ?? PHASED_MIN_ELEMENTS) ? plan.phases : undefined));
       }
       this.planner = planner;
     } catch (e) {
