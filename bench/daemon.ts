@@ -12,7 +12,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import type { ModeName } from '../src/modes/types.ts';
 import { writeSection } from './docs.ts';
-import { cpuSeconds, rssMB, startTestApiServer } from './measure.ts';
+import { binCommand, cpuSeconds, rssMB, startTestApiServer } from './measure.ts';
 import { deleteNetns, newNetns } from './netns.ts';
 import { makeObjects, makeSlice } from './synthetic.ts';
 
@@ -25,8 +25,6 @@ const ENDPOINTS = 10;
 const SINGLE_CHANGES = QUICK ? 10 : 40;
 const CHURN_RATE = 100;
 const CHURN_SECONDS = QUICK ? 15 : 60;
-const REPO = path.resolve(import.meta.dirname, '..');
-const NODE = process.execPath;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function pct(xs: number[], p: number): number {
@@ -55,19 +53,7 @@ async function benchMode(mode: ModeName, ns: string, dir: string): Promise<Resul
       'netns',
       'exec',
       ns,
-      NODE,
-      '--disable-warning=ExperimentalWarning',
-      path.join(REPO, 'bin/kube-proxy-ts.js'),
-      '--mode',
-      mode,
-      '--kubeconfig',
-      kubeconfig,
-      '--hostname-override',
-      'node-a',
-      '--cluster-cidr',
-      '198.19.0.0/16',
-      '--sync-period',
-      '1h',
+      ...binCommand(['--mode', mode, '--kubeconfig', kubeconfig, '--hostname-override', 'node-a', '--cluster-cidr', '198.19.0.0/16', '--sync-period', '1h']),
     ],
     // Its logs (the sync lines) are on stderr.
     { stdio: ['ignore', 'ignore', 'pipe'] },

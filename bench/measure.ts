@@ -6,21 +6,9 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import path from 'node:path';
 
-/**
- * How `npx kube-proxy-ts` (and the image) starts the proxy: bin/kube-proxy-ts.js's first line,
- * `#!/usr/bin/env -S NAME=VALUE... node --flags...`, which `node FILE` does not read. Benchmarks that spawn
- * `node FILE` add these, so that they measure the process a user runs.
- */
-export function userLaunch(): { nodeFlags: string[]; env: Record<string, string> } {
-  const first = readFileSync(path.resolve(import.meta.dirname, '..', 'bin/kube-proxy-ts.js'), 'utf8').split('\n')[0]!;
-  const words = first.split(' ');
-  const env: Record<string, string> = {};
-  for (const w of words) {
-    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(w);
-    if (m) env[m[1]!] = m[2]!;
-  }
-  return { nodeFlags: words.filter((w) => w.startsWith('--')), env };
-}
+import { userLaunch } from '../src/lab/sandbox/proxy.ts';
+
+export { binCommand, userLaunch } from '../src/lab/sandbox/proxy.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 

@@ -22,7 +22,7 @@ import type { ClientStats } from '../test/apiserver/server.ts';
 import { type ApiServerStats, ApiServerProcess } from '../test/apiserver/process.ts';
 import { SliceChanger } from './churn.ts';
 import { writeSection } from './docs.ts';
-import { CpuMeter, ProxyLog, type SyncLine, fmtBytes, fmtMs, percentile, rssMB } from './measure.ts';
+import { binCommand, CpuMeter, ProxyLog, type SyncLine, fmtBytes, fmtMs, percentile, rssMB } from './measure.ts';
 import { deleteNetns, newNetns } from './netns.ts';
 import { makeObjects } from './synthetic.ts';
 
@@ -57,8 +57,6 @@ const CHURN_SLOW_MS = 2000;
 const PROJECTED_NODES = 5000;
 const API_IP = '198.18.0.1';
 const API_PORT = 6443;
-const REPO = path.resolve(import.meta.dirname, '..');
-const BIN = path.join(REPO, 'bin', 'kube-proxy-ts.js');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface NodeProcess {
@@ -116,19 +114,7 @@ async function buildNetwork(n: number, made: string[]): Promise<{ lan: string; n
 }
 
 function startProxy(node: { name: string; ns: string; ip: string }, kubeconfig: string): NodeProcess {
-  const child = spawnIn(node.ns, [
-    process.execPath,
-    '--disable-warning=ExperimentalWarning',
-    BIN,
-    '--mode',
-    MODE,
-    '--kubeconfig',
-    kubeconfig,
-    '--hostname-override',
-    node.name,
-    '--cluster-cidr',
-    '198.19.0.0/16',
-  ]);
+  const child = spawnIn(node.ns, binCommand(['--mode', MODE, '--kubeconfig', kubeconfig, '--hostname-override', node.name, '--cluster-cidr', '198.19.0.0/16']));
   const p: NodeProcess = { name: node.name, ip: node.ip, child, log: new ProxyLog(child), stderr: '' };
   child.stderr!.setEncoding('utf8').on('data', (d: string) => {
     p.stderr = (p.stderr + d).slice(-4000);

@@ -14,7 +14,7 @@ import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startPodServers } from '../src/lab/sandbox/podserver.ts';
-import { BIN, startProxy } from '../src/lab/sandbox/proxy.ts';
+import { binCommand, startProxy } from '../src/lab/sandbox/proxy.ts';
 import type { PodSpec } from '../src/lab/sandbox/scenario.ts';
 import { ADDRESSES, Topology } from '../src/lab/sandbox/topology.ts';
 import type { EndpointSlice, Service } from '../src/model/k8s.ts';
@@ -99,19 +99,7 @@ try {
   const api = await ApiServerProcess.start({ objectsFile, kubeconfig, bookmarkMs: 60_000, spawn: (argv) => topo.spawn('node-a', argv) });
   const proxy = await startProxy(
     topo,
-    [
-      process.execPath,
-      '--disable-warning=ExperimentalWarning',
-      BIN,
-      '--mode',
-      MODE,
-      '--kubeconfig',
-      kubeconfig,
-      '--hostname-override',
-      'node-a',
-      '--cluster-cidr',
-      ADDRESSES.clusterCIDR,
-    ],
+    binCommand(['--mode', MODE, '--kubeconfig', kubeconfig, '--hostname-override', 'node-a', '--cluster-cidr', ADDRESSES.clusterCIDR]),
     { syncTimeoutMs: 0 },
   );
   const log = new ProxyLog(proxy.child);

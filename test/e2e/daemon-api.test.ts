@@ -9,7 +9,7 @@ import { stringify } from 'yaml';
 import type { ModeName } from '../../src/modes/types.ts';
 import { startPodServers } from '../../src/lab/sandbox/podserver.ts';
 import { runProbe } from '../../src/lab/sandbox/probe.ts';
-import { BIN, type ProxyProcess, startProxy } from '../../src/lab/sandbox/proxy.ts';
+import { binCommand, type ProxyProcess, startProxy } from '../../src/lab/sandbox/proxy.ts';
 import { REPO_ROOT, type Scenario, parseProbeTarget } from '../../src/lab/sandbox/scenario.ts';
 import { ADDRESSES, Topology } from '../../src/lab/sandbox/topology.ts';
 
@@ -122,19 +122,7 @@ for (const mode of MODES) {
       topo = await Topology.create(scenario);
       await startPodServers(topo);
       await startApi([NODE, service('web', '198.18.100.10'), slice('web', ['a1'])]);
-      const argv = [
-        process.execPath,
-        '--disable-warning=ExperimentalWarning',
-        BIN,
-        '--mode',
-        mode,
-        '--kubeconfig',
-        kubeconfig(),
-        '--hostname-override',
-        'node-a',
-        '--cluster-cidr',
-        ADDRESSES.clusterCIDR,
-      ];
+      const argv = binCommand(['--mode', mode, '--kubeconfig', kubeconfig(), '--hostname-override', 'node-a', '--cluster-cidr', ADDRESSES.clusterCIDR]);
       proxy = await startProxy(topo, argv, { syncTimeoutMs: 30_000 });
     });
 

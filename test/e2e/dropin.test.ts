@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { startPodServers } from '../../src/lab/sandbox/podserver.ts';
 import { runProbe } from '../../src/lab/sandbox/probe.ts';
-import { BIN, type ProxyProcess, startProxy } from '../../src/lab/sandbox/proxy.ts';
+import { binCommand, type ProxyProcess, startProxy } from '../../src/lab/sandbox/proxy.ts';
 import { REPO_ROOT, type Scenario, parseProbeTarget } from '../../src/lab/sandbox/scenario.ts';
 import { ADDRESSES, Topology } from '../../src/lab/sandbox/topology.ts';
 
@@ -108,7 +108,7 @@ describe('a drop-in for kube-proxy (iptables mode, kubeadm configuration)', () =
 
   /** kubeadm's DaemonSet command line. */
   const startKubeadmProxy = () =>
-    startProxy(topo, [process.execPath, '--disable-warning=ExperimentalWarning', BIN, `--config=${file('config.conf')}`, '--hostname-override=node-a'], {
+    startProxy(topo, binCommand([`--config=${file('config.conf')}`, '--hostname-override=node-a']), {
       syncTimeoutMs: 30_000,
     });
 

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPodServers } from '../../src/lab/sandbox/podserver.ts';
 import { type ProbeTry, runProbe } from '../../src/lab/sandbox/probe.ts';
-import { BIN, type ProxyProcess, startProxy } from '../../src/lab/sandbox/proxy.ts';
+import { binCommand, type ProxyProcess, startProxy } from '../../src/lab/sandbox/proxy.ts';
 import { parseProbeTarget, type Scenario } from '../../src/lab/sandbox/scenario.ts';
 import { NETWORK, Topology } from '../../src/lab/sandbox/topology.ts';
 import { MODE_DEFINITIONS } from '../../src/modes/index.ts';
@@ -134,15 +134,7 @@ for (const mode of (Object.keys(MODE_DEFINITIONS) as ModeName[]).filter((m) => M
             ...variant.config,
           }),
         );
-        const argv = [
-          process.execPath,
-          '--disable-warning=ExperimentalWarning',
-          BIN,
-          `--config=${configFile}`,
-          '--hostname-override=node-a',
-          '--from',
-          path.join(dir, 'objects.json'),
-        ];
+        const argv = binCommand([`--config=${configFile}`, '--hostname-override=node-a', '--from', path.join(dir, 'objects.json')]);
         let proxy: ProxyProcess | null = null;
         try {
           proxy = await startProxy(topo, argv, { syncTimeoutMs: 30_000 });

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPodServers } from '../../src/lab/sandbox/podserver.ts';
-import { type ProxyProcess, BIN, proxyCommand, startProxy } from '../../src/lab/sandbox/proxy.ts';
+import { type ProxyProcess, binCommand, proxyArgs, proxyCommand, startProxy } from '../../src/lab/sandbox/proxy.ts';
 import type { PodSpec } from '../../src/lab/sandbox/scenario.ts';
 import { ADDRESSES, NETWORK, sweepStale, Topology } from '../../src/lab/sandbox/topology.ts';
 import { TABLE as OWN_NFT_TABLE } from '../../src/modes/nftables/index.ts';
@@ -314,7 +314,7 @@ async function leftoversAfter(before: Before, mode: ModeName): Promise<string[]>
   if (before !== upstreamIptablesBefore || mode !== 'iptables') return before.leftovers();
   const own = new Set<string>();
   for (const family of FAMILIES) {
-    const dry = await topo.execOk('node-a', [...NODE, BIN, '--dry-run', '--ip-family', family, ...command(mode).slice(3)]);
+    const dry = await topo.execOk('node-a', binCommand(['--dry-run', '--ip-family', family, ...proxyArgs(mode, objectsFile, PODS)]));
     let table = '';
     for (const line of dry.stdout.split('\n')) {
       if (line.startsWith('*')) table = line.slice(1);

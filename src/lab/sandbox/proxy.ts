@@ -1,6 +1,7 @@
 // Running kube-proxy-ts inside a sandbox node as a user runs it on a node, and knowing when it has synced.
 // Shared by the demo, the mode comparison and the tests.
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ModeName } from '../../modes/types.ts';
 import { type PodSpec, REPO_ROOT } from './scenario.ts';
@@ -9,23 +10,40 @@ import { clusterCIDRs, type Host, type Topology } from './topology.ts';
 export const BIN = path.join(REPO_ROOT, 'bin', 'kube-proxy-ts.js');
 
 /**
+ * How `npx kube-proxy-ts` (and the image) starts the proxy: bin/kube-proxy-ts.js's first line,
+ * `#!/usr/bin/env -S NAME=VALUE... node --flags...` (the heap and malloc settings the memory figures depend on),
+ * which `node FILE` does not read.
+ */
+export function userLaunch(): { nodeFlags: string[]; env: Record<string, string> } {
+  const words = readFileSync(BIN, 'utf8').split('\n')[0]!.split(' ');
+  const env: Record<string, string> = {};
+  for (const w of words) {
+    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(w);
+    if (m) env[m[1]!] = m[2]!;
+  }
+  return { nodeFlags: words.filter((w) => w.startsWith('--')), env };
+}
+
+/**
+ * The proxy's command line as bin's first line runs it, with this process's Node (not the first `node` on PATH):
+ * `env NAME=VALUE... node --flags... BIN args...`. env execs Node, so the process's pid is the proxy's own.
+ */
+export function binCommand(args: readonly string[]): string[] {
+  const launch = userLaunch();
+  return ['env', ...Object.entries(launch.env).map(([k, v]) => `${k}=${v}`), process.execPath, ...launch.nodeFlags, BIN, ...args];
+}
+
+/**
  * The command line a user runs on node-a (see the scenarios README). `pods`: the scenario's, which decide
  * the cluster CIDRs (the IPv6 one too when a pod has an IPv6 address); none: IPv4 only.
  */
 export function proxyCommand(mode: ModeName, objectsFile: string, pods: readonly Pick<PodSpec, 'ip6'>[] = []): string[] {
-  return [
-    process.execPath,
-    '--disable-warning=ExperimentalWarning',
-    BIN,
-    '--mode',
-    mode,
-    '--from',
-    objectsFile,
-    '--hostname-override',
-    'node-a',
-    '--cluster-cidr',
-    clusterCIDRs(pods).join(','),
-  ];
+  return binCommand(proxyArgs(mode, objectsFile, pods));
+}
+
+/** proxyCommand's arguments alone. */
+export function proxyArgs(mode: ModeName, objectsFile: string, pods: readonly Pick<PodSpec, 'ip6'>[] = []): string[] {
+  return ['--mode', mode, '--from', objectsFile, '--hostname-override', 'node-a', '--cluster-cidr', clusterCIDRs(pods).join(',')];
 }
 
 /** The last `max` characters of `text`, marked when cut. */
