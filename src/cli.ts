@@ -28,7 +28,8 @@ import { FileSource, SourceFileError, readObjectsFile } from './watch/file.ts';
 import { KubeConfigError, loadKubeConfig } from './watch/api.ts';
 import { StartupError } from './errors.ts';
 import { versionText } from './version.ts';
-import { collectGarbage, writeChunks } from './one-shot.ts';
+import { collectGarbage } from './memory.ts';
+import { writeChunks } from './one-shot.ts';
 
 const USAGE = `kube-proxy-ts: a kube-proxy replacement (iptables, nftables and userspace modes).
 

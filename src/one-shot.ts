@@ -27,14 +27,3 @@ export async function writeChunks(out: NodeJS.WritableStream, chunks: Iterable<s
   if (size > 0) await write(pending.join(''));
 }
 
-/**
- * A full garbage collection between two phases of a one-shot command. V8 collects when its heap grows, not
- * when a phase ends: the garbage of reading the file (its text, the parsed objects before they are reduced)
- * would still be there, and counted in the resident size, when the model is built and the rules rendered on
- * top of it. A daemon must not stop for this at any time; a command that exits after one answer can, and one
- * collection at 10,000 services takes tens of milliseconds. Needs Node's --expose-gc (bin/kube-proxy-ts.js's
- * first line); without it, nothing happens.
- */
-export function collectGarbage(): void {
-  (globalThis as { gc?: () => void }).gc?.();
-}

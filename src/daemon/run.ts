@@ -1,9 +1,9 @@
 // Running the proxy: source -> model -> sync loop -> mode, until SIGTERM/SIGINT. Rules stay in place on exit,
 // as kube-proxy leaves them, so a restart causes no traffic gap.
 import { existsSync } from 'node:fs';
-import { collectGarbage, writeChunks } from '../one-shot.ts';
+import { writeChunks } from '../one-shot.ts';
 import { type RunOptions, primaryNodePortAddresses } from '../config.ts';
-import { releaseGarbage } from '../memory.ts';
+import { collectGarbage, releaseGarbage } from '../memory.ts';
 import { log } from '../log.ts';
 import type { KubeObject, WatchedKind } from '../model/k8s.ts';
 import { issueLine } from '../model/parse.ts';

@@ -23,6 +23,7 @@
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { log } from '../../log.ts';
+import { collectGarbage } from '../../memory.ts';
 import type { ChangeSet, DesiredState, IPFamily } from '../../model/types.ts';
 import type { ModeOptions, Proxier, SyncResult } from '../types.ts';
 import type { Batch } from './json.ts';
@@ -178,6 +179,8 @@ export class NftablesProxier implements Proxier {
       const { head, elements, hooks } = phases(parallel);
       try {
         let bytes = await this.nft.apply(head.chunks());
+        // The plan's garbage goes before the elements' text is made on top of it: the first sync's peak.
+        collectGarbage();
         bytes += await this.nft.applySideBySide(elements.map((e) => e.chunks()));
         bytes += await this.nft.apply(hooks.chunks());
         this.stats.fullSyncsInParts++;
