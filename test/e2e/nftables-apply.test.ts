@@ -27,12 +27,25 @@ async function netns(name: string): Promise<string> {
 
 const nft = (ns: string, ...args: string[]) => runOk(['ip', 'netns', 'exec', ns, 'nft', ...args]);
 
-/** The table as nft prints it, lines sorted (element order within a set is the kernel's). */
+/**
+ * The table as nft prints it, lines sorted: element order within a set is the kernel's (an interval set's depends
+ * on the order they were added in), so the set's braces go on lines of their own, never with its first or last element.
+ */
 async function table(ns: string, family: 'ip' | 'ip6' = 'ip'): Promise<string[]> {
   const r = await nft(ns, 'list', 'table', family, 'kube-proxy-ts');
   return r.stdout
     .split('\n')
-    .map((l) => l.trim().replace(/,$/, ''))
+    .flatMap((line) => {
+      let l = line.trim().replace(/,$/, '');
+      const out: string[] = [];
+      if (l.startsWith('elements = { ')) {
+        out.push('elements = {');
+        l = l.slice('elements = { '.length);
+      }
+      if (l.endsWith(' }')) out.push(l.slice(0, -2), '}');
+      else out.push(l);
+      return out;
+    })
     .filter((l) => l.length > 0)
     .sort();
 }
@@ -160,7 +173,16 @@ describe('nftables proxier, applied', () => {
   });
 
   it('a first sync into a namespace without the table applies it in phases (the same table as one batch); with the table there, one batch', async () => {
-    const state = desiredState(Array.from({ length: 300 }, (_, i) => svc(i)));
+    // Every 50th a load balancer with source ranges: interval elements (firewall-allow) in every part.
+    const lb = (i: number) =>
+      servicePort({
+        name: `lb-${i}`,
+        clusterIPs: [`198.18.${64 + (i >> 8)}.${i & 255}`],
+        loadBalancerIPs: [`198.18.200.${i >> 1}`],
+        loadBalancerSourceRanges: [`198.18.${i >> 2}.0/24`, `198.19.${i >> 2}.128/25`],
+        endpoints: [endpoint('198.19.1.11')],
+      });
+    const state = desiredState(Array.from({ length: 300 }, (_, i) => (i % 50 === 0 ? lb(i) : svc(i))));
     const phasedNs = await netns('phased');
     const phased = proxier(phasedNs, { parallelApply: 3, phasedMinElements: 0 });
     await phased.sync(state, null);
@@ -170,6 +192,7 @@ describe('nftables proxier, applied', () => {
     await one.sync(state, null);
     expect(one.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 0 });
     expect(await table(phasedNs)).toEqual(await table(oneNs));
+    expect((await table(phasedNs)).join('\n')).toContain('198.18.62.0/24');
     // A restarted proxy finds its table: replacing it must be one transaction (traffic is flowing through it).
     const restarted = proxier(phasedNs, { parallelApply: 3, phasedMinElements: 0 });
     await restarted.sync(state, null);
