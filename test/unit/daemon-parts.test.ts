@@ -212,16 +212,25 @@ describe('service health check node ports', () => {
     const status = { oldestPendingAt: null, lastSuccessAt: Date.now() };
     const servers = new ServiceHealthServers(new ProxierHealth({ families: new Map([['IPv4', status]]), timeoutMs: 60_000 }), '127.0.0.1');
     closers.push(() => servers.close());
-    // Pick free ports by letting the kernel choose, then closing.
-    const free = async () => {
+    // Free ports below the kernel's ephemeral range (32768 on): a port the kernel picked for another test's
+    // listen(0) or connection, free again when it was tried here, was taken before the servers bound it.
+    const free = async (not: number) => {
       const { createServer } = await import('node:net');
-      const s = createServer();
-      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-      const p = (s.address() as AddressInfo).port;
-      await new Promise((r) => s.close(r));
-      return p;
+      for (;;) {
+        const p = 24000 + Math.floor(Math.random() * 8000);
+        if (p === not) continue;
+        const s = createServer();
+        const bound = await new Promise<boolean>((r) => {
+          s.once('error', () => r(false));
+          s.listen(p, '127.0.0.1', () => r(true));
+        });
+        if (!bound) continue;
+        await new Promise((r) => s.close(r));
+        return p;
+      }
     };
-    const [p1, p2] = [await free(), await free()];
+    const p1 = await free(0);
+    const p2 = await free(p1);
     const lb = (name: string, hc: number) =>
       svc(name, {
         type: 'LoadBalancer',
