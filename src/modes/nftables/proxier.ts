@@ -14,7 +14,7 @@
 //   resyncs keep ClientIP affinity. Element-level drift is not detected (it would mean listing every
 //   element each time); a failing batch, e.g. because an element we delete was removed by someone else,
 //   leads to a full replacement.
-// - A first sync into a namespace without the table (a node's first start) applies the same table in phases
+// - A first sync of 10,000 elements or more into a namespace without the table (a node's first start) goes in phases
 //   (planner.ts, FullPhases): empty table, then its elements in several nft runs side by side, then the hooked
 //   chains that make it live at once. nft's own work on a large batch is mostly single-threaded parsing, so
 //   this about halves the apply on two cores. Should any phase fail, the table is replaced in one batch at once.
