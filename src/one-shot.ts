@@ -26,4 +26,3 @@ export async function writeChunks(out: NodeJS.WritableStream, chunks: Iterable<s
   }
   if (size > 0) await write(pending.join(''));
 }
-
