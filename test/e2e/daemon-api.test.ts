@@ -150,6 +150,8 @@ for (const mode of MODES) {
       await ctl('/_test/expire-watches');
       await ctl('/_test/apply', slice('web', ['c1']));
       await expectRouted('198.18.100.10:80/tcp', ['c1']);
+      // What reading the relist left is given back, as after the first lists.
+      expect(proxy.output()).toContain('"event":"relist-gc"');
     });
 
     it('relists after 410 Gone as an HTTP status (resourceVersion compacted away)', async () => {
