@@ -24,7 +24,7 @@ export function releaseGarbage(): number | null {
  * before they are reduced; a full table's plan) would still be there, and counted in the resident size, while the
  * next one allocates on top of it. Tens of milliseconds at 10,000 services, so only where the process may stop:
  * between the phases of a one-shot command, and in the nftables proxier between planning a new table and writing
- * its elements (the daemon's first sync: at 10,000 x 10 it lowers the peak by about 4 MB, to 146-147 MB). Needs
+ * its elements (the daemon's first sync: at 10,000 x 10 it lowers the peak by about 4 MB, to 146-149 MB). Needs
  * Node's --expose-gc (bin/kube-proxy-ts.js's first line); without it, nothing happens.
  */
 export function collectGarbage(): void {
