@@ -59,22 +59,14 @@ export class Nft {
    * and removed with it (also when writing it fails), so nothing is left behind by a proxier never closed.
    */
   async apply(batch: string | Iterable<string>): Promise<number> {
-    const dir = await mkdtemp(path.join(tmpdir(), 'kube-proxy-ts-nft-'));
-    try {
-      const file = path.join(dir, 'batch.json');
-      const bytes = await writePieces(file, typeof batch === 'string' ? [batch] : batch);
-      const r = await run(this.argv(['-j', '-f', file]), { timeoutMs: this.opts.timeoutMs ?? 600_000 });
-      if (r.code !== 0) throw new NftError('nft -j -f', r.code, r.stderr, bytes);
-      return bytes;
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    return this.applySideBySide([typeof batch === 'string' ? [batch] : batch]);
   }
 
   /**
    * Applies independent batches side by side, each its own transaction (`nft -j -f FILE` each): the files are
    * written one after another (one batch's text in memory at a time), each nft started as soon as its file is.
-   * Resolves with their total size once every nft has finished; after that, throws the first failure.
+   * Resolves with their total size once every nft has finished; after that, throws the first failure. The files
+   * live in a private directory made for this call and removed with it (also when writing one fails).
    */
   async applySideBySide(batches: readonly Iterable<string>[]): Promise<number> {
     const dir = await mkdtemp(path.join(tmpdir(), 'kube-proxy-ts-nft-'));
