@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import path from 'node:path';
 
-import { userLaunch } from '../src/lab/sandbox/proxy.ts';
+import { binCommand } from '../src/lab/sandbox/proxy.ts';
 
 export { binCommand, userLaunch } from '../src/lab/sandbox/proxy.ts';
 
@@ -17,11 +17,7 @@ const REPO = path.resolve(import.meta.dirname, '..');
  * `extraNodeFlags` after bin's own; its log (the sync lines) on stderr, piped.
  */
 export function spawnProxyIn(ns: string, args: string[], extraNodeFlags: readonly string[] = []): ChildProcess {
-  const launch = userLaunch();
-  return spawn('ip', ['netns', 'exec', ns, process.execPath, ...launch.nodeFlags, ...extraNodeFlags, path.join(REPO, 'bin/kube-proxy-ts.js'), ...args], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, ...launch.env },
-  });
+  return spawn('ip', ['netns', 'exec', ns, ...binCommand(args, extraNodeFlags)], { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
 /**

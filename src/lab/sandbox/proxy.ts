@@ -26,11 +26,13 @@ export function userLaunch(): { nodeFlags: string[]; env: Record<string, string>
 
 /**
  * The proxy's command line as bin's first line runs it, with this process's Node (not the first `node` on PATH):
- * `env NAME=VALUE... node --flags... BIN args...`. env execs Node, so the process's pid is the proxy's own.
+ * `env NAME=VALUE... node --flags... BIN args...`, Node's `extraNodeFlags` (benchmarks: profiling, heap
+ * snapshots) after bin's own. env execs Node, so the process's pid is the proxy's own.
  */
-export function binCommand(args: readonly string[]): string[] {
+export function binCommand(args: readonly string[], extraNodeFlags: readonly string[] = []): string[] {
   const launch = userLaunch();
-  return ['env', ...Object.entries(launch.env).map(([k, v]) => `${k}=${v}`), process.execPath, ...launch.nodeFlags, BIN, ...args];
+  const env = Object.entries(launch.env).map(([k, v]) => `${k}=${v}`);
+  return ['env', ...env, process.execPath, ...launch.nodeFlags, ...extraNodeFlags, BIN, ...args];
 }
 
 /**
