@@ -153,7 +153,9 @@ describe('a drop-in for kube-proxy (iptables mode, kubeadm configuration)', () =
   });
 
   it('authenticates with the tokenFile and routes', async () => {
-    const r = await runProbe(topo, { from: 'pod:a2', to: parseProbeTarget('198.18.100.10:80/tcp')!, tries: 8, timeoutMs: 1000 });
+    // Each connection picks an endpoint at random: with 8 tries, one endpoint answered all of them in about one run
+    // in 128 (it happened in CI); with 24, one in four million.
+    const r = await runProbe(topo, { from: 'pod:a2', to: parseProbeTarget('198.18.100.10:80/tcp')!, tries: 24, timeoutMs: 1000 });
     const pods = new Set(r.tries.map((t) => (typeof t === 'object' ? t.answer.pod : t)));
     expect([...pods].sort()).toEqual(['a1', 'b1']);
   });
