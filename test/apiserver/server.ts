@@ -25,6 +25,9 @@ import { parseFieldSelector, parseLabelSelector, type Selector, SelectorError } 
 
 export type WatchedKind = 'Service' | 'EndpointSlice' | 'Node';
 
+/** How much of a list is encoded before it is written (characters): large enough for few writes, small enough to start at once. */
+const LIST_CHUNK_CHARS = 256 * 1024;
+
 /** A stored object: any JSON object with kind, apiVersion and metadata. */
 export type ApiObject = {
   kind?: string;
@@ -200,6 +203,8 @@ export class TestApiServer {
   private readonly watches = new Set<WatchConn>();
   private readonly clients = new Map<string, ClientStats>();
   private readonly store = new Map<string, ApiObject>();
+  /** Each stored object's encoding as a list item, with the resourceVersion it was made for (itemJSON). */
+  private readonly encoded = new WeakMap<ApiObject, { rv: unknown; text: string }>();
   private history: HistoryEntry[] = [];
   private rv = 1;
   private compactedRv = 0;
@@ -638,16 +643,58 @@ export class TestApiServer {
       timer: null,
     };
     if (!watch) {
-      const items = [...this.store.values()]
-        .filter((o) => o.kind === resource.kind && this.matches(conn, o))
-        .map((o) => {
-          const { kind: _k, apiVersion: _a, ...rest } = o;
-          return rest;
-        });
-      const list = { kind: `${resource.kind}List`, apiVersion: resource.apiVersion, metadata: { resourceVersion: String(this.rv) }, items };
+      const items = [...this.store.values()].filter((o) => o.kind === resource.kind && this.matches(conn, o));
       conn.client.lists++;
-      this.send(req, res, 200, list, rec);
+      this.streamList(req, res, resource, items, rec);
     } else this.startWatch(req, res, conn, query, rec);
+  }
+
+  /**
+   * Answers a list as the real API server does since Kubernetes 1.33 (streaming collection encoding): the
+   * list's head, then its items one after another as the client reads them (chunked), each item's JSON made
+   * once per version of the object and kept (as the watch cache keeps serialized objects). Writing the whole
+   * list as one string first made a 10,000 x 10 list wait for its last item's encoding before the first byte,
+   * held hundreds of megabytes, and kept this process busy while the proxy under test waited.
+   */
+  private streamList(req: IncomingMessage, res: ServerResponse, resource: Resource, items: ApiObject[], rec: RequestRecord): void {
+    rec.status = 200;
+    const client = this.clientOf(rec);
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    if (req.method === 'HEAD') {
+      res.end();
+      return;
+    }
+    const meta = JSON.stringify({ resourceVersion: String(this.rv) });
+    let chunk = `{"kind":${JSON.stringify(`${resource.kind}List`)},"apiVersion":${JSON.stringify(resource.apiVersion)},"metadata":${meta},"items":[`;
+    let i = 0;
+    const pump = (): void => {
+      while (i < items.length) {
+        while (i < items.length && chunk.length < LIST_CHUNK_CHARS) chunk += (i === 0 ? '' : ',') + this.itemJSON(items[i++]!);
+        const text = chunk;
+        chunk = '';
+        client.listBytes += Buffer.byteLength(text);
+        // Backpressure: the next items are encoded once the client has taken these.
+        if (!res.write(text)) {
+          if (!res.destroyed) res.once('drain', pump);
+          return;
+        }
+      }
+      const tail = `${chunk}]}`;
+      client.listBytes += Buffer.byteLength(tail);
+      res.end(tail);
+    };
+    pump();
+  }
+
+  /** An object as a list item (without kind and apiVersion, as typed lists carry them), encoded once per resourceVersion. */
+  private itemJSON(o: ApiObject): string {
+    const rv = o.metadata?.resourceVersion;
+    const cached = this.encoded.get(o);
+    if (cached && cached.rv === rv) return cached.text;
+    const { kind: _k, apiVersion: _a, ...rest } = o;
+    const text = JSON.stringify(rest);
+    this.encoded.set(o, { rv, text });
+    return text;
   }
 
   private startWatch(req: IncomingMessage, res: ServerResponse, w: WatchConn, query: Record<string, string>, rec: RequestRecord): void {
