@@ -90,8 +90,13 @@ export async function splitJSONList(file: string, onPiece: (p: Piece) => void): 
   scanner.end();
 }
 
-/** The state of splitJSONList between chunks; scan() keeps it in locals while it runs (the hot loop). */
-class JSONListScanner {
+/**
+ * Cuts a JSON List, fed chunk by chunk, into its `items` entries ('item' pieces, as each ends) and the rest
+ * ('header', at end()): splitJSONList for a file, api-list.ts for a list answer as it streams in. A piece reads
+ * the chunk being scanned: take it during onPiece. The state between chunks; scan() keeps it in locals while
+ * it runs (the hot loop).
+ */
+export class JSONListScanner {
   private depth = 0;
   private inString = false;
   private escaped = false;
@@ -197,7 +202,9 @@ class JSONListScanner {
     const item = this.item;
     if (item === null) throw new SplitError('an empty entry in items');
     this.item = null;
-    this.onPiece({ digest: digestOf(item), text: () => Buffer.concat(item).toString('utf8'), role: 'item', doc: 0 });
+    // Most entries lie in one chunk: decoded from it, without first copying them into a Buffer of their own.
+    const text = () => (item.length === 1 ? item[0]!.toString('utf8') : Buffer.concat(item).toString('utf8'));
+    this.onPiece({ digest: digestOf(item), text, role: 'item', doc: 0 });
   }
 
   end(): void {
