@@ -48,7 +48,7 @@ describe('ListScanner', () => {
   });
 
   it('refuses what is not a list', () => {
-    for (const bad of ['[]', '{"kind":"Status"}', '{"items":{}}', '{"items":[{"a":}]}', '{"items":[', '{"items":[]} x']) {
+    for (const bad of ['[]', '{"kind":"Status"}', '{"items":{}}', '{"items":[{"a":}]}', '{"items":[', '{"items":[]} x', '{"items":[]} {}', '{"items":[,]}', '{"items":[{},]}', '{"items":[{}]']) {
       expect(() => scan(bad, []), bad).toThrow();
     }
   });
