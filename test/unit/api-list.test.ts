@@ -48,7 +48,18 @@ describe('ListScanner', () => {
   });
 
   it('refuses what is not a list', () => {
-    for (const bad of ['[]', '{"kind":"Status"}', '{"items":{}}', '{"items":[{"a":}]}', '{"items":[', '{"items":[]} x', '{"items":[]} {}', '{"items":[,]}', '{"items":[{},]}', '{"items":[{}]']) {
+    for (const bad of [
+      '[]',
+      '{"kind":"Status"}',
+      '{"items":{}}',
+      '{"items":[{"a":}]}',
+      '{"items":[',
+      '{"items":[]} x',
+      '{"items":[]} {}',
+      '{"items":[,]}',
+      '{"items":[{},]}',
+      '{"items":[{}]',
+    ]) {
       expect(() => scan(bad, []), bad).toThrow();
     }
   });
