@@ -3,9 +3,9 @@
 // restarts). Plain HTTP; in-memory store with an etcd-like global resourceVersion and a bounded event history.
 //
 // Protocol: GET <collection> returns a *List with metadata.resourceVersion (items without kind/apiVersion,
-// as the real server encodes typed lists), streamed item by item as the client reads it; GET <collection>?watch=true&resourceVersion=N streams newline-
-// delimited {"type","object"} events after N (headers flushed at once), or, without N (or N=0), ADDED for
-// every current object first. labelSelector and fieldSelector (metadata.name, metadata.namespace) filter both;
+// as the real server encodes typed lists), streamed item by item as the client reads it; GET
+// <collection>?watch=true&resourceVersion=N streams newline-delimited {"type","object"} events after N
+// (headers flushed at once), or, without N (or N=0), ADDED for every current object first. labelSelector and fieldSelector (metadata.name, metadata.namespace) filter both;
 // an object that starts or stops matching during a watch arrives as ADDED or DELETED. A watch from a
 // resourceVersion older than the compacted history gets 410 Gone (as an HTTP status, or as an ERROR event if
 // tooOldAs is 'event'). allowWatchBookmarks=true watches get BOOKMARK events every bookmarkIntervalMs and
