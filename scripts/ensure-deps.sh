@@ -21,6 +21,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends $pkgs >&2
 fi
 
+# promtool lints the metrics exposition as Prometheus reads it (a unit test; CI fails a skipped test). Debian ships
+# it only inside the prometheus package, whose installation would also install and start a Prometheus server:
+# the one binary is taken out of the package instead.
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x /usr/local/bin/promtool ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "promtool is missing: the metrics lint test will be skipped (run as root to install it)" >&2
+  else
+    echo "installing promtool (out of Debian's prometheus package)" >&2
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    chown _apt "$tmp" 2>/dev/null || true # apt downloads as its own user
+    apt-get update -qq >&2
+    (cd "$tmp" && apt-get download -qq prometheus >&2)
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+    install -m 0755 "$tmp/root/usr/bin/promtool" /usr/local/bin/promtool
+  fi
+fi
+
 if [ ! -x node_modules/.bin/node ] || [ ! -x node_modules/.bin/vitest ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "installing node modules (npm ci)" >&2
   npm ci --no-audit --no-fund >&2
