@@ -94,8 +94,14 @@ export const FIELDS: Fields = {
   clientConnection: {
     type: {
       kubeconfig: { type: 'string', doc: 'the kubeconfig to reach the API server (tokenFile and rotated tokens included)' },
-      acceptContentTypes: { type: 'string', doc: 'accepted', ignored: 'requests always accept application/json' },
-      contentType: { type: 'string', doc: 'accepted; requests are JSON (default application/vnd.kubernetes.protobuf upstream)' },
+      acceptContentTypes: {
+        type: 'string',
+        doc: 'applied: when it names application/vnd.kubernetes.protobuf, Service and EndpointSlice lists are read in protobuf (empty: as contentType says)',
+      },
+      contentType: {
+        type: 'string',
+        doc: 'applied: application/vnd.kubernetes.protobuf (the default, as upstream) reads Service and EndpointSlice lists in protobuf; watches and anything else are JSON',
+      },
       qps: { type: 'float', doc: 'applied: client-side rate limit of API requests (default 5)' },
       burst: { type: 'int', doc: 'applied: burst of that rate limit (default 10)' },
     },

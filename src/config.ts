@@ -82,9 +82,8 @@ export const RUN_FLAGS: RunFlag[] = [
     name: 'kube-api-content-type',
     kind: 'string',
     arg: 'TYPE',
-    help: 'content type of API requests',
+    help: 'content type of API requests: application/vnd.kubernetes.protobuf reads Service and EndpointSlice lists in protobuf, anything else in JSON',
     default: 'application/vnd.kubernetes.protobuf',
-    ignored: 'requests are JSON',
     set: (c, v) => (c.clientConnection.contentType = v),
   },
   {
@@ -532,6 +531,11 @@ export interface ApiOptions {
   burst: number;
   /** serviceProxyName: only objects labelled with this service-proxy-name (empty: those without the label). */
   serviceProxyName: string;
+  /**
+   * Ask for Service and EndpointSlice lists in protobuf (clientConnection.acceptContentTypes, or contentType when
+   * that is empty, names application/vnd.kubernetes.protobuf: upstream's default). Watches are read in JSON.
+   */
+  protobuf: boolean;
 }
 
 export interface RunOptions {
@@ -810,7 +814,13 @@ function resolveConfiguration(c: C, parsed: ParsedFlags, notices: Notice[], conf
     writeConfigTo: f('write-config-to') || null,
     from: f('from') || null,
     kubeconfig: c.clientConnection.kubeconfig || null,
-    api: { master: f('master') || null, qps: c.clientConnection.qps, burst: c.clientConnection.burst, serviceProxyName: c.serviceProxyName },
+    api: {
+      master: f('master') || null,
+      qps: c.clientConnection.qps,
+      burst: c.clientConnection.burst,
+      serviceProxyName: c.serviceProxyName,
+      protobuf: (c.clientConnection.acceptContentTypes || c.clientConnection.contentType).includes('application/vnd.kubernetes.protobuf'),
+    },
     proxy,
     nodePortAddressesPrimary: primary,
     nodeIPOverride,

@@ -148,7 +148,7 @@ const serviceFields = (v: unknown) =>
  */
 const CONDITIONS = new Map<string, unknown>();
 const isFlag = (x: unknown) => x === undefined || x === null || typeof x === 'boolean';
-function sharedConditions(c: unknown): unknown {
+export function sharedConditions(c: unknown): unknown {
   const picked = pick(c, ['ready', 'serving', 'terminating']);
   if (!isRecord(picked) || !isFlag(picked.ready) || !isFlag(picked.serving) || !isFlag(picked.terminating)) return picked;
   const key = `${picked.ready}|${picked.serving}|${picked.terminating}`;
@@ -170,7 +170,9 @@ const sliceFields = (v: unknown) =>
   });
 
 /**
- * The fields of an object the proxy reads (a new object; the argument is left as it is). Services and
+ * The fields of an object the proxy reads (a new object; the argument is left as it is). A list answer in protobuf
+ * is decoded straight into these same fields (src/watch/protobuf.ts): a field added here must be read there too
+ * (test/unit/protobuf.test.ts compares the two on upstream's test objects and the scenarios' objects). Services and
  * EndpointSlices are cut down to them; a Node (there is one) loses only its managedFields; other kinds pass.
  */
 export function readFields(o: KubeObject): KubeObject {

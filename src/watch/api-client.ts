@@ -94,6 +94,8 @@ export interface ApiRequest {
   path: string;
   /** A JSON body. */
   body?: string;
+  /** The Accept header (default application/json). */
+  accept?: string;
   /** Ends the request (and its answer's stream) when it aborts. */
   signal?: AbortSignal;
 }
@@ -194,7 +196,7 @@ export class ApiClient {
     signal?.throwIfAborted();
     const creds: RequestCredentials = { headers: {} };
     await this.access.authenticate(creds);
-    const headers: OutgoingHttpHeaders = { Accept: 'application/json', 'User-Agent': USER_AGENT, ...creds.headers };
+    const headers: OutgoingHttpHeaders = { Accept: req.accept ?? 'application/json', 'User-Agent': USER_AGENT, ...creds.headers };
     if (req.body !== undefined) {
       headers['Content-Type'] = 'application/json';
       headers['Content-Length'] = Buffer.byteLength(req.body);

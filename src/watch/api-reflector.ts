@@ -26,7 +26,8 @@
 // - Events are read only from the current watch: once a watch is cut or ended, nothing more of it is read.
 import type { IncomingMessage } from 'node:http';
 import { log } from '../log.ts';
-import { type ListHead, ListScanner, NotAListError } from './api-list.ts';
+import { ListScanner, NotAListError } from './api-list.ts';
+import { isProtobufKind, PROTOBUF_CONTENT_TYPE, ProtobufError, ProtobufListScanner } from './protobuf.ts';
 import { WatchLines } from './api-watch-lines.ts';
 import { type KubeObject, readFields, type WatchedKind } from '../model/k8s.ts';
 import type { ListSink } from './types.ts';
@@ -42,6 +43,8 @@ export interface ResourceSpec {
   fieldSelector?: string;
   /** What to read instead when the API server does not serve `path` (404): an older API version of the kind. */
   fallback?: ResourceSpec;
+  /** Ask for the list in protobuf (a Service or EndpointSlice v1 list; the answer may still be JSON). */
+  protobufLists?: boolean;
 }
 
 export interface ReflectorTimings {
@@ -114,10 +117,15 @@ function describe(err: unknown): string {
  * leave them out), cut down to the fields the proxy reads (model/k8s.ts readFields).
  */
 function entering(item: KubeObject, spec: ResourceSpec): KubeObject {
+  return readFields(typed(item, spec));
+}
+
+/** An item with its kind and apiVersion filled in (typed lists leave them out). */
+function typed(item: KubeObject, spec: ResourceSpec): KubeObject {
   const o = item as Record<string, unknown>;
   o.kind ??= spec.kind;
   o.apiVersion ??= spec.apiVersion;
-  return readFields(item);
+  return item;
 }
 
 /** The collection's path with the spec's selectors and `extra` as its query. */
@@ -153,14 +161,19 @@ export async function listObjects(
     parts(items);
     items = [];
   };
-  // Items are parsed one at a time as the answer streams in, and cut down at once (api-list.ts).
-  const scanner = new ListScanner((item) => {
-    if (hasName(item)) items.push(entering(item, spec));
+  /** `cut`: the item is already cut down to what readFields keeps. */
+  const take = (item: KubeObject, cut: boolean) => {
+    if (hasName(item)) items.push(cut ? typed(item, spec) : entering(item, spec));
     else dropped++;
-  });
+  };
   const notAList = (e: unknown) => new Error(`list ${spec.path}: the answer is not a list: ${(e as Error).message}`, { cause: e });
-  await client.request({ method: 'GET', path: collectionPath(spec), signal }, async (res) => {
+  const protobuf = spec.protobufLists === true && isProtobufKind(spec.kind);
+  let scanner: ListReader | null = null;
+  const accept = protobuf ? `${PROTOBUF_CONTENT_TYPE}, application/json` : 'application/json';
+  await client.request({ method: 'GET', path: collectionPath(spec), signal, accept }, async (res) => {
     if (res.statusCode !== 200) return refused(res, `list ${spec.path}`);
+    // The server chooses: protobuf when it has it for the kind, else JSON.
+    scanner = protobuf && isProtobufAnswer(res) ? protobufReader(spec, take) : jsonReader(take);
     let bytes = 0;
     try {
       for await (const chunk of res as AsyncIterable<Buffer>) {
@@ -169,18 +182,37 @@ export async function listObjects(
         handOver();
       }
     } catch (e) {
-      throw e instanceof NotAListError ? notAList(e) : e;
+      throw e instanceof NotAListError || e instanceof ProtobufError ? notAList(e) : e;
     }
     return { value: undefined, bytes };
   });
-  let head: ListHead;
+  let head: { resourceVersion: string; notObjects: number };
   try {
-    head = scanner.end();
+    head = (scanner as ListReader | null)!.end();
   } catch (e) {
     throw notAList(e);
   }
   handOver();
   return { resourceVersion: head.resourceVersion, items, dropped: dropped + head.notObjects };
+}
+
+/** A list answer's reader: fed its bytes, it hands on each item; end() checks it was whole. */
+interface ListReader {
+  push(chunk: Buffer): void;
+  end(): { resourceVersion: string; notObjects: number };
+}
+
+const isProtobufAnswer = (res: IncomingMessage) => (res.headers['content-type'] ?? '').split(';')[0]!.trim() === PROTOBUF_CONTENT_TYPE;
+
+/** JSON: items are parsed one at a time as the answer streams in, and cut down at once (api-list.ts). */
+function jsonReader(take: (item: KubeObject, cut: boolean) => void): ListReader {
+  return new ListScanner((o) => take(o as KubeObject, false));
+}
+
+/** Protobuf: each item comes out of the bytes already cut down to what readFields keeps (protobuf.ts). */
+function protobufReader(spec: ResourceSpec, take: (item: KubeObject, cut: boolean) => void): ListReader {
+  const scanner = new ProtobufListScanner(spec.kind as 'Service' | 'EndpointSlice', (o) => take(o as KubeObject, true));
+  return { push: (chunk) => scanner.push(chunk), end: () => ({ ...scanner.end(), notObjects: 0 }) };
 }
 
 /**

@@ -56,7 +56,10 @@ const server = new TestApiServer({
   control: true,
   ...(values['initial-rv'] ? { initialResourceVersion: Number(values['initial-rv']) } : {}),
 });
-if (values.from) server.load(await loadObjects(values.from));
+if (values.from) {
+  server.load(await loadObjects(values.from));
+  server.warm();
+}
 await server.start();
 if (values.kubeconfig) await server.writeKubeconfig(values.kubeconfig);
 process.stdout.write(`${JSON.stringify({ event: 'listening', url: server.url, kubeconfig: values.kubeconfig ?? null, objects: server.list().length })}\n`);

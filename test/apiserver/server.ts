@@ -21,6 +21,8 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import { isIPv6 } from 'node:net';
 import type { Socket } from 'node:net';
 import { stringify } from 'yaml';
+import { PROTOBUF_CONTENT_TYPE } from '../../src/watch/protobuf.ts';
+import { encodeItem, listEntry, listFrame, NotEncodable, PROTOBUF_KINDS, type ProtobufKind } from './protobuf.ts';
 import { parseFieldSelector, parseLabelSelector, type Selector, SelectorError } from './selectors.ts';
 
 export type WatchedKind = 'Service' | 'EndpointSlice' | 'Node';
@@ -92,6 +94,8 @@ export interface RequestRecord {
   watch: boolean;
   status: number;
   authorization: string | undefined;
+  /** The answer's encoding, for a list answered 200: 'protobuf' when the client asked for it and every item had one. */
+  encoding?: 'json' | 'protobuf';
 }
 
 /** What one client (by remote address) asked of the server and what it was sent. Controls are not counted. */
@@ -164,6 +168,8 @@ export interface TestApiServerOptions {
   initialResourceVersion?: number;
   /** The version EndpointSlices are served as (default v1; v1beta1: an API server before 1.21, nothing under v1). */
   endpointSliceVersion?: 'v1' | 'v1beta1';
+  /** Answer Service and EndpointSlice (v1) lists in protobuf to clients that ask for it first (default true). */
+  protobuf?: boolean;
 }
 
 function clone<T>(o: T): T {
@@ -205,6 +211,9 @@ export class TestApiServer {
   private readonly store = new Map<string, ApiObject>();
   /** Each stored object's encoding as a list item, with the resourceVersion it was made for (itemJSON). */
   private readonly encoded = new WeakMap<ApiObject, { rv: unknown; text: string }>();
+  /** The same in protobuf (protobufItem): the item's list entry, or null when it has none (a field protobuf.ts does not know). */
+  private readonly encodedProtobuf = new WeakMap<ApiObject, { rv: unknown; entry: Buffer | null }>();
+  private readonly protobuf: boolean;
   private history: HistoryEntry[] = [];
   private rv = 1;
   private compactedRv = 0;
@@ -223,6 +232,7 @@ export class TestApiServer {
     this.token = opts.token === undefined ? 'test-token' : opts.token;
     this.bookmarkIntervalMs = opts.bookmarkIntervalMs ?? 0;
     this.maxHistory = opts.maxHistory ?? 10_000;
+    this.protobuf = opts.protobuf ?? true;
     this.tooOldAs = opts.tooOldAs ?? 'status';
     this.control = opts.control ?? false;
     this.resources = resourcesFor(opts.endpointSliceVersion ?? 'v1');
@@ -658,6 +668,12 @@ export class TestApiServer {
    */
   private streamList(req: IncomingMessage, res: ServerResponse, resource: Resource, items: ApiObject[], rec: RequestRecord): void {
     rec.status = 200;
+    const entries = this.protobufEntries(req, resource, items);
+    if (entries) {
+      this.writeProtobufList(req, res, resource, entries, rec);
+      return;
+    }
+    rec.encoding = 'json';
     const client = this.clientOf(rec);
     res.writeHead(200, { 'Content-Type': 'application/json' });
     if (req.method === 'HEAD') {
@@ -682,6 +698,88 @@ export class TestApiServer {
       const tail = `${chunk}]}`;
       client.listBytes += Buffer.byteLength(tail);
       res.end(tail);
+    };
+    pump();
+  }
+
+  /**
+   * The list's items as protobuf list entries, when the client asks for protobuf first (as kube-proxy does) and the
+   * kind is one protobuf.ts encodes; null (answer in JSON) otherwise, or when an item cannot be encoded.
+   */
+  private protobufEntries(req: IncomingMessage, resource: Resource, items: ApiObject[]): Buffer[] | null {
+    const first = (req.headers.accept ?? '').split(',')[0]!.split(';')[0]!.trim();
+    if (!this.protobuf || first !== PROTOBUF_CONTENT_TYPE) return null;
+    const kind = resource.kind;
+    if ((kind !== 'Service' && kind !== 'EndpointSlice') || resource.apiVersion !== PROTOBUF_KINDS[kind].apiVersion) return null;
+    const entries: Buffer[] = [];
+    for (const o of items) {
+      const entry = this.protobufEntry(o, kind);
+      if (entry === null) return null;
+      entries.push(entry);
+    }
+    return entries;
+  }
+
+  /** An object as a protobuf list entry, encoded once per resourceVersion; null when it cannot be encoded. */
+  private protobufEntry(o: ApiObject, kind: ProtobufKind): Buffer | null {
+    const rv = o.metadata?.resourceVersion;
+    const cached = this.encodedProtobuf.get(o);
+    if (cached && cached.rv === rv) return cached.entry;
+    let entry: Buffer | null = null;
+    try {
+      entry = listEntry(encodeItem(kind, o as Record<string, unknown>));
+    } catch (e) {
+      if (!(e instanceof NotEncodable)) throw e;
+    }
+    this.encodedProtobuf.set(o, { rv, entry });
+    return entry;
+  }
+
+  /**
+   * Encodes every stored object as a list item now, in JSON and (Services, EndpointSlices) protobuf, as a watch
+   * cache that keeps serialized objects has them: a benchmark then measures the proxy reading a list, not this
+   * process (JavaScript, several times slower than kube-apiserver's Go) making its first one.
+   */
+  warm(): void {
+    for (const o of this.store.values()) {
+      this.itemJSON(o);
+      if (this.protobuf && (o.kind === 'Service' || o.kind === 'EndpointSlice')) this.protobufEntry(o, o.kind);
+    }
+  }
+
+  /** A protobuf list answer: its head (which carries the list's length), the entries as the client takes them, its tail. */
+  private writeProtobufList(req: IncomingMessage, res: ServerResponse, resource: Resource, entries: Buffer[], rec: RequestRecord): void {
+    rec.encoding = 'protobuf';
+    const client = this.clientOf(rec);
+    res.writeHead(200, { 'Content-Type': PROTOBUF_CONTENT_TYPE });
+    if (req.method === 'HEAD') {
+      res.end();
+      return;
+    }
+    let size = 0;
+    for (const e of entries) size += e.length;
+    const { head, tail } = listFrame(resource.kind as ProtobufKind, String(this.rv), size);
+    let i = 0;
+    let chunk: Buffer[] = [head];
+    let chunkBytes = head.length;
+    const pump = (): void => {
+      while (i < entries.length) {
+        while (i < entries.length && chunkBytes < LIST_CHUNK_CHARS) {
+          chunk.push(entries[i]!);
+          chunkBytes += entries[i++]!.length;
+        }
+        const bytes = Buffer.concat(chunk, chunkBytes);
+        chunk = [];
+        chunkBytes = 0;
+        client.listBytes += bytes.length;
+        if (!res.write(bytes)) {
+          if (!res.destroyed) res.once('drain', pump);
+          return;
+        }
+      }
+      const last = Buffer.concat([...chunk, tail]);
+      client.listBytes += last.length;
+      res.end(last);
     };
     pump();
   }

@@ -190,6 +190,38 @@ describe('ApiSource', () => {
     expect(s.rec.errors).toEqual([]);
   });
 
+  it("reads Service and EndpointSlice lists in protobuf when asked (kube-proxy's default), the rest in JSON, into the same state", async () => {
+    const json = await setup();
+    const pb = await setup({ source: { protobuf: true } });
+    const encodings = (server: TestApiServer) =>
+      Object.fromEntries(server.requests.filter((r) => !r.watch && r.status === 200).map((r) => [r.path, r.encoding]));
+    expect(encodings(pb.server)).toEqual({
+      '/api/v1/services': 'protobuf',
+      '/apis/discovery.k8s.io/v1/endpointslices': 'protobuf',
+      '/api/v1/nodes': 'json',
+    });
+    expect(Object.values(encodings(json.server))).toEqual(['json', 'json', 'json']);
+    // The same objects (names and versions), and the same model built from them.
+    expect(pb.rec.state()).toEqual(expected(pb.server));
+    expect(pb.rec.state().map((k) => k.split('@')[0])).toEqual(json.rec.state().map((k) => k.split('@')[0]));
+    expect(pb.rec.lastList('Service')[0]?.apiVersion).toBe('v1');
+    expect(pb.rec.lastList('EndpointSlice')[0]?.kind).toBe('EndpointSlice');
+    const config = { hostname: HOST, clusterCIDRs: [], masqueradeAll: false, nodePortAddresses: [] };
+    expect(buildState([...pb.rec.view.values()], config).state).toEqual(buildState([...json.rec.view.values()], config).state);
+    // Watches stay JSON; a change arrives as usual.
+    pb.server.create(svc('api'));
+    await inSync(pb);
+    // A list with an object protobuf.ts cannot encode is answered in JSON, and read as such.
+    await waitFor('watches', () => pb.server.watchCount === 3);
+    pb.server.dropWatches();
+    pb.server.create(svc('odd', {}, { unknownField: true }));
+    pb.server.compact();
+    await waitFor('relist', () => pb.rec.relists >= 1, 3000);
+    await inSync(pb);
+    expect(pb.server.requests.filter((r) => !r.watch && r.path === '/api/v1/services').map((r) => r.encoding)).toContain('json');
+    expect(pb.rec.errors).toEqual([]);
+  });
+
   it('delivers add, update and delete events; objects leaving or entering the selection arrive as delete/add', async () => {
     const s = await setup();
     s.server.create(svc('api'));

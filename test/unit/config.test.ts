@@ -76,7 +76,7 @@ describe('the run command line', () => {
       initOnly: false,
       from: null,
       kubeconfig: null,
-      api: { master: null, qps: 5, burst: 10, serviceProxyName: '' },
+      api: { master: null, qps: 5, burst: 10, serviceProxyName: '', protobuf: true },
       healthz: { host: '0.0.0.0', port: 10256 },
       metrics: { host: '127.0.0.1', port: 10249 },
       bindAddressHardFail: false,
@@ -168,7 +168,8 @@ describe('the run command line', () => {
     const o = await run(argv);
     expect(o).toMatchObject({
       mode: 'iptables',
-      api: { master: 'https://198.18.0.1:6443', qps: 7.5, burst: 20 },
+      // --kube-api-content-type application/json: lists in JSON.
+      api: { master: 'https://198.18.0.1:6443', qps: 7.5, burst: 20, protobuf: false },
       nodeIPOverride: '198.18.0.2',
       bindAddressHardFail: true,
       proxy: { hostname: 'node-a', clusterCIDRs: ['198.19.0.0/16'], nodePortAddresses: ['198.18.0.0/24'], masqueradeAll: true, localhostNodePorts: true },
@@ -178,7 +179,6 @@ describe('the run command line', () => {
     const said = notices(o).join('\n');
     for (const flag of [
       '--feature-gates',
-      '--kube-api-content-type',
       '--profiling',
       '--ipvs-scheduler',
       '--ipvs-strict-arp',
