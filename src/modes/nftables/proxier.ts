@@ -114,6 +114,8 @@ export class NftablesProxier implements Proxier {
     let plan: Plan;
     let bytes = 0;
     let parts = 0;
+    /** Whether the namespace has no table of ours, for a full plan: asked of nft while the plan is made. */
+    let missing: Promise<boolean> | undefined;
     try {
       if (planner && changes === null) {
         const deep = ++this.periodicSyncs % Math.max(1, this.opts.verifyRulesEvery ?? 10) === 0;
@@ -127,6 +129,7 @@ export class NftablesProxier implements Proxier {
         }
       }
       if (!planner) {
+        missing = this.tableMissing().catch(() => false);
         planner = this.newPlanner((message) => log.warn({ event: 'nftables-config', family: this.family }, message));
         plan = planner.full(state);
       } else {
@@ -139,7 +142,8 @@ export class NftablesProxier implements Proxier {
       for (const issue of plan.issues) this.logIssue(issue);
       if (plan.batch !== null) {
         this.opts.onBatch?.(plan.batch.text(), plan.full);
-        ({ bytes, parts } = await this.apply(plan.batch, plan.elementsAdded >= (this.opts.phasedMinElements ?? PHASED_MIN_ELEMENTS) ? plan.phases : undefined));
+        const phases = plan.elementsAdded >= (this.opts.phasedMinElements ?? PHASED_MIN_ELEMENTS) ? plan.phases : undefined;
+        ({ bytes, parts } = await this.apply(plan.batch, phases, missing));
       }
       this.planner = planner;
     } catch (e) {
@@ -171,11 +175,12 @@ export class NftablesProxier implements Proxier {
 
   /**
    * Applies a plan's batch; a full table (`phases`) for a namespace without it goes in phases, its elements side
-   * by side (FullPhases). `parts`: the nft runs of its elements (1: one batch).
+   * by side (FullPhases). `parts`: the nft runs of its elements (1: one batch). `missing`: whether the namespace
+   * has no table of ours, when already asked.
    */
-  private async apply(batch: Batch, phases: Plan['phases']): Promise<{ bytes: number; parts: number }> {
+  private async apply(batch: Batch, phases: Plan['phases'], missing?: Promise<boolean>): Promise<{ bytes: number; parts: number }> {
     const parallel = this.opts.parallelApply ?? Math.min(MAX_PARALLEL_APPLY, availableParallelism());
-    if (phases && parallel > 1 && (await this.tableMissing())) {
+    if (phases && parallel > 1 && (await (missing ?? this.tableMissing()))) {
       const { head, elements, hooks } = phases(parallel);
       try {
         let bytes = await this.nft.apply(head.chunks());
