@@ -225,23 +225,32 @@ function service(r: Reader): Record<string, unknown> {
   return o;
 }
 
+/** Each of the 27 combinations of three *bool (absent, false, true), as readFields shares it; made when first seen. */
+const CONDITIONS: unknown[] = [];
+
 /** EndpointConditions (three *bool): the shared object readFields uses for the same combination. */
 function conditions(r: Reader): unknown {
-  let ready: boolean | undefined;
-  let serving: boolean | undefined;
-  let terminating: boolean | undefined;
+  // Per flag: 0 absent, 1 false, 2 true.
+  let ready = 0;
+  let serving = 0;
+  let terminating = 0;
   while (r.more) {
     const tag = r.varint();
-    if (tag === (1 << 3) + VARINT) ready = r.varint() !== 0;
-    else if (tag === (2 << 3) + VARINT) serving = r.varint() !== 0;
-    else if (tag === (3 << 3) + VARINT) terminating = r.varint() !== 0;
+    if (tag === (1 << 3) + VARINT) ready = r.varint() !== 0 ? 2 : 1;
+    else if (tag === (2 << 3) + VARINT) serving = r.varint() !== 0 ? 2 : 1;
+    else if (tag === (3 << 3) + VARINT) terminating = r.varint() !== 0 ? 2 : 1;
     else r.skip(tag & 7);
   }
-  const c: Record<string, boolean> = {};
-  if (ready !== undefined) c.ready = ready;
-  if (serving !== undefined) c.serving = serving;
-  if (terminating !== undefined) c.terminating = terminating;
-  return sharedConditions(c);
+  const code = ready * 9 + serving * 3 + terminating;
+  let shared = CONDITIONS[code];
+  if (shared === undefined) {
+    const c: Record<string, boolean> = {};
+    if (ready !== 0) c.ready = ready === 2;
+    if (serving !== 0) c.serving = serving === 2;
+    if (terminating !== 0) c.terminating = terminating === 2;
+    CONDITIONS[code] = shared = sharedConditions(c);
+  }
+  return shared;
 }
 
 /** ForZone and ForNode: {name}. */
