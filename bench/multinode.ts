@@ -423,8 +423,9 @@ does), and then only resumes watches. Multiplying the measured per-node figures:
 | a 410 on every watch (history lost) | ${relistsPerNode} lists, ${mb(relistBytes)} | ${(relistsPerNode * PROJECTED_NODES).toLocaleString('en')} lists, ${mb(relistBytes * PROJECTED_NODES)} |
 | proxy CPU at ${CHURN_RATE} changes/s | ${Math.round(proxyCpuPerNode * 100)}% of a core | the same on each node |
 
-- The bytes are JSON, as this proxy asks for them (its client speaks no protobuf); kube-proxy defaults to protobuf
-  (\`clientConnection.contentType\`), a more compact encoding of the same events and lists (no field names). The API server
+- The Service and EndpointSlice lists are protobuf, as this proxy asks for them (kube-proxy's default
+  \`clientConnection.contentType\`); the Node list and every watch event are JSON (kube-proxy watches in protobuf too,
+  a more compact encoding of the same events: no field names). The API server
   serializes an event once for all its watchers (its watch cache), so fan-out costs it bytes and connections rather
   than encoding work; ${(watchesPerNode * PROJECTED_NODES).toLocaleString('en')} watches is the load kube-proxy itself puts on a ${PROJECTED_NODES.toLocaleString('en')}-node cluster (same 3 watches per node).
 - The proxy side does not grow with the cluster's node count: network programming latency per node depends on the
@@ -445,7 +446,7 @@ ${
   period (the reflector in \`src/watch\` has its own 90 s silent-watch check) would bring it to client-go's.
 `
     : ''
-}- A relist is the expensive event: one ${PROJECTED_NODES.toLocaleString('en')}-node 410 storm moves ${mb(relistBytes * PROJECTED_NODES)} of JSON. This proxy relists
+}- A relist is the expensive event: one ${PROJECTED_NODES.toLocaleString('en')}-node 410 storm moves ${mb(relistBytes * PROJECTED_NODES)} of list answers. This proxy relists
   only on a 410 (or a restart): dropped connections, watch timeouts and API server errors resume from the last
   resourceVersion (shown above: 0 lists after every watch was cut).`;
   writeSection('multinode', body);
