@@ -177,15 +177,7 @@ describe('the run command line', () => {
       logging: { format: 'json', level: 'info' },
     });
     const said = notices(o).join('\n');
-    for (const flag of [
-      '--feature-gates',
-      '--profiling',
-      '--ipvs-scheduler',
-      '--ipvs-strict-arp',
-      '--vmodule',
-      '--config-sync-period',
-      '--log-dir',
-    ]) {
+    for (const flag of ['--feature-gates', '--profiling', '--ipvs-scheduler', '--ipvs-strict-arp', '--vmodule', '--config-sync-period', '--log-dir']) {
       expect(said).toContain(`${flag}: accepted, not applied`);
     }
     // Each said once.
