@@ -1,10 +1,11 @@
 // One watched resource (Services, EndpointSlices or this Node), kept as client-go's reflector keeps it: list,
 // then watch from the list's resourceVersion, forever, never losing what it knows.
 //
-// - The list is a raw JSON list with the label and field selectors, read item by item as it arrives
-//   (api-list.ts); the watch a JSON-lines stream (api-watch-lines.ts), with the same selectors.
+// - The list is a raw list with the label and field selectors, read item by item as it arrives: in protobuf when
+//   the spec asks for it and the server answers so (Services and EndpointSlices, as kube-proxy asks; protobuf.ts),
+//   else JSON (api-list.ts); the watch a JSON-lines stream (api-watch-lines.ts), with the same selectors.
 // - List items and watch events are cut down to the fields the proxy reads (model/k8s.ts readFields) before
-//   they are handed on: the owner gets slim copies.
+//   they are handed on (a protobuf item is decoded into those fields alone): the owner gets slim copies.
 // - A list is handed over in parts as it is read (each network chunk's items), then ended once it is complete:
 //   the owner applies each part at once and, at the end, drops what it had of this kind that was not listed
 //   (never an empty set because listing failed: a failed list is never ended). No part is held until the list
