@@ -3,7 +3,9 @@
 // restarts). Plain HTTP; in-memory store with an etcd-like global resourceVersion and a bounded event history.
 //
 // Protocol: GET <collection> returns a *List with metadata.resourceVersion (items without kind/apiVersion,
-// as the real server encodes typed lists), streamed item by item as the client reads it; GET
+// as the real server encodes typed lists), streamed item by item as the client reads it, in JSON or, for Services
+// and EndpointSlices asked for as application/vnd.kubernetes.protobuf first (kube-proxy's way), in protobuf
+// (protobuf.ts); GET
 // <collection>?watch=true&resourceVersion=N streams newline-delimited {"type","object"} events after N
 // (headers flushed at once), or, without N (or N=0), ADDED for every current object first. labelSelector and fieldSelector (metadata.name, metadata.namespace) filter both;
 // an object that starts or stops matching during a watch arrives as ADDED or DELETED. A watch from a
@@ -211,7 +213,7 @@ export class TestApiServer {
   private readonly store = new Map<string, ApiObject>();
   /** Each stored object's encoding as a list item, with the resourceVersion it was made for (itemJSON). */
   private readonly encoded = new WeakMap<ApiObject, { rv: unknown; text: string }>();
-  /** The same in protobuf (protobufItem): the item's list entry, or null when it has none (a field protobuf.ts does not know). */
+  /** The same in protobuf (protobufEntry): the item's list entry, or null when it has none (a field protobuf.ts does not know). */
   private readonly encodedProtobuf = new WeakMap<ApiObject, { rv: unknown; entry: Buffer | null }>();
   private readonly protobuf: boolean;
   private history: HistoryEntry[] = [];
