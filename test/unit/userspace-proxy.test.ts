@@ -203,8 +203,12 @@ async function udpProxy(endpoints: Endpoint[], opts: { idleTimeoutMs?: number; m
   return { listener, balancer };
 }
 
-/** One client socket sending `n` requests one after the other; resolves with the answers and their source ports. */
-function udpClient(port: number, n: number, tag: string): Promise<{ answers: string[]; fromPorts: number[] }> {
+/**
+ * One client socket sending `n` requests one after the other; resolves with the answers and their source ports.
+ * `keepOpen`: the socket stays bound until the test ends, so that no later client gets its port (the kernel may hand
+ * a closed socket's port to the next one, which the proxy then takes for the same session).
+ */
+function udpClient(port: number, n: number, tag: string, keepOpen = false): Promise<{ answers: string[]; fromPorts: number[] }> {
   return new Promise((resolve, reject) => {
     const s = createSocket('udp4');
     const answers: string[] = [];
@@ -218,7 +222,8 @@ function udpClient(port: number, n: number, tag: string): Promise<{ answers: str
       fromPorts.push(r.port);
       if (answers.length === n) {
         clearTimeout(timer);
-        s.close();
+        if (keepOpen) cleanups.push(() => s.close());
+        else s.close();
         resolve({ answers, fromPorts });
       } else s.send(`${tag}-${answers.length}`, port, LO);
     });
@@ -300,7 +305,7 @@ describe('UDP listener', () => {
     const a = await udpBackend('a');
     const { listener } = await udpProxy([a.ep], { maxSessions: 5 });
     // One after the other: evicting a session whose answer is still on its way loses that answer.
-    for (let i = 0; i < 8; i++) await udpClient(listener.port, 1, `m${i}`);
+    for (let i = 0; i < 8; i++) await udpClient(listener.port, 1, `m${i}`, true);
     expect(listener.stats.sessionsOpened).toBe(8);
     expect(listener.active).toBe(5);
   });
