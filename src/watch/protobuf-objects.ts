@@ -45,28 +45,38 @@ const READ_LABELS = keyBytes([SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, HEAD
 const READ_ANNOTATIONS = keyBytes([TRIGGER_TIME_ANNOTATION]);
 
 /**
- * One map<string,string> entry into `into`, only when its key is one of `wanted` (compared as bytes: the others,
- * a last-applied configuration among them, are never decoded).
+ * One map<string,string> entry (the reader narrowed to it) into `into`: every key, or only one of `wanted`
+ * (compared as bytes: the others, a last-applied configuration among them, are never decoded).
  */
-function mapEntry(r: Reader, into: Record<string, string>, wanted: readonly (readonly [string, Buffer])[]): void {
-  let key: string | null = null;
+function mapEntry(r: Reader, into: Record<string, string>, wanted: readonly (readonly [string, Buffer])[] | null): void {
+  // An entry without its key field has the empty key (protobuf's default), when every key is read.
+  let key: string | null = wanted === null ? '' : null;
   let value = '';
   while (r.more) {
     const tag = r.varint();
-    if (tag === (1 << 3) + LENGTH) {
-      const at = r.pos;
-      key = null;
-      for (const [k, bytes] of wanted) {
-        r.pos = at;
-        if (r.equals(bytes)) {
-          key = k;
-          break;
-        }
-      }
-    } else if (tag === (2 << 3) + LENGTH && key !== null) value = r.string();
+    if (tag === (1 << 3) + LENGTH) key = wanted === null ? r.string() : wantedKey(r, wanted);
+    else if (tag === (2 << 3) + LENGTH && key !== null) value = r.string();
     else r.skip(tag & 7);
   }
   if (key !== null) into[key] = value;
+}
+
+/** The key here if it is one of `wanted`, else null; the reader moves past it either way. */
+function wantedKey(r: Reader, wanted: readonly (readonly [string, Buffer])[]): string | null {
+  const at = r.pos;
+  for (const [k, bytes] of wanted) {
+    r.pos = at;
+    if (r.equals(bytes)) return k;
+  }
+  return null;
+}
+
+/** A map field's entry (the reader at its length) into o[key], created on the first entry. */
+function mapField(r: Reader, o: Record<string, unknown>, key: string, wanted: readonly (readonly [string, Buffer])[] | null): void {
+  const into = (o[key] ??= {}) as Record<string, string>;
+  const outer = r.enter();
+  mapEntry(r, into, wanted);
+  r.leave(outer);
 }
 
 /** ObjectMeta: name, namespace, resourceVersion, deletionTimestamp, and the labels and annotations the proxy reads. */
@@ -85,10 +95,7 @@ function objectMeta(r: Reader): Record<string, unknown> {
     } else if (n === 11 || n === 12) {
       expectLength(wire);
       // Present (if empty) once the object has any: readFields keeps `{}` for labels it does not read.
-      const into = (m[n === 11 ? 'labels' : 'annotations'] ??= {}) as Record<string, string>;
-      const outer = r.enter();
-      mapEntry(r, into, n === 11 ? READ_LABELS : READ_ANNOTATIONS);
-      r.leave(outer);
+      mapField(r, m, n === 11 ? 'labels' : 'annotations', n === 11 ? READ_LABELS : READ_ANNOTATIONS);
     } else r.skip(wire);
   }
   return m;
@@ -122,21 +129,20 @@ function sessionAffinityConfig(r: Reader): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   while (r.more) {
     const tag = r.varint();
-    if (tag !== (1 << 3) + LENGTH) {
-      r.skip(tag & 7);
-      continue;
-    }
-    const clientIP: Record<string, unknown> = {};
-    const outer = r.enter();
-    while (r.more) {
-      const t = r.varint();
-      if (t === (1 << 3) + VARINT) clientIP.timeoutSeconds = r.int32();
-      else r.skip(t & 7);
-    }
-    r.leave(outer);
-    out.clientIP = clientIP;
+    if (tag === (1 << 3) + LENGTH) out.clientIP = nested(r, clientIPConfig);
+    else r.skip(tag & 7);
   }
   return out;
+}
+
+function clientIPConfig(r: Reader): Record<string, unknown> {
+  const c: Record<string, unknown> = {};
+  while (r.more) {
+    const tag = r.varint();
+    if (tag === (1 << 3) + VARINT) c.timeoutSeconds = r.int32();
+    else r.skip(tag & 7);
+  }
+  return c;
 }
 
 const SPEC_STRINGS: Record<number, string> = {
@@ -189,24 +195,23 @@ function loadBalancerIngress(r: Reader): Record<string, unknown> {
   return ingress;
 }
 
+function loadBalancerStatus(r: Reader): Record<string, unknown> {
+  const lb: Record<string, unknown> = {};
+  while (r.more) {
+    const tag = r.varint();
+    if (tag === (1 << 3) + LENGTH) push(lb, 'ingress', nested(r, loadBalancerIngress));
+    else r.skip(tag & 7);
+  }
+  return lb;
+}
+
 /** ServiceStatus: loadBalancer.ingress[].ip and ipMode. */
 function serviceStatus(r: Reader): Record<string, unknown> {
   const status: Record<string, unknown> = {};
   while (r.more) {
     const tag = r.varint();
-    if (tag !== (1 << 3) + LENGTH) {
-      r.skip(tag & 7);
-      continue;
-    }
-    const lb: Record<string, unknown> = {};
-    status.loadBalancer = lb;
-    const outer = r.enter();
-    while (r.more) {
-      const t = r.varint();
-      if (t === (1 << 3) + LENGTH) push(lb, 'ingress', nested(r, loadBalancerIngress));
-      else r.skip(t & 7);
-    }
-    r.leave(outer);
+    if (tag === (1 << 3) + LENGTH) status.loadBalancer = nested(r, loadBalancerStatus);
+    else r.skip(tag & 7);
   }
   return status;
 }
@@ -276,19 +281,6 @@ function hints(r: Reader): Record<string, unknown> {
   return h;
 }
 
-/** One map<string,string> entry into `into`, every key. */
-function stringMapEntry(r: Reader, into: Record<string, string>): void {
-  let key = '';
-  let value = '';
-  while (r.more) {
-    const tag = r.varint();
-    if (tag === (1 << 3) + LENGTH) key = r.string();
-    else if (tag === (2 << 3) + LENGTH) value = r.string();
-    else r.skip(tag & 7);
-  }
-  into[key] = value;
-}
-
 function endpoint(r: Reader): Record<string, unknown> {
   const e: Record<string, unknown> = {};
   while (r.more) {
@@ -301,12 +293,8 @@ function endpoint(r: Reader): Record<string, unknown> {
     else if (n === 6) e.nodeName = r.shared();
     else if (n === 7) e.zone = r.shared();
     else if (n === 8) e.hints = nested(r, hints);
-    else if (n === 5) {
-      const into = (e.deprecatedTopology ??= {}) as Record<string, string>;
-      const outer = r.enter();
-      stringMapEntry(r, into);
-      r.leave(outer);
-    } else r.skip(LENGTH);
+    else if (n === 5) mapField(r, e, 'deprecatedTopology', null);
+    else r.skip(LENGTH);
   }
   // `addresses` has no omitempty (a nil list is null in JSON); `conditions` is a struct, always written.
   e.addresses ??= null;
