@@ -27,7 +27,7 @@
 // - Events are read only from the current watch: once a watch is cut or ended, nothing more of it is read.
 import type { IncomingMessage } from 'node:http';
 import { log } from '../log.ts';
-import { ListScanner, NotAListError } from './api-list.ts';
+import { type ListHead, ListScanner, NotAListError } from './api-list.ts';
 import { isProtobufKind, PROTOBUF_CONTENT_TYPE, ProtobufError, ProtobufListScanner } from './protobuf.ts';
 import { WatchLines } from './api-watch-lines.ts';
 import { type KubeObject, readFields, type WatchedKind } from '../model/k8s.ts';
@@ -169,27 +169,26 @@ export async function listObjects(
   };
   const notAList = (e: unknown) => new Error(`list ${spec.path}: the answer is not a list: ${(e as Error).message}`, { cause: e });
   const protobuf = spec.protobufLists === true && isProtobufKind(spec.kind);
-  let scanner: ListReader | null = null;
   const accept = protobuf ? `${PROTOBUF_CONTENT_TYPE}, application/json` : 'application/json';
-  await client.request({ method: 'GET', path: collectionPath(spec), signal, accept }, async (res) => {
+  const list = await client.request({ method: 'GET', path: collectionPath(spec), signal, accept }, async (res) => {
     if (res.statusCode !== 200) return refused(res, `list ${spec.path}`);
     // The server chooses: protobuf when it has it for the kind, else JSON.
-    scanner = protobuf && isProtobufAnswer(res) ? protobufReader(spec, take) : jsonReader(take);
+    const reader = protobuf && isProtobufAnswer(res) ? protobufReader(spec, take) : jsonReader(take);
     let bytes = 0;
     try {
       for await (const chunk of res as AsyncIterable<Buffer>) {
         bytes += chunk.length;
-        scanner.push(chunk);
+        reader.push(chunk);
         handOver();
       }
     } catch (e) {
       throw e instanceof NotAListError || e instanceof ProtobufError ? notAList(e) : e;
     }
-    return { value: undefined, bytes };
+    return { value: reader, bytes };
   });
-  let head: { resourceVersion: string; notObjects: number };
+  let head: ListHead;
   try {
-    head = (scanner as ListReader | null)!.end();
+    head = list.end();
   } catch (e) {
     throw notAList(e);
   }
@@ -200,7 +199,7 @@ export async function listObjects(
 /** A list answer's reader: fed its bytes, it hands on each item; end() checks it was whole. */
 interface ListReader {
   push(chunk: Buffer): void;
-  end(): { resourceVersion: string; notObjects: number };
+  end(): ListHead;
 }
 
 const isProtobufAnswer = (res: IncomingMessage) => (res.headers['content-type'] ?? '').split(';')[0]!.trim() === PROTOBUF_CONTENT_TYPE;
