@@ -29,8 +29,8 @@ import { parseFieldSelector, parseLabelSelector, type Selector, SelectorError } 
 
 export type WatchedKind = 'Service' | 'EndpointSlice' | 'Node';
 
-/** How much of a list is encoded before it is written (characters): large enough for few writes, small enough to start at once. */
-const LIST_CHUNK_CHARS = 256 * 1024;
+/** How much of a list is encoded before it is written (characters of JSON, bytes of protobuf): large enough for few writes, small enough to start at once. */
+const LIST_CHUNK_SIZE = 256 * 1024;
 
 /** A stored object: any JSON object with kind, apiVersion and metadata. */
 export type ApiObject = {
@@ -663,43 +663,68 @@ export class TestApiServer {
 
   /**
    * Answers a list as the real API server does since Kubernetes 1.33 (streaming collection encoding): the
-   * list's head, then its items one after another as the client reads them (chunked), each item's JSON made
-   * once per version of the object and kept (as the watch cache keeps serialized objects). Writing the whole
+   * list's head, then its items one after another as the client reads them (chunked), each item's JSON (or
+   * protobuf) made once per version of the object and kept (as the watch cache keeps serialized objects). Writing the whole
    * list as one string first made a 10,000 x 10 list wait for its last item's encoding before the first byte,
    * held hundreds of megabytes, and kept this process busy while the proxy under test waited.
    */
   private streamList(req: IncomingMessage, res: ServerResponse, resource: Resource, items: ApiObject[], rec: RequestRecord): void {
     rec.status = 200;
     const entries = this.protobufEntries(req, resource, items);
-    if (entries) {
-      this.writeProtobufList(req, res, resource, entries, rec);
-      return;
-    }
-    rec.encoding = 'json';
-    const client = this.clientOf(rec);
-    res.writeHead(200, { 'Content-Type': 'application/json' });
+    rec.encoding = entries ? 'protobuf' : 'json';
+    res.writeHead(200, { 'Content-Type': entries ? PROTOBUF_CONTENT_TYPE : 'application/json' });
     if (req.method === 'HEAD') {
       res.end();
       return;
     }
+    const pieces = entries ? this.protobufListPieces(resource, entries) : this.jsonListPieces(resource, items);
+    this.writeInChunks(res, this.clientOf(rec), pieces);
+  }
+
+  /** A JSON list answer's text, piece by piece: its head, each item (made when it is reached), its tail. */
+  private *jsonListPieces(resource: Resource, items: ApiObject[]): Generator<string> {
     const meta = JSON.stringify({ resourceVersion: String(this.rv) });
-    let chunk = `{"kind":${JSON.stringify(`${resource.kind}List`)},"apiVersion":${JSON.stringify(resource.apiVersion)},"metadata":${meta},"items":[`;
-    let i = 0;
+    yield `{"kind":${JSON.stringify(`${resource.kind}List`)},"apiVersion":${JSON.stringify(resource.apiVersion)},"metadata":${meta},"items":[`;
+    for (const [i, o] of items.entries()) yield (i === 0 ? '' : ',') + this.itemJSON(o);
+    yield ']}';
+  }
+
+  /** A protobuf list answer, piece by piece: its head (which carries the list's length), the entries, its tail. */
+  private *protobufListPieces(resource: Resource, entries: Buffer[]): Generator<Buffer> {
+    let size = 0;
+    for (const e of entries) size += e.length;
+    const { head, tail } = listFrame(resource.kind as ProtobufKind, String(this.rv), size);
+    yield head;
+    yield* entries;
+    yield tail;
+  }
+
+  /**
+   * Writes an answer's pieces in chunks of about LIST_CHUNK_SIZE (characters of text, or bytes), each once the client
+   * has taken the one before: backpressure, so that the next pieces are made only then. Ends the answer after the last.
+   */
+  private writeInChunks(res: ServerResponse, client: ClientStats, pieces: Iterator<string> | Iterator<Buffer>): void {
     const pump = (): void => {
-      while (i < items.length) {
-        while (i < items.length && chunk.length < LIST_CHUNK_CHARS) chunk += (i === 0 ? '' : ',') + this.itemJSON(items[i++]!);
-        const text = chunk;
-        chunk = '';
-        client.listBytes += Buffer.byteLength(text);
-        // Backpressure: the next items are encoded once the client has taken these.
-        if (!res.write(text)) {
+      for (;;) {
+        const chunk: (string | Buffer)[] = [];
+        let size = 0;
+        let next = pieces.next();
+        for (; !next.done; next = pieces.next()) {
+          chunk.push(next.value);
+          size += next.value.length;
+          if (size >= LIST_CHUNK_SIZE) break;
+        }
+        const data = chunk.every((p) => typeof p === 'string') ? chunk.join('') : Buffer.concat(chunk as Buffer[]);
+        client.listBytes += typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+        if (next.done) {
+          res.end(data);
+          return;
+        }
+        if (!res.write(data)) {
           if (!res.destroyed) res.once('drain', pump);
           return;
         }
       }
-      const tail = `${chunk}]}`;
-      client.listBytes += Buffer.byteLength(tail);
-      res.end(tail);
     };
     pump();
   }
@@ -747,43 +772,6 @@ export class TestApiServer {
       this.itemJSON(o);
       if (this.protobuf && (o.kind === 'Service' || o.kind === 'EndpointSlice')) this.protobufEntry(o, o.kind);
     }
-  }
-
-  /** A protobuf list answer: its head (which carries the list's length), the entries as the client takes them, its tail. */
-  private writeProtobufList(req: IncomingMessage, res: ServerResponse, resource: Resource, entries: Buffer[], rec: RequestRecord): void {
-    rec.encoding = 'protobuf';
-    const client = this.clientOf(rec);
-    res.writeHead(200, { 'Content-Type': PROTOBUF_CONTENT_TYPE });
-    if (req.method === 'HEAD') {
-      res.end();
-      return;
-    }
-    let size = 0;
-    for (const e of entries) size += e.length;
-    const { head, tail } = listFrame(resource.kind as ProtobufKind, String(this.rv), size);
-    let i = 0;
-    let chunk: Buffer[] = [head];
-    let chunkBytes = head.length;
-    const pump = (): void => {
-      while (i < entries.length) {
-        while (i < entries.length && chunkBytes < LIST_CHUNK_CHARS) {
-          chunk.push(entries[i]!);
-          chunkBytes += entries[i++]!.length;
-        }
-        const bytes = Buffer.concat(chunk, chunkBytes);
-        chunk = [];
-        chunkBytes = 0;
-        client.listBytes += bytes.length;
-        if (!res.write(bytes)) {
-          if (!res.destroyed) res.once('drain', pump);
-          return;
-        }
-      }
-      const last = Buffer.concat([...chunk, tail]);
-      client.listBytes += last.length;
-      res.end(last);
-    };
-    pump();
   }
 
   /** An object as a list item (without kind and apiVersion, as typed lists carry them), encoded once per resourceVersion. */
