@@ -5,6 +5,7 @@
 // Every field an object has must be known here: an object with one that is not (or a value of the wrong type, as
 // the hostile-object tests serve) cannot be encoded, and the server then answers that list in JSON, as a real one
 // would answer a kind it has no protobuf for.
+import { MAGIC } from '../../src/watch/protobuf-wire.ts';
 
 export class NotEncodable extends Error {}
 
@@ -354,11 +355,14 @@ function writeMessage(w: Writer, v: unknown, schema: Schema, where: string): voi
 
 const writer = new Writer();
 
-function encodeMessage(v: unknown, schema: Schema, where: string): Buffer {
+/** What `content` writes, as a buffer of its own. */
+function frame(content: (w: Writer) => void): Buffer {
   writer.pos = 0;
-  writeMessage(writer, v, schema, where);
+  content(writer);
   return writer.take();
 }
+
+const encodeMessage = (v: unknown, schema: Schema, where: string): Buffer => frame((w) => writeMessage(w, v, schema, where));
 
 /** One item of a list of `kind` (its apiVersion and kind left out, as Go leaves them out of a typed list's items). */
 export function encodeItem(kind: ProtobufKind, object: Record<string, unknown>): Buffer {
@@ -366,12 +370,17 @@ export function encodeItem(kind: ProtobufKind, object: Record<string, unknown>):
   return encodeMessage(rest, PROTOBUF_KINDS[kind].schema, kind);
 }
 
-const MAGIC = Buffer.from('k8s\u0000', 'latin1');
+const TYPE_META: Schema = [f('apiVersion', 1, 'string', always), f('kind', 2, 'string', always)];
+const LIST_META: Schema = [f('selfLink', 1, 'string', always), f('resourceVersion', 2, 'string', always), f('continue', 3, 'string', always)];
 
-function frame(content: (w: Writer) => void): Buffer {
-  writer.pos = 0;
-  content(writer);
-  return writer.take();
+/** runtime.Unknown's typeMeta (field 1) for an object of `kind` (e.g. ServiceList) of the kind's API version. */
+const writeTypeMeta = (w: Writer, kind: ProtobufKind, name: string) =>
+  w.nested(1, () => writeMessage(w, { apiVersion: PROTOBUF_KINDS[kind].apiVersion, kind: name }, TYPE_META, 'typeMeta'));
+
+/** runtime.Unknown's last fields, contentEncoding and contentType: plain strings, written empty. */
+function writeEnvelopeEnd(w: Writer): void {
+  w.string(3, '');
+  w.string(4, '');
 }
 
 /**
@@ -379,35 +388,24 @@ function frame(content: (w: Writer) => void): Buffer {
  * covers the items to come) and the tail after the items. Each item goes between them as listEntry(item).
  */
 export function listFrame(kind: ProtobufKind, resourceVersion: string, itemBytes: number): { head: Buffer; tail: Buffer } {
-  const typeMeta = encodeMessage({ apiVersion: PROTOBUF_KINDS[kind].apiVersion, kind: `${kind}List` }, TYPE_META, 'typeMeta');
   const listMeta = frame((w) => w.nested(1, () => writeMessage(w, { resourceVersion }, LIST_META, 'metadata')));
   const head = frame((w) => {
-    w.bytes(1, typeMeta);
+    writeTypeMeta(w, kind, `${kind}List`);
     w.tag(2, 2);
     w.varint(listMeta.length + itemBytes);
   });
-  // contentEncoding and contentType: plain strings, written empty.
-  const tail = frame((w) => {
-    w.string(3, '');
-    w.string(4, '');
-  });
-  return { head: Buffer.concat([MAGIC, head, listMeta]), tail };
+  return { head: Buffer.concat([MAGIC, head, listMeta]), tail: frame(writeEnvelopeEnd) };
 }
-
-const TYPE_META: Schema = [f('apiVersion', 1, 'string', always), f('kind', 2, 'string', always)];
-const LIST_META: Schema = [f('selfLink', 1, 'string', always), f('resourceVersion', 2, 'string', always), f('continue', 3, 'string', always)];
 
 /** A whole object as the API server answers a GET of it: "k8s\0" and the envelope around encodeItem's bytes. */
 export function encodeObject(kind: ProtobufKind, object: Record<string, unknown>): Buffer {
   const item = encodeItem(kind, object);
-  const typeMeta = encodeMessage({ apiVersion: PROTOBUF_KINDS[kind].apiVersion, kind }, TYPE_META, 'typeMeta');
   return Buffer.concat([
     MAGIC,
     frame((w) => {
-      w.bytes(1, typeMeta);
+      writeTypeMeta(w, kind, kind);
       w.bytes(2, item);
-      w.string(3, '');
-      w.string(4, '');
+      writeEnvelopeEnd(w);
     }),
   ]);
 }
