@@ -4,7 +4,7 @@
 // generated.proto. Where Go's JSON leaves a field out (omitempty) but its protobuf writes it anyway (a plain string
 // field is always written, empty or not), the empty value is left out here too.
 import { HEADLESS_LABEL, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, sharedConditions, TRIGGER_TIME_ANNOTATION } from '../model/k8s.ts';
-import { expectLength, expectVarint, LENGTH, MAGIC, ProtobufError, Reader, VARINT } from './protobuf-wire.ts';
+import { expectLength, expectVarint, LENGTH, MAGIC, ProtobufError, Reader, startsWithMagic, VARINT } from './protobuf-wire.ts';
 
 // Each decoder reads the fields of the message the reader is narrowed to: while (r.more), a tag, then the value
 // read or skipped. Fields the proxy does not read are skipped by their length.
@@ -348,8 +348,8 @@ export function decodeItem(kind: ProtobufKind, bytes: Buffer): Record<string, un
 
 /** Decodes a whole encoded object ("k8s\0" + runtime.Unknown whose raw is the object): tests, with upstream's files. */
 export function decodeObject(kind: ProtobufKind, bytes: Buffer): Record<string, unknown> {
-  if (bytes.length < 4 || bytes.compare(MAGIC, 0, 4, 0, 4) !== 0) throw new ProtobufError('no "k8s\\0" prefix');
-  const r = new Reader(bytes, 4, bytes.length);
+  if (!startsWithMagic(bytes)) throw new ProtobufError('no "k8s\\0" prefix');
+  const r = new Reader(bytes, MAGIC.length, bytes.length);
   let object: Record<string, unknown> | null = null;
   while (r.more) {
     const tag = r.varint();

@@ -4,6 +4,9 @@
 
 export const MAGIC = Buffer.from('k8s\u0000', 'latin1');
 
+/** Whether `buf` starts with the "k8s\0" prefix every protobuf answer of an API server has. */
+export const startsWithMagic = (buf: Buffer): boolean => buf.length >= MAGIC.length && buf.compare(MAGIC, 0, MAGIC.length, 0, MAGIC.length) === 0;
+
 export class ProtobufError extends Error {}
 
 export const VARINT = 0;

@@ -9,7 +9,7 @@
 // be decoded as soon as its last byte is in. What an item decodes to: protobuf-objects.ts; the bytes themselves:
 // protobuf-wire.ts.
 import { ITEM_DECODERS, type ProtobufKind } from './protobuf-objects.ts';
-import { LENGTH, MAGIC, ProtobufError, Reader } from './protobuf-wire.ts';
+import { LENGTH, MAGIC, ProtobufError, Reader, startsWithMagic } from './protobuf-wire.ts';
 
 export { decodeItem, decodeObject, isProtobufKind, type ProtobufKind } from './protobuf-objects.ts';
 export { ProtobufError } from './protobuf-wire.ts';
@@ -43,12 +43,12 @@ export class ProtobufListScanner {
     const buf = this.#rest.length === 0 ? chunk : Buffer.concat([this.#rest, chunk]);
     let pos = 0;
     if (this.#state === 'magic') {
-      if (buf.length < 4) {
+      if (buf.length < MAGIC.length) {
         this.#rest = buf;
         return;
       }
-      if (buf.compare(MAGIC, 0, 4, 0, 4) !== 0) throw new ProtobufError('no "k8s\\0" prefix');
-      pos = 4;
+      if (!startsWithMagic(buf)) throw new ProtobufError('no "k8s\\0" prefix');
+      pos = MAGIC.length;
       this.#state = 'envelope';
     }
     for (;;) {
