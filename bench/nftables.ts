@@ -326,7 +326,7 @@ function report(results: ChildResult[], plane: PlaneRow[] | null, opts: { quick:
     `empty network namespaces. ${date}, Node ${process.version}, ${NFT_VERSION}, kernel ${KERNEL}${opts.quick ? ', --quick' : ''}.`,
     '',
     '- live full sync: `proxier.sync(state, null)` into an empty namespace (plan, temporary files, `nft -j -f`: from 10,000 elements on',
-    '  in phases, the elements in one nft run per core side by side, as on a node without the table); floor: the bare `nft -j -f` of',
+    '  in steps, each part of elements applied while the rest is planned, as on a node without the table); floor: the bare `nft -j -f` of',
     '  the very same rules as one batch into another empty namespace; medians of 3. plan: building the batch and the record alone.',
     '- endpoint change: one service port with an endpoint replaced -> `sync(state, {updated: [key]})` returned, median of 21; change',
     '  batch: its size (median, max). resync: a periodic `sync(state, null)` of the populated table: chains checked and every service',

@@ -172,7 +172,7 @@ describe('nftables proxier, applied', () => {
     await p.close();
   });
 
-  it('a first sync into a namespace without the table applies it in phases (the same table as one batch); with the table there, one batch', async () => {
+  it('a first sync into a namespace without the table applies it in steps (the same table as one batch); with the table there, one batch', async () => {
     // Every 50th a load balancer with source ranges: interval elements (firewall-allow) in every part.
     const lb = (i: number) =>
       servicePort({
@@ -184,7 +184,7 @@ describe('nftables proxier, applied', () => {
       });
     const state = desiredState(Array.from({ length: 300 }, (_, i) => (i % 50 === 0 ? lb(i) : svc(i))));
     const phasedNs = await netns('phased');
-    const phased = proxier(phasedNs, { parallelApply: 3, phasedMinElements: 0 });
+    const phased = proxier(phasedNs, { parallelApply: 3, phasedMinElements: 0, partElements: 60 });
     await phased.sync(state, null);
     expect(phased.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 1 });
     const oneNs = await netns('onebatch');
@@ -194,14 +194,14 @@ describe('nftables proxier, applied', () => {
     expect(await table(phasedNs)).toEqual(await table(oneNs));
     expect((await table(phasedNs)).join('\n')).toContain('198.18.62.0/24');
     // A restarted proxy finds its table: replacing it must be one transaction (traffic is flowing through it).
-    const restarted = proxier(phasedNs, { parallelApply: 3, phasedMinElements: 0 });
+    const restarted = proxier(phasedNs, { parallelApply: 3, phasedMinElements: 0, partElements: 60 });
     await restarted.sync(state, null);
     expect(restarted.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 0 });
     expect(await table(phasedNs)).toEqual(await table(oneNs));
     for (const p of [phased, one, restarted]) await p.close();
   });
 
-  it('when a phase fails, the first sync replaces what was applied with one batch, and succeeds', async () => {
+  it('when a step fails, the first sync replaces what was applied with one batch, and succeeds', async () => {
     const ns = await netns('phasefail');
     // nft fails on a batch of elements alone (the side-by-side phase), and runs anything else.
     const wrapper = path.join(tmp, 'nft-no-element-batches');
@@ -211,7 +211,7 @@ describe('nftables proxier, applied', () => {
     );
     await chmod(wrapper, 0o755);
     const state = desiredState(Array.from({ length: 50 }, (_, i) => svc(i)));
-    const p = proxier(ns, { nftBinary: wrapper, parallelApply: 2, phasedMinElements: 0 });
+    const p = proxier(ns, { nftBinary: wrapper, parallelApply: 2, phasedMinElements: 0, partElements: 30 });
     const r = await p.sync(state, null);
     expect(r.full).toBe(true);
     expect(p.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 0, failures: 0 });

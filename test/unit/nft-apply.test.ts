@@ -76,3 +76,62 @@ describe('Nft.apply', () => {
     expect(await leftovers()).toEqual([]);
   });
 });
+
+describe('Nft.sideBySide', () => {
+  /** An nft that logs when it starts and ends on its batch (named by its first line), and fails a batch that says FAIL. */
+  let slowNft = '';
+  let log = '';
+  beforeAll(async () => {
+    slowNft = path.join(dir, 'slow-nft');
+    log = path.join(dir, 'runs.log');
+    await writeFile(
+      slowNft,
+      `#!/bin/sh\nname=$(head -n1 "$3")\necho "start $name" >> '${log}'\nsleep 0.2\necho "end $name" >> '${log}'\nif grep -q FAIL "$3"; then echo 'Error: refused' >&2; exit 1; fi\n`,
+    );
+    await chmod(slowNft, 0o755);
+  });
+  const runsLog = async () => (await readFile(log, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+
+  it('starts nothing before `after`, then at most `limit` runs at a time, in the order given', async () => {
+    await rm(log, { force: true });
+    let open!: () => void;
+    const after = new Promise<void>((resolve) => (open = resolve));
+    const runs = await new Nft({ binary: slowNft }).sideBySide(2, after);
+    for (let i = 0; i < 5; i++) await runs.add([`b${i}\n`]);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await runsLog()).toEqual([]);
+    open();
+    expect(await runs.finish()).toBe(15);
+    const events = await runsLog();
+    let running = 0;
+    let most = 0;
+    for (const e of events) {
+      running += e.startsWith('start') ? 1 : -1;
+      most = Math.max(most, running);
+    }
+    expect(most).toBe(2);
+    expect(events.filter((e) => e.startsWith('start'))).toEqual(['start b0', 'start b1', 'start b2', 'start b3', 'start b4']);
+    expect(await leftovers()).toEqual([]);
+  });
+
+  it('after a failure, starts nothing more; finish() throws the failure and leaves no file', async () => {
+    await rm(log, { force: true });
+    const runs = await new Nft({ binary: slowNft }).sideBySide(1);
+    await runs.add(['b0 FAIL\n']);
+    await runs.add(['b1\n']);
+    await runs.add(['b2\n']);
+    const e = await runs.finish().catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(NftError);
+    expect(await runsLog()).toEqual(['start b0 FAIL', 'end b0 FAIL']);
+    expect(await leftovers()).toEqual([]);
+  });
+
+  it('a gate that fails: no run starts, finish() throws its error', async () => {
+    await rm(log, { force: true });
+    const runs = await new Nft({ binary: slowNft }).sideBySide(2, Promise.reject(new Error('head refused')));
+    await runs.add(['b0\n']);
+    await expect(runs.finish()).rejects.toThrow('head refused');
+    expect(await runsLog()).toEqual([]);
+    expect(await leftovers()).toEqual([]);
+  });
+});

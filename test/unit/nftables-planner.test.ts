@@ -1,7 +1,7 @@
 // Full and incremental batches of the nftables planner: what a change sends, and that it does not
 // depend on the size of the cluster.
 import { describe, expect, it } from 'vitest';
-import { Planner } from '../../src/modes/nftables/planner.ts';
+import { type FullStep, Planner } from '../../src/modes/nftables/planner.ts';
 import { SlotAllocator } from '../../src/modes/nftables/slots.ts';
 import { MAX_ENDPOINTS, SLOT_BASE } from '../../src/modes/nftables/layout.ts';
 import type { ServicePort } from '../../src/model/types.ts';
@@ -25,6 +25,36 @@ const summary = (json: string | null) =>
   json === null
     ? []
     : commands(json).map(([verb, kind, body]) => [verb, kind, (body.name ?? body.chain) as string, Array.isArray(body.elem) ? body.elem.length : undefined]);
+
+/**
+ * The table that applying `batches` in order leaves, as nft builds it: chains with their rules (flush empties one),
+ * sets with their elements (each must be added once), whatever the commands' grouping.
+ */
+function applied(batches: string[]): { chains: Record<string, string[]>; sets: Record<string, string[]> } {
+  const chains: Record<string, string[]> = {};
+  const sets: Record<string, string[]> = {};
+  for (const json of batches) {
+    for (const [verb, kind, body] of commands(json)) {
+      const name = body.name as string;
+      if (kind === 'table') {
+        for (const k of Object.keys(chains)) delete chains[k];
+        for (const k of Object.keys(sets)) delete sets[k];
+      } else if (kind === 'chain' && verb === 'add') chains[name] ??= [];
+      else if (kind === 'chain' && verb === 'flush') chains[name] = [];
+      else if (kind === 'rule') chains[body.chain as string]!.push(JSON.stringify(body.expr));
+      else if (kind === 'set' || kind === 'map') sets[name] ??= [];
+      else if (kind === 'element') {
+        for (const e of body.elem as unknown[]) {
+          const text = JSON.stringify(e);
+          if (sets[name]!.includes(text)) throw new Error(`${name}: ${text} added twice`);
+          sets[name]!.push(text);
+        }
+      }
+    }
+  }
+  for (const list of Object.values(sets)) list.sort();
+  return { chains, sets };
+}
 
 describe('full()', () => {
   it('replaces the table in one batch: add, delete, add, then chains, sets, elements and rules', () => {
@@ -61,29 +91,44 @@ describe('full()', () => {
     expect(plan.batch.text()).toBe(text);
   });
 
-  it('in phases: the same table; nothing hooked before the last phase; the elements shared out, each once', () => {
-    const ports = Array.from({ length: 450 }, (_, i) => svc(i));
-    const plan = planner().full(desiredState(ports));
-    const { head, elements, hooks } = plan.phases!(3);
-    expect(elements).toHaveLength(3);
-    /** Each command as text, an element command as one line per element (the batches group them differently). */
-    const lines = (json: string) =>
-      commands(json).flatMap(([v, k, b]) =>
-        k === 'element' ? (b.elem as unknown[]).map((e) => `${v} element ${b.name as string} ${JSON.stringify(e)}`) : [`${v} ${k} ${JSON.stringify(b)}`],
-      );
-    const phased = [head, ...elements, hooks].flatMap((b) => lines(b.text()));
-    expect([...phased].sort()).toEqual(lines(plan.json!).sort());
-    // Only hooks has base chains (what the kernel runs packets through), and it has every one of them.
+  it('in steps: the same table as the one batch, whatever order the parts commit in; nothing hooked before the last step; each element once', () => {
+    // Varied endpoint counts (count rules) and some ports with affinity (their elements jump to timeout chains).
+    const servicePorts = Array.from({ length: 450 }, (_, i) => svc(i, 1 + (i % 4), i % 100 === 7 ? { affinityTimeoutSeconds: 300 + (i % 300) } : {}));
+    const steps = planner().fullInSteps(desiredState(servicePorts), 250);
+    const yielded: Exclude<FullStep, { kind: 'port' }>[] = [];
+    let ports = 0;
+    let r = steps.next();
+    for (; !r.done; r = steps.next()) {
+      if (r.value.kind === 'port') ports++;
+      else yielded.push(r.value);
+    }
+    expect(ports).toBe(450);
+    const plan = r.value;
+    const [head, ...parts] = yielded;
+    expect(head!.kind).toBe('head');
+    expect(parts.every((s) => s.kind === 'elements')).toBe(true);
+    expect(parts.length).toBeGreaterThan(3);
+    expect(parts.at(-1)!.elements).toBe(plan.elementsAdded);
+    // full() gives the same one batch.
+    expect(planner().full(desiredState(servicePorts)).json).toBe(plan.json);
+
+    const oneBatch = applied([plan.json!]);
+    const texts = parts.map((s) => s.batch.text());
+    expect(applied([head!.batch.text(), ...texts, plan.hooks.text()])).toEqual(oneBatch);
+    expect(applied([head!.batch.text(), ...texts.toReversed(), plan.hooks.text()])).toEqual(oneBatch);
+    // Only hooks has base chains (what the kernel runs packets through).
     const hooked = (json: string) => commands(json).filter(([v, k, b]) => v === 'add' && k === 'chain' && 'hook' in b).length;
-    expect(hooked(head.text()) + elements.reduce((n, e) => n + hooked(e.text()), 0)).toBe(0);
-    expect(hooked(hooks.text())).toBe(hooked(plan.json!));
-    expect(hooked(hooks.text())).toBeGreaterThan(0);
-    expect(commands(hooks.text()).every(([, k]) => k === 'chain' || k === 'rule')).toBe(true);
-    // The elements come only in the element batches, in shares of about the same size.
-    expect(lines(head.text()).some((l) => l.includes(' element '))).toBe(false);
-    const sizes = elements.map((e) => lines(e.text()).length);
-    expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThan(200);
-    expect(elements.every((e) => commands(e.text()).every(([v, k]) => v === 'add' && k === 'element'))).toBe(true);
+    expect([head!.batch.text(), ...texts].reduce((n, t) => n + hooked(t), 0)).toBe(0);
+    expect(hooked(plan.hooks.text())).toBe(hooked(plan.json!));
+    // A part alone finds every chain its elements jump to: in the head or in itself.
+    const created = (json: string) => new Set(commands(json).flatMap(([v, k, b]) => (v === 'add' && k === 'chain' ? [b.name as string] : [])));
+    const headChains = created(head!.batch.text());
+    for (const t of texts) {
+      const targets = [...t.matchAll(/"(?:goto|jump)":\{"target":"([^"]+)"\}/g)].map((m) => m[1]!);
+      const own = created(t);
+      expect(targets.filter((c) => !headChains.has(c) && !own.has(c))).toEqual([]);
+    }
+    expect(texts.some((t) => t.includes('svc-affinity-store-'))).toBe(true);
   });
 
   it('refuses a state of the other family', () => {

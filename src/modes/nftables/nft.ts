@@ -16,8 +16,12 @@ export interface NftOptions {
   timeoutMs?: number;
 }
 
-/** Bytes of the batch gathered into one write of its file: large enough that there are few system calls. */
-const WRITE_SIZE = 1 << 20;
+/**
+ * Bytes of the batch gathered into one write of its file: large enough that there are few system calls (40 for a
+ * 10 MB table), small enough that the buffers of the nft runs in flight cost little memory outside the heap (each
+ * lives until a collection finds it). Larger than a piece of Batch.chunks (1,000 elements, about 60 KB).
+ */
+const WRITE_SIZE = 256 << 10;
 /** UTF-8 bytes per UTF-16 code unit, at most (a surrogate pair is 4 bytes for 2 units). */
 const MAX_BYTES_PER_UNIT = 3;
 
@@ -55,47 +59,23 @@ export class Nft {
 
   /**
    * Applies one JSON batch (`nft -j -f FILE`), given as one text or its pieces in order; resolves with its size
-   * in bytes, throws NftError when nft refuses it. The file lives in a private directory made for this batch
-   * and removed with it (also when writing it fails), so nothing is left behind by a proxier never closed.
+   * in bytes, throws NftError when nft refuses it.
    */
   async apply(batch: string | Iterable<string>): Promise<number> {
-    return this.applySideBySide([typeof batch === 'string' ? [batch] : batch]);
+    const runs = await this.sideBySide();
+    await runs.add(typeof batch === 'string' ? [batch] : batch);
+    return runs.finish();
   }
 
   /**
-   * Applies independent batches side by side, each its own transaction (`nft -j -f FILE` each): the files are
-   * written one after another (one batch's text in memory at a time), each nft started as soon as its file is.
-   * Resolves with their total size once every nft has finished; after that, throws the first failure. The files
-   * live in a private directory made for this call and removed with it (also when writing one fails).
+   * Batches applied side by side as they come (SideBySide), at most `limit` nft runs at a time, none started
+   * before `after` has resolved.
    */
-  async applySideBySide(batches: readonly Iterable<string>[]): Promise<number> {
+  async sideBySide(limit = Infinity, after: Promise<unknown> = Promise.resolve()): Promise<SideBySide> {
+    // A gate that fails is reported by the runs waiting on it (finish()), not as an unhandled rejection.
+    after.catch(() => {});
     const dir = await mkdtemp(path.join(tmpdir(), 'kube-proxy-ts-nft-'));
-    const runs: Promise<number>[] = [];
-    let writeFailed: { error: unknown } | null = null;
-    try {
-      for (const [i, batch] of batches.entries()) {
-        const file = path.join(dir, `batch-${i}.json`);
-        const bytes = await writePieces(file, batch);
-        runs.push(
-          run(this.argv(['-j', '-f', file]), { timeoutMs: this.opts.timeoutMs ?? 600_000 }).then((r) => {
-            if (r.code !== 0) throw new NftError('nft -j -f', r.code, r.stderr, bytes);
-            return bytes;
-          }),
-        );
-      }
-    } catch (error) {
-      writeFailed = { error };
-    }
-    // Every started nft has ended (and read its file) before the files go, also when writing one failed.
-    const ended = await Promise.allSettled(runs);
-    await rm(dir, { recursive: true, force: true });
-    if (writeFailed) throw writeFailed.error;
-    let total = 0;
-    for (const e of ended) {
-      if (e.status === 'rejected') throw e.reason;
-      total += e.value;
-    }
-    return total;
+    return new SideBySide((file) => this.argv(['-j', '-f', file]), this.opts.timeoutMs ?? 600_000, dir, limit, after);
   }
 
   /** Runs `nft -j <args>` and parses its output; null when nft fails (e.g. the table does not exist). */
@@ -114,14 +94,112 @@ export class Nft {
 }
 
 /**
- * Writes `pieces` to a new file (mode 0600) through one reused buffer of WRITE_SIZE: a piece is copied into it
+ * Independent batches applied side by side, each its own transaction (`nft -j -f FILE`): add() writes a batch's file
+ * (one batch's text in memory at a time) and starts its nft as soon as `after` has resolved and fewer than `limit`
+ * are running; finish() waits for every one, removes the files and throws the first failure. The files live in a
+ * private directory made for these batches and removed with it (also when writing one fails), so nothing is left
+ * behind by a proxier never closed.
+ */
+export class SideBySide {
+  private readonly argv: (file: string) => string[];
+  private readonly timeoutMs: number;
+  private readonly dir: string;
+  private readonly limit: number;
+  private readonly after: Promise<unknown>;
+  private readonly runs: Promise<number>[] = [];
+  /** Batches written and waiting for a free run, in order. */
+  private readonly waiting: (() => void)[] = [];
+  private running = 0;
+  private failed: { error: unknown } | null = null;
+  /**
+   * The files' write buffer, one for all of them (they are written one after another): with a buffer of 1 MiB each,
+   * the parts of a first sync left 10 MB outside the heap until a major collection (10,000 x 10, 8 parts).
+   */
+  private buf: Buffer | null = null;
+
+  constructor(argv: (file: string) => string[], timeoutMs: number, dir: string, limit: number, after: Promise<unknown>) {
+    this.argv = argv;
+    this.timeoutMs = timeoutMs;
+    this.dir = dir;
+    this.limit = Math.max(1, limit);
+    this.after = after;
+  }
+
+  /** Batches given so far. */
+  get size(): number {
+    return this.runs.length;
+  }
+
+  /** Writes the batch's file and queues its nft run; never throws (finish() does): nothing more is started after a failure. */
+  async add(batch: Iterable<string>): Promise<void> {
+    if (this.failed) return;
+    const file = path.join(this.dir, `batch-${this.runs.length}.json`);
+    let bytes: number;
+    try {
+      this.buf ??= Buffer.allocUnsafe(WRITE_SIZE);
+      bytes = await writePieces(file, batch, this.buf);
+    } catch (error) {
+      this.failed = { error };
+      return;
+    }
+    const run = this.after.then(async () => {
+      await this.turn();
+      try {
+        return await runNft(this.argv(file), this.timeoutMs, bytes);
+      } catch (error) {
+        // Before the next run is let in: a failure stops what has not started yet.
+        this.failed ??= { error };
+        throw error;
+      } finally {
+        this.release();
+      }
+    });
+    // Seen by finish() (a failed gate too).
+    run.catch((error) => (this.failed ??= { error }));
+    this.runs.push(run);
+  }
+
+  /** Waits for every run, removes the files; resolves with the bytes applied, or throws the first failure. */
+  async finish(): Promise<number> {
+    this.buf = null;
+    const ended = await Promise.allSettled(this.runs);
+    await rm(this.dir, { recursive: true, force: true });
+    if (this.failed) throw this.failed.error;
+    let total = 0;
+    for (const e of ended) if (e.status === 'fulfilled') total += e.value;
+    return total;
+  }
+
+  /** Resolves when this run may start (fewer than `limit` running); throws, passing its turn on, when an earlier run failed. */
+  private async turn(): Promise<void> {
+    if (this.running >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (this.failed) {
+      this.waiting.shift()?.();
+      throw new Error('not applied: an earlier batch failed');
+    }
+    this.running++;
+  }
+
+  private release(): void {
+    this.running--;
+    this.waiting.shift()?.();
+  }
+}
+
+async function runNft(argv: string[], timeoutMs: number, bytes: number): Promise<number> {
+  const r = await run(argv, { timeoutMs });
+  if (r.code !== 0) throw new NftError('nft -j -f', r.code, r.stderr, bytes);
+  return bytes;
+}
+
+/**
+ * Writes `pieces` to a new file (mode 0600) through `buf` (WRITE_SIZE bytes): a piece is copied into it
  * and the buffer written whenever the next piece may not fit; each write is awaited before the next piece is
  * made, so at most about WRITE_SIZE of the batch's text is in memory at a time. Returns the bytes written.
  */
-async function writePieces(file: string, pieces: Iterable<string>): Promise<number> {
+async function writePieces(file: string, pieces: Iterable<string>, buf: Buffer): Promise<number> {
   const fh = await open(file, 'wx', 0o600);
   try {
-    const buf = Buffer.allocUnsafe(WRITE_SIZE);
     let used = 0;
     let bytes = 0;
     const writeAll = async (from: Buffer, length: number) => {

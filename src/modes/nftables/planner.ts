@@ -19,6 +19,7 @@ import {
   type Frontend,
   familyCIDRs,
   frontendId,
+  type PortRenderContext,
   renderPort,
   SHARED_SETS,
   sharedKeyJSON,
@@ -66,27 +67,36 @@ export interface Plan {
   chainsWritten: number;
   /** Service ports left out (a value failed the one rule of model/addr.ts) and warnings, per service port. */
   issues: PortIssue[];
-  /**
-   * A full plan only: the same table as `batch`, in transactions that can be applied one after another into a
-   * namespace without the table (see FullPhases).
-   */
-  phases?: (parts: number) => FullPhases;
 }
 
 /**
- * A full table in separate transactions, for a node that does not have it yet: `head` (the table, its regular
- * chains and their rules, and its sets, all empty), then the `elements` batches, which can be applied side by
- * side (each adds its share of the elements and nothing else), then `hooks` (the base chains and their rules).
- * Nothing of the table sees a packet before `hooks` is applied: only a base chain is hooked to the kernel, so the
- * table becomes live at once and whole, as with the one batch. nft spends most of a large batch in its own
- * process (parsing and checking the JSON): at 10,000 x 10 one transaction takes about 1.1 s, the elements in two
- * to five side by side on two cores 0.6 s, and one after another cost no more than one batch.
+ * A first sync's table in steps, for a node that does not have it yet (Planner.fullInSteps), each step a transaction
+ * applied after the one before it or side by side with the other element parts:
+ * - `head`: the table, its sets (empty) and its regular chains with the rules an empty cluster gives them;
+ * - `elements` parts, as the service ports are planned: each adds the elements of the ports planned since the part
+ *   before it, the shared elements that appeared with them, and every chain that differs from the head's at that
+ *   point (the count rules of the selection chains, the affinity chains its elements jump to), flushed and filled
+ *   again: parts that run side by side each find what they refer to, whichever commits first;
+ * - the last, `hooks` (FullPlan): the chains that differ from the head's, as the whole table has them, then the base
+ *   chains. Only a base chain is hooked to the kernel, so nothing of the table sees a packet before this step: it
+ *   becomes live at once and whole, as with the one batch.
+ * nft spends most of a large batch in its own process (parsing and checking the JSON): at 10,000 x 10 one transaction
+ * takes about 1.1 s. Parts that start while the rest is being planned use the second core during the plan.
  */
-export interface FullPhases {
-  head: Batch;
-  elements: Batch[];
-  hooks: Batch;
-}
+export type FullStep =
+  | {
+      kind: 'head' | 'elements';
+      batch: Batch;
+      /** Elements planned so far (the table's, at the last part). */
+      elements: number;
+    }
+  /** One more service port planned: where the caller can let other work through (the I/O of the nft runs). */
+  | { kind: 'port' };
+
+const PORT_STEP: FullStep = { kind: 'port' };
+
+/** A full plan: its one batch (for a node with the table, or when steps fail) and the last of its steps. */
+export type FullPlan = Plan & { batch: Batch; hooks: Batch };
 
 export interface PortIssue {
   key: string;
@@ -232,25 +242,97 @@ export class Planner {
     this.slots = new SlotAllocator(opts.now);
   }
 
-  /** The batch that replaces the table with one for `state`. Only valid on a fresh planner. */
-  full(state: DesiredState): Plan & { batch: Batch } {
+  /** The batch that replaces the table with one for `state` (fullInSteps, its steps left unused). Only valid on a fresh planner. */
+  full(state: DesiredState): FullPlan {
+    const steps = this.fullInSteps(state);
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /**
+   * The table for `state` in steps (FullStep): yields the head before any service port is planned, then a part of
+   * elements each time the ports planned since the last part reach `partElements` elements, and the rest at the
+   * end; returns the plan, with its one batch (what full() gives) and the last step, `hooks`. The caller can apply
+   * each step as it comes, while the next is planned. Only valid on a fresh planner.
+   */
+  *fullInSteps(state: DesiredState, partElements = Infinity): Generator<FullStep, FullPlan> {
     if (this.chains !== null) throw new Error('full() on a planner that already has a record');
     this.checkFamily(state);
     this.refs.begin(false);
     this.nodeIPs = this.nodeIPsOf(state);
-    const config = configElems(this.layout.clusterCIDRs, this.layout.nodePortAddresses);
-    for (let i = 0; i < config.length; i += 3) this.refs.add(config[i]!, config[i + 1]!);
-    let added = 0;
-    const { written, issues } = this.reconcile(state, state.servicePorts.keys(), (_old, next) => {
-      added += next.elems.length / 3;
-      const sh = next.shared;
-      for (let i = 0; i < sh.length; i += 3) this.refs.add(sh[i]!, sh[i + 1]!);
-    });
-    const shared = SHARED_SETS.map((set) => [set, this.refs.keys(set)] as const);
-    for (const [, keys] of shared) added += keys.length;
-    // The ports' elements are written from their records (immutable strings: later updates replace them).
-    const records = [...this.ports.values()].map((r) => r.elems).filter((e) => e.length > 0);
     const sets = [...this.schemas.keys()];
+    const rulesText = (c: ChainSpec) => JSON.stringify(c.rules);
+    // The regular chains as an empty cluster has them: what the head installs, and what later steps compare with.
+    const headChains = new Map(chainSpecs(this.layout, emptyNeeds()).map((c) => [c.name, rulesText(c)]));
+    /** The regular chains that differ from the head's with the needs planned so far, as `add`, `flush` and their rules. */
+    const refill = (b: Batch, chains: readonly ChainSpec[]) => {
+      for (const c of chains) {
+        if (c.base || headChains.get(c.name) === rulesText(c)) continue;
+        b.chain('add', c);
+        b.chain('flush', c);
+        for (const r of c.rules) b.rule(c.name, r);
+      }
+    };
+    const head = new Batch(this.family, this.schemas);
+    head.table('add');
+    head.table('delete');
+    head.table('add');
+    const empty = chainSpecs(this.layout, emptyNeeds()).filter((c) => !c.base);
+    for (const c of empty) head.chain('add', c);
+    for (const s of this.schemas.values()) head.set(s);
+    for (const c of empty) for (const r of c.rules) head.rule(c.name, r);
+    yield { kind: 'head', batch: head, elements: 0 };
+
+    let added = 0;
+    // The next part: the records of the ports planned since the last one, the shared keys that appeared with them.
+    let records: string[] = [];
+    let shared = new Map<string, string[]>();
+    let inPart = 0;
+    const addShared = (set: string, key: string) => {
+      if (!this.refs.add(set, key) || !SHARED.has(set)) return;
+      const keys = shared.get(set);
+      if (keys) keys.push(key);
+      else shared.set(set, [key]);
+      inPart++;
+      added++;
+    };
+    const part = (): FullStep => {
+      const b = new Batch(this.family, this.schemas);
+      refill(b, chainSpecs(this.layout, this.needs()));
+      const partRecords = records;
+      const partShared = [...shared];
+      b.elementGroups('add', () => elementGroups(partRecords, partShared, sets));
+      records = [];
+      shared = new Map();
+      inPart = 0;
+      return { kind: 'elements', batch: b, elements: added };
+    };
+    const config = configElems(this.layout.clusterCIDRs, this.layout.nodePortAddresses);
+    for (let i = 0; i < config.length; i += 3) addShared(config[i]!, config[i + 1]!);
+    const issues: PortIssue[] = [];
+    const check = this.checker(state, issues);
+    const ctx = this.renderContext();
+    let written = 0;
+    for (const k of this.claimPorts(state.servicePorts.keys(), check)) {
+      const changed = this.renderPort(k, check, ctx, (_old, next) => {
+        inPart += next.elems.length / 3;
+        added += next.elems.length / 3;
+        const sh = next.shared;
+        for (let i = 0; i < sh.length; i += 3) addShared(sh[i]!, sh[i + 1]!);
+      });
+      yield PORT_STEP;
+      if (!changed) continue;
+      written++;
+      records.push(this.ports.get(k)!.elems);
+      if (inPart >= partElements) yield part();
+    }
+    if (inPart > 0) yield part();
+
+    // The ports' elements are written from their records (immutable strings: later updates replace them).
+    const allRecords = [...this.ports.values()].map((r) => r.elems).filter((e) => e.length > 0);
+    const allShared = SHARED_SETS.map((set) => [set, this.refs.keys(set)] as const);
     const chains = chainSpecs(this.layout, this.needs());
     const b = new Batch(this.family, this.schemas);
     // add + delete + add: replaces the table whether or not it exists, in one transaction.
@@ -259,40 +341,14 @@ export class Planner {
     b.table('add');
     for (const c of chains) b.chain('add', c);
     for (const s of this.schemas.values()) b.set(s);
-    b.elementGroups('add', () => elementGroups(records, shared, sets));
+    b.elementGroups('add', () => elementGroups(allRecords, allShared, sets));
     for (const c of chains) for (const r of c.rules) b.rule(c.name, r);
-    this.chains = new Map(chains.map((c) => [c.name, { spec: c, text: JSON.stringify(c.rules) }]));
-    const phases = (parts: number) => this.fullPhases(chains, records, shared, sets, parts);
-    return withText({ batch: b, full: true, written, elementsAdded: added, elementsDeleted: 0, chainsWritten: chains.length, issues, phases });
-  }
-
-  /** full()'s table as FullPhases, its elements in `parts` batches of about the same size. */
-  private fullPhases(
-    chains: readonly ChainSpec[],
-    records: readonly string[],
-    shared: readonly (readonly [set: string, keys: readonly string[]])[],
-    sets: readonly string[],
-    parts: number,
-  ): FullPhases {
-    const head = new Batch(this.family, this.schemas);
-    head.table('add');
-    head.table('delete');
-    head.table('add');
-    for (const c of chains) if (!c.base) head.chain('add', c);
-    for (const s of this.schemas.values()) head.set(s);
-    for (const c of chains) if (!c.base) for (const r of c.rules) head.rule(c.name, r);
-    const n = Math.max(1, Math.floor(parts));
-    const share = <T>(list: readonly T[], k: number) => list.slice(Math.floor((k * list.length) / n), Math.floor(((k + 1) * list.length) / n));
-    const elements = Array.from({ length: n }, (_, k) => {
-      const part = new Batch(this.family, this.schemas);
-      const partShared = shared.map(([set, keys]) => [set, share(keys, k)] as const);
-      part.elementGroups('add', () => elementGroups(share(records, k), partShared, sets));
-      return part;
-    });
     const hooks = new Batch(this.family, this.schemas);
+    refill(hooks, chains);
     for (const c of chains) if (c.base) hooks.chain('add', c);
     for (const c of chains) if (c.base) for (const r of c.rules) hooks.rule(c.name, r);
-    return { head, elements, hooks };
+    this.chains = new Map(chains.map((c) => [c.name, { spec: c, text: rulesText(c) }]));
+    return withText({ batch: b, hooks, full: true, written, elementsAdded: added, elementsDeleted: 0, chainsWritten: chains.length, issues });
   }
 
   /** The batch for the service ports `keys` (added, changed or removed) of `state`. */
@@ -422,12 +478,22 @@ export class Planner {
    */
   private reconcile(state: DesiredState, keys: Iterable<string>, sink: DiffSink): { written: number; issues: PortIssue[] } {
     const issues: PortIssue[] = [];
-    // A port is checked when its claims are updated and again when it is rendered, not kept from one to the
-    // other: kept for a whole table (10,000 ports), the checked ports lived through many scavenges and were
-    // promoted, about 8 MB of old space at 10,000 x 10 that only a major collection frees, for a check that
-    // costs a few tens of ms to repeat. What it finds is reported once.
+    const check = this.checker(state, issues);
+    const ctx = this.renderContext();
+    let written = 0;
+    for (const k of this.claimPorts(keys, check)) if (this.renderPort(k, check, ctx, sink)) written++;
+    return { written, issues };
+  }
+
+  /**
+   * checkPort for the service ports of `state`, what it finds reported once into `issues`. A port is checked when its
+   * claims are updated and again when it is rendered, not kept from one to the other: kept for a whole table
+   * (10,000 ports), the checked ports lived through many scavenges and were promoted, about 8 MB of old space at
+   * 10,000 x 10 that only a major collection frees, for a check that costs a few tens of ms to repeat.
+   */
+  private checker(state: DesiredState, issues: PortIssue[]): (k: string) => CheckedPort | null {
     const reported = new Set<string>();
-    const check = (k: string): CheckedPort | null => {
+    return (k) => {
       const sp = state.servicePorts.get(k);
       if (!sp) return null;
       const report = !reported.has(k);
@@ -442,6 +508,10 @@ export class Planner {
         return null;
       }
     };
+  }
+
+  /** Updates the frontend claims of `keys`: the service ports to render, those and the ones whose frontends changed owner. */
+  private claimPorts(keys: Iterable<string>, check: (k: string) => CheckedPort | null): Set<string> {
     const render = new Set<string>();
     for (const k of keys) {
       render.add(k);
@@ -457,7 +527,11 @@ export class Planner {
       if (rec) rec.frontends = after;
       else if (c) this.ports.set(k, { elems: '', frontends: after, slotSets: NO_SLOT_SETS });
     }
-    const ctx = {
+    return render;
+  }
+
+  private renderContext(): PortRenderContext {
+    return {
       nodeIPs: this.nodeIPs,
       owns: (spKey: string, f: Frontend) => {
         const c = this.claims.get(frontendId(f));
@@ -465,33 +539,30 @@ export class Planner {
       },
       slots: (setId: string, ids: readonly string[], holdMs: number) => this.slots.assign(setId, ids, holdMs),
     };
-    let written = 0;
-    for (const k of render) {
-      const c = check(k);
-      const old = this.ports.get(k);
-      if (!c) {
-        if (old) {
-          sink(() => recordedElems(old), NONE);
-          for (const s of old.slotSets) this.slots.release(s);
-          this.ports.delete(k);
-          if (old.elems.length > 0) written++;
-        }
-        continue;
-      }
-      const r = renderPort(c, ctx);
-      const rec = old ?? { elems: '', frontends: c.frontends.map(frontendId), slotSets: NO_SLOT_SETS };
-      for (const s of rec.slotSets) if (!r.slotSets.includes(s)) this.slots.release(s);
-      // Equal texts are equal element lists (decodeElems gives back what encodeElems was given).
-      const elems = encodeElems(r.elems, r.shared);
-      if (elems !== rec.elems) {
-        sink(() => recordedElems(rec), r);
-        written++;
-      }
-      rec.elems = elems;
-      rec.slotSets = r.slotSets.length === 0 ? NO_SLOT_SETS : r.slotSets;
-      this.ports.set(k, rec);
+  }
+
+  /** Renders service port `k` into its record; hands its old and new elements to `sink` and returns true when they changed. */
+  private renderPort(k: string, check: (k: string) => CheckedPort | null, ctx: PortRenderContext, sink: DiffSink): boolean {
+    const c = check(k);
+    const old = this.ports.get(k);
+    if (!c) {
+      if (!old) return false;
+      sink(() => recordedElems(old), NONE);
+      for (const s of old.slotSets) this.slots.release(s);
+      this.ports.delete(k);
+      return old.elems.length > 0;
     }
-    return { written, issues };
+    const r = renderPort(c, ctx);
+    const rec = old ?? { elems: '', frontends: c.frontends.map(frontendId), slotSets: NO_SLOT_SETS };
+    for (const s of rec.slotSets) if (!r.slotSets.includes(s)) this.slots.release(s);
+    // Equal texts are equal element lists (decodeElems gives back what encodeElems was given).
+    const elems = encodeElems(r.elems, r.shared);
+    const changed = elems !== rec.elems;
+    if (changed) sink(() => recordedElems(rec), r);
+    rec.elems = elems;
+    rec.slotSets = r.slotSets.length === 0 ? NO_SLOT_SETS : r.slotSets;
+    this.ports.set(k, rec);
+    return changed;
   }
 
   private claim(id: string, k: string, render: Set<string>): void {

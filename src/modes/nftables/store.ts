@@ -39,10 +39,13 @@ export class RefCounts {
     this.touched = track ? new Map() : null;
   }
 
-  add(set: string, key: string): void {
+  /** One more reference to `key`; true when it is the first. */
+  add(set: string, key: string): boolean {
     const m = this.counts(set);
     this.touch(set, key, m);
-    m.set(key, (m.get(key) ?? 0) + 1);
+    const n = m.get(key) ?? 0;
+    m.set(key, n + 1);
+    return n === 0;
   }
 
   remove(set: string, key: string): void {
