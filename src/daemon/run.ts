@@ -430,10 +430,9 @@ export async function runProxy(given: RunOptions, first: FirstRead | null = null
     'kube-proxy-ts starting',
   );
   listed = true;
-  // Before the first sync: what reading the lists left (promoted, never collected yet) would stay under the
-  // first sync's own burst and add to the peak (10,000 x 10: 156-163 -> 148-149 MB peak, for about 100 ms; it was
-  // 203-212 -> 177-179 MB when each list was held until it was read whole).
-  releaseGarbageLogged('lists-gc', 'released the garbage of reading the objects');
+  // No collection here: each family's sync loop runs one before a large first sync (sync/loop.ts), once the model
+  // is built, so the lists' garbage and the model's go together. The last-resort collection that ran here took
+  // 90-100 ms at 10,000 x 10 and flushed compiled code, so the first plan ran slower after it.
   for (const l of loops) l.start();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
