@@ -62,7 +62,7 @@ export class Nft {
    * in bytes, throws NftError when nft refuses it.
    */
   async apply(batch: string | Iterable<string>): Promise<number> {
-    const runs = await this.sideBySide();
+    const runs = this.sideBySide();
     await runs.add(typeof batch === 'string' ? [batch] : batch);
     return runs.finish();
   }
@@ -71,11 +71,8 @@ export class Nft {
    * Batches applied side by side as they come (SideBySide), at most `limit` nft runs at a time, none started
    * before `after` has resolved.
    */
-  async sideBySide(limit = Infinity, after: Promise<unknown> = Promise.resolve()): Promise<SideBySide> {
-    // A gate that fails is reported by the runs waiting on it (finish()), not as an unhandled rejection.
-    after.catch(() => {});
-    const dir = await mkdtemp(path.join(tmpdir(), 'kube-proxy-ts-nft-'));
-    return new SideBySide((file) => this.argv(['-j', '-f', file]), this.opts.timeoutMs ?? 600_000, dir, limit, after);
+  sideBySide(limit = Infinity, after: Promise<unknown> = Promise.resolve()): SideBySide {
+    return new SideBySide((file) => this.argv(['-j', '-f', file]), this.opts.timeoutMs ?? 600_000, limit, after);
   }
 
   /** Runs `nft -j <args>` and parses its output; null when nft fails (e.g. the table does not exist). */
@@ -103,7 +100,8 @@ export class Nft {
 export class SideBySide {
   private readonly argv: (file: string) => string[];
   private readonly timeoutMs: number;
-  private readonly dir: string;
+  /** The private directory of the files, made with the first. */
+  private dir: Promise<string> | null = null;
   private readonly limit: number;
   private readonly after: Promise<unknown>;
   private readonly runs: Promise<number>[] = [];
@@ -117,12 +115,13 @@ export class SideBySide {
    */
   private buf: Buffer | null = null;
 
-  constructor(argv: (file: string) => string[], timeoutMs: number, dir: string, limit: number, after: Promise<unknown>) {
+  constructor(argv: (file: string) => string[], timeoutMs: number, limit: number, after: Promise<unknown>) {
     this.argv = argv;
     this.timeoutMs = timeoutMs;
-    this.dir = dir;
     this.limit = Math.max(1, limit);
     this.after = after;
+    // A gate that fails is reported by the runs waiting on it (finish()), not as an unhandled rejection.
+    after.catch(() => {});
   }
 
   /** Batches given so far. */
@@ -130,12 +129,18 @@ export class SideBySide {
     return this.runs.length;
   }
 
-  /** Writes the batch's file and queues its nft run; never throws (finish() does): nothing more is started after a failure. */
+  /**
+   * Writes the batch's file and queues its nft run; never throws (finish() does): nothing more is started after a
+   * failure. One at a time: the next add() after this one has resolved (the files share one buffer).
+   */
   async add(batch: Iterable<string>): Promise<void> {
     if (this.failed) return;
-    const file = path.join(this.dir, `batch-${this.runs.length}.json`);
+    const n = this.runs.length;
+    let file: string;
     let bytes: number;
     try {
+      this.dir ??= mkdtemp(path.join(tmpdir(), 'kube-proxy-ts-nft-'));
+      file = path.join(await this.dir, `batch-${n}.json`);
       this.buf ??= Buffer.allocUnsafe(WRITE_SIZE);
       bytes = await writePieces(file, batch, this.buf);
     } catch (error) {
@@ -162,8 +167,11 @@ export class SideBySide {
   /** Waits for every run, removes the files; resolves with the bytes applied, or throws the first failure. */
   async finish(): Promise<number> {
     this.buf = null;
+    // The gate too: with no batch given, its failure is still this set's.
+    await this.after.catch((error: unknown) => (this.failed ??= { error }));
     const ended = await Promise.allSettled(this.runs);
-    await rm(this.dir, { recursive: true, force: true });
+    const dir = await this.dir?.catch(() => null);
+    if (dir) await rm(dir, { recursive: true, force: true });
     if (this.failed) throw this.failed.error;
     let total = 0;
     for (const e of ended) if (e.status === 'fulfilled') total += e.value;

@@ -90,10 +90,10 @@ export type FullStep =
       /** Elements planned so far (the table's, at the last part). */
       elements: number;
     }
-  /** One more service port planned: where the caller can let other work through (the I/O of the nft runs). */
-  | { kind: 'port' };
+  /** One more service port claimed or rendered: where the caller can let other work through (the nft runs' I/O). */
+  | { kind: 'progress' };
 
-const PORT_STEP: FullStep = { kind: 'port' };
+const PROGRESS: FullStep = { kind: 'progress' };
 
 /** A full plan: its one batch (for a node with the table, or when steps fail) and the last of its steps. */
 export type FullPlan = Plan & { batch: Batch; hooks: Batch };
@@ -315,14 +315,19 @@ export class Planner {
     const check = this.checker(state, issues);
     const ctx = this.renderContext();
     let written = 0;
-    for (const k of this.claimPorts(state.servicePorts.keys(), check)) {
+    const render = new Set<string>();
+    for (const k of state.servicePorts.keys()) {
+      this.claimPorts([k], check, render);
+      yield PROGRESS;
+    }
+    for (const k of render) {
       const changed = this.renderPort(k, check, ctx, (_old, next) => {
         inPart += next.elems.length / 3;
         added += next.elems.length / 3;
         const sh = next.shared;
         for (let i = 0; i < sh.length; i += 3) addShared(sh[i]!, sh[i + 1]!);
       });
-      yield PORT_STEP;
+      yield PROGRESS;
       if (!changed) continue;
       written++;
       records.push(this.ports.get(k)!.elems);
@@ -510,9 +515,11 @@ export class Planner {
     };
   }
 
-  /** Updates the frontend claims of `keys`: the service ports to render, those and the ones whose frontends changed owner. */
-  private claimPorts(keys: Iterable<string>, check: (k: string) => CheckedPort | null): Set<string> {
-    const render = new Set<string>();
+  /**
+   * Updates the frontend claims of `keys`; adds to `render` (returned) the service ports to render: those and the
+   * ones whose frontends changed owner.
+   */
+  private claimPorts(keys: Iterable<string>, check: (k: string) => CheckedPort | null, render = new Set<string>()): Set<string> {
     for (const k of keys) {
       render.add(k);
       const rec = this.ports.get(k);

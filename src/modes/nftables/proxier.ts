@@ -53,7 +53,7 @@ export interface NftablesModeOptions extends ModeOptions {
    * cores, at most MAX_PARALLEL_APPLY); 1: always one batch.
    */
   parallelApply?: number;
-  /** A first sync goes in steps only with at least this many elements (default PHASED_MIN_ELEMENTS). */
+  /** A first sync goes in steps only with at least this many elements, at least (default PHASED_MIN_ELEMENTS; see elementsAtLeast). */
   phasedMinElements?: number;
   /** Elements per part of a first sync in steps (default PART_ELEMENTS). */
   partElements?: number;
@@ -191,34 +191,42 @@ export class NftablesProxier implements Proxier {
    */
   private async replaceTable(planner: Planner, state: DesiredState): Promise<{ plan: Plan; bytes: number; parts: number }> {
     const parallel = this.opts.parallelApply ?? Math.min(MAX_PARALLEL_APPLY, availableParallelism());
-    const missing = parallel > 1 ? this.tableMissing().catch(() => false) : Promise.resolve(false);
+    const large = parallel > 1 && elementsAtLeast(state) >= (this.opts.phasedMinElements ?? PHASED_MIN_ELEMENTS);
+    /** Whether the namespace has no table of ours (asked of nft while the plan starts); null until nft has answered. */
+    let missing: boolean | null = null;
+    const asked = large ? this.tableMissing().catch(() => false) : Promise.resolve(false);
+    void asked.then((m) => (missing = m));
     const steps = planner.fullInSteps(state, this.opts.partElements ?? PART_ELEMENTS);
     let head: Batch | null = null;
-    /** The element parts' runs; null before the first part, or when the table goes in one batch. */
-    let runs: SideBySide | null = null;
-    let inSteps: boolean | null = null;
+    let headBytes = 0;
+    /** The parts' runs, started once the table is known to be missing, after the head; else the one batch. */
+    // (Asserted: set only inside start(), which TypeScript's narrowing does not follow.)
+    let runs = null as SideBySide | null;
+    const start = (): SideBySide =>
+      (runs ??= this.nft.sideBySide(
+        parallel,
+        this.nft.apply(head!.chunks()).then((b) => void (headBytes = b)),
+      ));
     let r = steps.next();
     let turned = performance.now();
     try {
       for (; !r.done; r = steps.next()) {
         const step = r.value;
-        if (step.kind === 'port') {
-          // The runs' I/O (writing the head, starting an nft, one ending) waits for the event loop: let it through.
-          if (runs && performance.now() - turned >= TURN_MS) {
+        if (step.kind === 'head') {
+          head = step.batch;
+          continue;
+        }
+        // The empty table goes in as soon as nft has said it is missing, while the plan goes on.
+        if (missing) start();
+        if (step.kind === 'progress') {
+          // Answers and I/O (nft's, writing the head, starting a run, one ending) wait for the event loop: let them through.
+          if (large && missing !== false && performance.now() - turned >= TURN_MS) {
             await setImmediate();
             turned = performance.now();
           }
           continue;
         }
-        if (step.kind === 'head') {
-          head = step.batch;
-          continue;
-        }
-        // Decided at the first part, once it is planned (`missing` has had that long to answer).
-        inSteps ??= step.elements >= (this.opts.phasedMinElements ?? PHASED_MIN_ELEMENTS) && (await missing);
-        if (!inSteps) continue;
-        runs ??= await this.nft.sideBySide(parallel, this.nft.apply(head!.chunks()));
-        await runs.add(step.batch.chunks());
+        if (large && (missing ??= await asked)) await start().add(step.batch.chunks());
       }
     } catch (e) {
       // The plan failed: what was started ends and its files go before the error is passed on.
@@ -233,7 +241,7 @@ export class NftablesProxier implements Proxier {
     if (runs) {
       const parts = runs.size;
       try {
-        let bytes = await runs.finish();
+        let bytes = (await runs.finish()) + headBytes;
         bytes += await this.nft.apply(plan.hooks.chunks());
         this.stats.fullSyncsInParts++;
         return { plan, bytes, parts };
@@ -322,4 +330,11 @@ export class NftablesProxier implements Proxier {
   async close(): Promise<void> {
     await this.nft.close();
   }
+}
+
+/** A lower bound of the elements of a full table for `state`: a service port and each of its endpoints are one or more. */
+function elementsAtLeast(state: DesiredState): number {
+  let n = 0;
+  for (const sp of state.servicePorts.values()) n += 1 + sp.allEndpoints.length;
+  return n;
 }
