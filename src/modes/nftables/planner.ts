@@ -1,6 +1,8 @@
 // Turns desired states into nft JSON batches and keeps the record of what is installed.
 //
 // full(): the whole table, replaced atomically (add table, delete table, add table, then everything).
+// fullInSteps(): the same plan, with the same table in steps a node without it can apply as they are planned
+// (FullStep: the empty table, parts of its elements, the hooks).
 // update(): for the service ports that changed, the element differences, plus the few chains whose
 // rules changed (a new distinct endpoint count or affinity timeout appears or disappears): those are
 // flushed and refilled, new ones created, unused ones deleted, all in one batch.
@@ -265,7 +267,8 @@ export class Planner {
     const sets = [...this.schemas.keys()];
     const rulesText = (c: ChainSpec) => JSON.stringify(c.rules);
     // The regular chains as an empty cluster has them: what the head installs, and what later steps compare with.
-    const headChains = new Map(chainSpecs(this.layout, emptyNeeds()).map((c) => [c.name, rulesText(c)]));
+    const empty = chainSpecs(this.layout, emptyNeeds()).filter((c) => !c.base);
+    const headChains = new Map(empty.map((c) => [c.name, rulesText(c)]));
     /** The regular chains that differ from the head's with the needs planned so far, as `add`, `flush` and their rules. */
     const refill = (b: Batch, chains: readonly ChainSpec[]) => {
       for (const c of chains) {
@@ -279,7 +282,6 @@ export class Planner {
     head.table('add');
     head.table('delete');
     head.table('add');
-    const empty = chainSpecs(this.layout, emptyNeeds()).filter((c) => !c.base);
     for (const c of empty) head.chain('add', c);
     for (const s of this.schemas.values()) head.set(s);
     for (const c of empty) for (const r of c.rules) head.rule(c.name, r);

@@ -199,8 +199,10 @@ export class NftablesProxier implements Proxier {
     const steps = planner.fullInSteps(state, this.opts.partElements ?? PART_ELEMENTS);
     let head: Batch | null = null;
     let headBytes = 0;
-    /** The parts' runs, started once the table is known to be missing, after the head; else the one batch. */
-    // (Asserted: set only inside start(), which TypeScript's narrowing does not follow.)
+    /**
+     * The parts' runs, started once the table is known to be missing, after the head; else the one batch. (Typed by
+     * an assertion: it is set only inside start(), which TypeScript's narrowing does not follow.)
+     */
     let runs = null as SideBySide | null;
     const start = (): SideBySide =>
       (runs ??= this.nft.sideBySide(
