@@ -278,14 +278,7 @@ export class Planner {
         for (const r of c.rules) b.rule(c.name, r);
       }
     };
-    const head = new Batch(this.family, this.schemas);
-    head.table('add');
-    head.table('delete');
-    head.table('add');
-    for (const c of empty) head.chain('add', c);
-    for (const s of this.schemas.values()) head.set(s);
-    for (const c of empty) for (const r of c.rules) head.rule(c.name, r);
-    yield { kind: 'head', batch: head, elements: 0 };
+    yield { kind: 'head', batch: this.tableBatch(empty), elements: 0 };
 
     let added = 0;
     // The next part: the records of the ports planned since the last one, the shared keys that appeared with them.
@@ -341,21 +334,29 @@ export class Planner {
     const allRecords = [...this.ports.values()].map((r) => r.elems).filter((e) => e.length > 0);
     const allShared = SHARED_SETS.map((set) => [set, this.refs.keys(set)] as const);
     const chains = chainSpecs(this.layout, this.needs());
-    const b = new Batch(this.family, this.schemas);
-    // add + delete + add: replaces the table whether or not it exists, in one transaction.
-    b.table('add');
-    b.table('delete');
-    b.table('add');
-    for (const c of chains) b.chain('add', c);
-    for (const s of this.schemas.values()) b.set(s);
-    b.elementGroups('add', () => elementGroups(allRecords, allShared, sets));
-    for (const c of chains) for (const r of c.rules) b.rule(c.name, r);
+    const b = this.tableBatch(chains, () => elementGroups(allRecords, allShared, sets));
     const hooks = new Batch(this.family, this.schemas);
     refill(hooks, chains);
     for (const c of chains) if (c.base) hooks.chain('add', c);
     for (const c of chains) if (c.base) for (const r of c.rules) hooks.rule(c.name, r);
     this.chains = new Map(chains.map((c) => [c.name, { spec: c, text: rulesText(c) }]));
     return withText({ batch: b, hooks, full: true, written, elementsAdded: added, elementsDeleted: 0, chainsWritten: chains.length, issues });
+  }
+
+  /**
+   * A batch that replaces the table, whether or not it exists, in one transaction (add, delete, add), with `chains`,
+   * the sets, the elements `groups` makes when given (Batch.elementGroups), and the chains' rules.
+   */
+  private tableBatch(chains: readonly ChainSpec[], groups?: Parameters<Batch['elementGroups']>[1]): Batch {
+    const b = new Batch(this.family, this.schemas);
+    b.table('add');
+    b.table('delete');
+    b.table('add');
+    for (const c of chains) b.chain('add', c);
+    for (const s of this.schemas.values()) b.set(s);
+    if (groups) b.elementGroups('add', groups);
+    for (const c of chains) for (const r of c.rules) b.rule(c.name, r);
+    return b;
   }
 
   /** The batch for the service ports `keys` (added, changed or removed) of `state`. */
