@@ -203,7 +203,7 @@ describe('nftables proxier, applied', () => {
 
   it('when a step fails, the first sync replaces what was applied with one batch, and succeeds', async () => {
     const ns = await netns('phasefail');
-    // nft fails on a batch of elements alone (the side-by-side phase), and runs anything else.
+    // nft fails on a batch of elements without a table (the parts of the steps), and runs anything else.
     const wrapper = path.join(tmp, 'nft-no-element-batches');
     await writeFile(
       wrapper,

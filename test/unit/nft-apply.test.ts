@@ -96,7 +96,7 @@ describe('Nft.sideBySide', () => {
     await rm(log, { force: true });
     let open!: () => void;
     const after = new Promise<void>((resolve) => (open = resolve));
-    const runs = await new Nft({ binary: slowNft }).sideBySide(2, after);
+    const runs = new Nft({ binary: slowNft }).sideBySide(2, after);
     for (let i = 0; i < 5; i++) await runs.add([`b${i}\n`]);
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(await runsLog()).toEqual([]);
@@ -119,7 +119,7 @@ describe('Nft.sideBySide', () => {
 
   it('after a failure, starts nothing more; finish() throws the failure and leaves no file', async () => {
     await rm(log, { force: true });
-    const runs = await new Nft({ binary: slowNft }).sideBySide(1);
+    const runs = new Nft({ binary: slowNft }).sideBySide(1);
     await runs.add(['b0 FAIL\n']);
     await runs.add(['b1\n']);
     await runs.add(['b2\n']);
@@ -131,7 +131,7 @@ describe('Nft.sideBySide', () => {
 
   it('a gate that fails: no run starts, finish() throws its error', async () => {
     await rm(log, { force: true });
-    const runs = await new Nft({ binary: slowNft }).sideBySide(2, Promise.reject(new Error('head refused')));
+    const runs = new Nft({ binary: slowNft }).sideBySide(2, Promise.reject(new Error('head refused')));
     await runs.add(['b0\n']);
     await expect(runs.finish()).rejects.toThrow('head refused');
     expect(await runsLog()).toEqual([]);
