@@ -38,8 +38,8 @@ const MAX_BACKOFF_MS = 30_000;
 /**
  * A first sync of at least this many service ports starts with a full collection (collectGarbage, which keeps
  * compiled code): about 40 ms at 10,000 services, small against the sync. At 10,000 x 10 (nftables, alternating runs)
- * the peak stayed where a last-resort collection right after the lists had kept it (146-148 MB; that one took
- * 90-100 ms, and the first plan ran slower for the code it flushed).
+ * the peak was 147-149 MB with it, 146-148 MB with a last-resort collection in its place (which took 90-100 ms, and the
+ * first plan ran slower for the code it flushed).
  */
 const COLLECT_BEFORE_FIRST_SYNC_PORTS = 1000;
 
