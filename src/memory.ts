@@ -1,7 +1,7 @@
 // Giving memory back to the system. V8 keeps the pages a collection empties in a pool, still resident, and runs
 // its major collections when the heap's growth says so, not when a burst of allocation ends. The proxy knows when
-// a burst ends (the first sync done, a relist read) and asks for V8's last-resort collection there: the one a
-// low-memory notification runs, which also returns the pooled pages. At 10,000 services it takes 100-250 ms, and
+// a burst ends (the first sync done, a relist or a file read) and asks for V8's last-resort collection there: the
+// one a low-memory notification runs, which also returns the pooled pages. At 10,000 services it takes 100-250 ms, and
 // it may flush compiled code (so it is not run in the middle of work: between planning a full table and writing
 // it, it made the first sync at 5,000 x 50 half a second slower). Measured effects are in docs/benchmarks.md
 // ("Where the memory goes").

@@ -430,9 +430,11 @@ export async function runProxy(given: RunOptions, first: FirstRead | null = null
     'kube-proxy-ts starting',
   );
   listed = true;
-  // No collection here: each family's sync loop runs one before a large first sync (sync/loop.ts), once the model
-  // is built, so the lists' garbage and the model's go together. The last-resort collection that ran here took
-  // 90-100 ms at 10,000 x 10 and flushed compiled code, so the first plan ran slower after it.
+  // The API lists' garbage goes with the model's, in each family's sync loop before a large first sync (a plain
+  // collection, sync/loop.ts): the last-resort one that ran here took 90-100 ms at 10,000 x 10 and flushed compiled
+  // code, so the first plan ran slower after it. A file was read whole (tens of MB of text and objects at 10,000
+  // services): V8's last-resort collection gives those pages back before the first sync.
+  if (opts.from) releaseGarbageLogged('file-gc', 'released the garbage of reading the objects file');
   for (const l of loops) l.start();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
