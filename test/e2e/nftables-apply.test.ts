@@ -184,7 +184,7 @@ describe('nftables proxier, applied', () => {
       });
     const state = desiredState(Array.from({ length: 300 }, (_, i) => (i % 50 === 0 ? lb(i) : svc(i))));
     const phasedNs = await netns('phased');
-    const phased = proxier(phasedNs, { parallelApply: 3, phasedMinElements: 0, partElements: 60 });
+    const phased = proxier(phasedNs, { parallelApply: 3, stepsMinElements: 0, partElements: 60 });
     await phased.sync(state, null);
     expect(phased.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 1 });
     const oneNs = await netns('onebatch');
@@ -194,7 +194,7 @@ describe('nftables proxier, applied', () => {
     expect(await table(phasedNs)).toEqual(await table(oneNs));
     expect((await table(phasedNs)).join('\n')).toContain('198.18.62.0/24');
     // A restarted proxy finds its table: replacing it must be one transaction (traffic is flowing through it).
-    const restarted = proxier(phasedNs, { parallelApply: 3, phasedMinElements: 0, partElements: 60 });
+    const restarted = proxier(phasedNs, { parallelApply: 3, stepsMinElements: 0, partElements: 60 });
     await restarted.sync(state, null);
     expect(restarted.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 0 });
     expect(await table(phasedNs)).toEqual(await table(oneNs));
@@ -211,7 +211,7 @@ describe('nftables proxier, applied', () => {
     );
     await chmod(wrapper, 0o755);
     const state = desiredState(Array.from({ length: 50 }, (_, i) => svc(i)));
-    const p = proxier(ns, { nftBinary: wrapper, parallelApply: 2, phasedMinElements: 0, partElements: 30 });
+    const p = proxier(ns, { nftBinary: wrapper, parallelApply: 2, stepsMinElements: 0, partElements: 30 });
     const r = await p.sync(state, null);
     expect(r.full).toBe(true);
     expect(p.stats).toMatchObject({ fullSyncs: 1, fullSyncsInParts: 0, failures: 0 });

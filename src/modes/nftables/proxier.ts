@@ -53,8 +53,8 @@ export interface NftablesModeOptions extends ModeOptions {
    * cores, at most MAX_PARALLEL_APPLY); 1: always one batch.
    */
   parallelApply?: number;
-  /** A first sync goes in steps only with at least this many elements, at least (default PHASED_MIN_ELEMENTS; see elementsAtLeast). */
-  phasedMinElements?: number;
+  /** A first sync goes in steps only when its table has at least this many elements (elementsAtLeast; default STEPS_MIN_ELEMENTS). */
+  stepsMinElements?: number;
   /** Elements per part of a first sync in steps (default PART_ELEMENTS). */
   partElements?: number;
 }
@@ -65,7 +65,7 @@ const MAX_PARALLEL_APPLY = 4;
  * Below this, one batch: a table of a few thousand elements applies in tens of milliseconds, about what the
  * steps' more nft runs cost (a fresh node's empty table, a small cluster).
  */
-const PHASED_MIN_ELEMENTS = 10_000;
+const STEPS_MIN_ELEMENTS = 10_000;
 /**
  * Elements per part of a first sync in steps: the first nft run starts once this many are planned. The IPv4 sync at
  * 10,000 x 10 (160,000 elements) on two cores, three runs each: parts of 10,000 elements 1.06-1.08 s, 20,000
@@ -191,7 +191,7 @@ export class NftablesProxier implements Proxier {
    */
   private async replaceTable(planner: Planner, state: DesiredState): Promise<{ plan: Plan; bytes: number; parts: number }> {
     const parallel = this.opts.parallelApply ?? Math.min(MAX_PARALLEL_APPLY, availableParallelism());
-    const large = parallel > 1 && elementsAtLeast(state) >= (this.opts.phasedMinElements ?? PHASED_MIN_ELEMENTS);
+    const large = parallel > 1 && elementsAtLeast(state) >= (this.opts.stepsMinElements ?? STEPS_MIN_ELEMENTS);
     /** Whether the namespace has no table of ours (asked of nft while the plan starts); null until nft has answered. */
     let missing: boolean | null = null;
     const asked = large ? this.tableMissing().catch(() => false) : Promise.resolve(false);
