@@ -25,3 +25,6 @@ for b in multinode soak; do
 done
 echo "== compare" >&2
 node --disable-warning=ExperimentalWarning bin/kube-proxy-ts.js compare "$@"
+# The userspace mode against reference proxies in C (built with cc): the ceiling of its bulk figure.
+echo "== bench/userspace.ts" >&2
+node --disable-warning=ExperimentalWarning bench/userspace.ts "${quick[@]}"

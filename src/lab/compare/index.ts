@@ -411,8 +411,9 @@ function renderSection(
           'The userspace proxy pays for a second TCP connection per client connection and for copying every byte',
           'in and out of a process (two more copies and a second pass through the TCP stack, on one thread): its',
           'ratio to the kernel modes depends on the cores left free (client, server and proxy share them here,',
-          'with whatever else runs: see the load average). Where its time goes and what each change bought: the',
-          "section after this one. The backend sees the proxy's address as the source.",
+          'with whatever else runs: see the load average). The most any proxy in the data path gets here (proxies',
+          'written in C, `bench/userspace.ts`), where its time goes and what each change bought: the two sections',
+          "after this one. The backend sees the proxy's address as the source.",
         ].join('\n')
       : '',
     '<!-- compare:end -->',
