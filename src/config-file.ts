@@ -7,9 +7,9 @@
 // FIELDS is the one description of the schema: decoding, the warnings for fields this proxy does not apply,
 // and the docs' table (docs/operations.md, checked by a test) all read it.
 import { readFile } from 'node:fs/promises';
-import { parse as parseYaml, stringify } from 'yaml';
 import { UsageError, formatDuration, parseDuration } from './flags.ts';
 import { DEFAULT_MASQUERADE_BIT } from './model/types.ts';
+import { parseYamlDocument, yamlDocument } from './yaml-document.ts';
 
 export const API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1';
 export const KIND = 'KubeProxyConfiguration';
@@ -420,7 +420,7 @@ function decodeObject(
 export function decodeConfiguration(text: string, file: string): { config: KubeProxyConfiguration; warnings: ConfigWarning[] } {
   let doc: unknown;
   try {
-    doc = parseYaml(text);
+    doc = parseYamlDocument(text);
   } catch (e) {
     throw new UsageError(`--config ${file}: ${(e as Error).message.split('\n')[0]}`);
   }
@@ -467,7 +467,7 @@ export function encodeConfiguration(c: KubeProxyConfiguration): string {
     }
     return out;
   };
-  return stringify({ apiVersion: API_VERSION, kind: KIND, ...encode(FIELDS, c as unknown as Record<string, unknown>) });
+  return yamlDocument({ apiVersion: API_VERSION, kind: KIND, ...encode(FIELDS, c as unknown as Record<string, unknown>) });
 }
 
 /** Every field's dotted path with its doc line and what is ignored, in schema order (the docs' table). */

@@ -14,8 +14,8 @@
 // clusters that need it.
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { StartupError } from '../errors.ts';
+import { parseYamlDocument } from '../yaml-document.ts';
 import { log } from '../log.ts';
 
 export class KubeConfigError extends StartupError {
@@ -145,7 +145,7 @@ function resolvePaths(fields: Record<string, unknown>, keys: string[], base: str
 export async function readKubeConfig(file: string, context: string | null = null): Promise<KubeConfigEntry> {
   let doc: Record<string, unknown>;
   try {
-    doc = record(parseYaml(await readFile(file, 'utf8')));
+    doc = record(parseYamlDocument(await readFile(file, 'utf8')));
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     throw new KubeConfigError(`${err.path ?? file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
