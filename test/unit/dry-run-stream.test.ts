@@ -27,11 +27,12 @@ const DUMP_FLAGS = ['--hostname-override', 'node-a', '--cluster-cidr', '198.19.0
  * since a full batch's elements are made in groups as it is written (planner.ts elementGroups), its element
  * commands are split per group; the digest was last taken when groups became 1,000 elements instead of 200 service
  * ports, the shared elements grouped too, after checking the output against the one before (digest a0a4ba1d...):
- * the same other commands in the same order, the same elements.
+ * the same other commands in the same order, the same elements. Taken again when a full plan came to render its
+ * service ports in key order (the elements in another order; checked the same way against 91ba9621...).
  */
 const DUMP_DIGESTS: Record<string, string> = {
   iptables: '106a44a96b939b62ef78e557b65c8a99123f0a2e70c95a668886a617bb2dd324',
-  nftables: '91ba96218e841e85188b59496ee120481ab594aeffcde0c7ebb00735e5a77cad',
+  nftables: '950b45558e1027282283e8f0486fd826f08ee76adfbb092ab1af28d1f8b5d78c',
   userspace: 'd7e833084ff8a86e4b7bb9a271dcb7010fdaf8271bf25f7cccabdc6094fbd815',
   'state table': '2a925031bf9aca44ae3e943f0cf6b8c06b510226f3b70f61654ac0ffe381c1f5',
   'state json': '77c373112c5b4abb4e0fcad9b0af37ca3c570b442c1bc02822999a32da8d337e',

@@ -92,7 +92,7 @@ export type FullStep =
       /** Elements planned so far (the table's, at the last part). */
       elements: number;
     }
-  /** One more service port claimed or rendered: where the caller can let other work through (the nft runs' I/O). */
+  /** One more service port claimed and rendered: where the caller can let other work through (the nft runs' I/O). */
   | { kind: 'progress' };
 
 const PROGRESS: FullStep = { kind: 'progress' };
@@ -201,6 +201,23 @@ function* elementGroups(
   yield group;
 }
 
+/**
+ * `check` with its last answer kept: a port is checked when it is claimed and again when it is rendered, one right
+ * after the other in a full plan. Only the last is kept (see Planner.checker: a whole table's checked ports, kept,
+ * were promoted to the old space).
+ */
+function lastOneKept(check: (k: string) => CheckedPort | null): (k: string) => CheckedPort | null {
+  let lastKey: string | null = null;
+  let last: CheckedPort | null = null;
+  return (k) => {
+    if (k !== lastKey) {
+      last = check(k);
+      lastKey = k;
+    }
+    return last;
+  };
+}
+
 /** A plan with its `json`: the batch's text, joined only when it is read (never kept). */
 function withText<P extends Omit<Plan, 'json'>>(plan: P): P & Plan {
   return Object.defineProperty(plan as P & Plan, 'json', { get: () => plan.batch?.text() ?? null, enumerable: true });
@@ -307,15 +324,17 @@ export class Planner {
     const config = configElems(this.layout.clusterCIDRs, this.layout.nodePortAddresses);
     for (let i = 0; i < config.length; i += 3) addShared(config[i]!, config[i + 1]!);
     const issues: PortIssue[] = [];
-    const check = this.checker(state, issues);
+    const check = lastOneKept(this.checker(state, issues));
     const ctx = this.renderContext();
     let written = 0;
-    const render = new Set<string>();
-    for (const k of state.servicePorts.keys()) {
-      this.claimPorts([k], check, render);
-      yield PROGRESS;
-    }
-    for (const k of render) {
+    // Each service port is claimed and rendered in one pass, in key order: a frontend belongs to the first of its
+    // claimants in that order (claim()), so a port claimed later never takes a frontend from one already rendered,
+    // whose elements may already be in the kernel (a part). The first part comes after the first ports, not after
+    // every port's claims (about 0.1 s at 10,000 services), and each port is checked once.
+    for (const k of [...state.servicePorts.keys()].sort()) {
+      for (const r of this.claimPorts([k], check)) {
+        if (r !== k) throw new Error(`planner: ${k} took a frontend of ${r}, rendered before it`);
+      }
       const changed = this.renderPort(k, check, ctx, (_old, next) => {
         inPart += next.elems.length / 3;
         added += next.elems.length / 3;
