@@ -15,7 +15,7 @@
 //   element each time); a failing batch, e.g. because an element we delete was removed by someone else,
 //   leads to a full replacement.
 // - A first sync of 10,000 elements or more into a namespace without the table (a node's first start) goes in steps
-//   (planner.ts, FullStep): the empty table, then its elements in parts of PART_ELEMENTS, each applied by its own
+//   (planner.ts, FullStep): the empty table, then its elements in parts (partElements), each applied by its own
 //   nft run as soon as it is planned, side by side with the planning of the next and the other runs, then the hooked
 //   chains that make it live at once. nft's own work on a large batch is mostly single-threaded parsing: its
 //   runs use the core the planning leaves (10,000 x 10 on two cores: the IPv4 sync took 0.94-1.05 s so, against
@@ -55,7 +55,7 @@ export interface NftablesModeOptions extends ModeOptions {
   parallelApply?: number;
   /** A first sync goes in steps only when its table has at least this many elements (elementsAtLeast; default STEPS_MIN_ELEMENTS). */
   stepsMinElements?: number;
-  /** Elements per part of a first sync in steps (default PART_ELEMENTS). */
+  /** Elements per part of a first sync in steps (default: about a quarter of the table, see partElements). */
   partElements?: number;
 }
 
@@ -67,14 +67,21 @@ const MAX_PARALLEL_APPLY = 4;
  */
 const STEPS_MIN_ELEMENTS = 10_000;
 /**
- * Elements per part of a first sync in steps: the first nft run starts once this many are planned. The IPv4 sync at
- * 10,000 x 10 (160,000 elements) on two cores, three runs each, when every port's claims came before the first part:
- * parts of 10,000 elements 1.06-1.08 s, 20,000 0.95-1.01 s, 40,000 0.99-1.04 s. Since the ports are claimed and
- * rendered in one pass (the first part comes sooner), alternating runs: 20,000 0.78-0.84 s, 30,000 0.79-0.85 s,
- * 40,000 0.76-0.88 s (lower than 20,000 in each of five pairs), 60,000 0.84-0.92 s. Each nft run is one more fork of
- * a large process (about 4 ms of the main thread at 140 MB resident) and one more start of nft.
+ * Elements per part of a first sync in steps (partElements): about a quarter of the table, at least PART_ELEMENTS_MIN
+ * and at most PART_ELEMENTS_MAX. The first nft run starts once a part is planned; each run is one more fork of a large
+ * process (about 4 ms of the main thread at 140 MB resident) and one more start of nft; the last part's run is what
+ * the sync waits for once the plan is made. The IPv4 sync at 10,000 x 10 (160,000 elements) on two cores, alternating
+ * runs, the ports claimed and rendered in one pass: parts of 20,000 elements 0.78-0.84 s, 30,000 0.79-0.85 s, 40,000
+ * 0.76-0.88 s (lower than 20,000 in each of five pairs), 60,000 0.84-0.92 s. At 2,000 x 10 (40,000 elements), parts of
+ * 40,000 left one run for the whole table: bench/nftables.ts's full sync went from 1.08x to 1.31x the bare apply.
  */
-const PART_ELEMENTS = 40_000;
+const PART_ELEMENTS_MIN = 10_000;
+const PART_ELEMENTS_MAX = 40_000;
+
+/** The part size of a first sync in steps of a table of at least `elements` elements (elementsAtLeast). */
+function partElements(elements: number): number {
+  return Math.min(PART_ELEMENTS_MAX, Math.max(PART_ELEMENTS_MIN, Math.ceil(elements / 4)));
+}
 /** While planning in steps, the event loop turns at least this often (ms) for the nft runs' I/O. */
 const TURN_MS = 5;
 
@@ -194,12 +201,13 @@ export class NftablesProxier implements Proxier {
    */
   private async replaceTable(planner: Planner, state: DesiredState): Promise<{ plan: Plan; bytes: number; parts: number }> {
     const parallel = this.opts.parallelApply ?? Math.min(MAX_PARALLEL_APPLY, availableParallelism());
-    const large = parallel > 1 && elementsAtLeast(state) >= (this.opts.stepsMinElements ?? STEPS_MIN_ELEMENTS);
+    const elements = elementsAtLeast(state);
+    const large = parallel > 1 && elements >= (this.opts.stepsMinElements ?? STEPS_MIN_ELEMENTS);
     /** Whether the namespace has no table of ours (asked of nft while the plan starts); null until nft has answered. */
     let missing: boolean | null = null;
     const asked = large ? this.tableMissing().catch(() => false) : Promise.resolve(false);
     void asked.then((m) => (missing = m));
-    const steps = planner.fullInSteps(state, this.opts.partElements ?? PART_ELEMENTS);
+    const steps = planner.fullInSteps(state, this.opts.partElements ?? partElements(elements));
     let head: Batch | null = null;
     let headBytes = 0;
     /**
