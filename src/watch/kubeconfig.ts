@@ -15,8 +15,8 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { StartupError } from '../errors.ts';
-import { parseYamlDocument } from '../yaml-document.ts';
 import { log } from '../log.ts';
+import { parseYamlDocument } from '../yaml-document.ts';
 
 export class KubeConfigError extends StartupError {
   constructor(message: string) {
