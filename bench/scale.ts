@@ -192,8 +192,6 @@ interface Result {
  */
 const FIRST_SYNC_RUNS = 3;
 
-const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
 /** One more first sync of `objectsFile` in a fresh namespace: its time from spawn and its peak resident size. */
 async function firstSyncOnly(dir: string, objectsFile: string, tag: string): Promise<{ ms: number; peak: number }> {
   const ns = await newNetns(tag);
@@ -282,9 +280,9 @@ async function measure(services: number, endpoints: number, dir: string, startup
       return {
         services,
         endpoints,
-        firstSyncMs: median(firstSyncRuns),
+        firstSyncMs: percentile(firstSyncRuns, 50),
         firstSyncRuns,
-        floorMs: median(floorRuns),
+        floorMs: percentile(floorRuns, 50),
         floorRuns,
         batchMB,
         changeMs,
