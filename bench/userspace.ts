@@ -34,8 +34,8 @@ const MiB = 1 << 20;
 
 /** The reference proxies: each listens on node-a, the client reaches it through a REDIRECT of SERVICE_IP:frontend. */
 const REFERENCES = [
-  { name: 'C, read/write, 64 KiB (Node\'s own read size)', mode: 'copy', bytes: 64 << 10 },
-  { name: 'C, read/write, 1 MiB (the userspace mode\'s buffer)', mode: 'copy', bytes: MiB },
+  { name: "C, read/write, 64 KiB (Node's own read size)", mode: 'copy', bytes: 64 << 10 },
+  { name: "C, read/write, 1 MiB (the userspace mode's buffer)", mode: 'copy', bytes: MiB },
   { name: 'C, reader and writer threads, 4 x 1 MiB', mode: 'threads', bytes: MiB },
   { name: 'C, splice(), no copy into the process', mode: 'splice', bytes: MiB },
 ] as const;
@@ -60,7 +60,12 @@ function idleSeconds(): number {
 function serviceObjects(): unknown[] {
   const ports = [{ name: 'sink', port: 5001, targetPort: SINK.port, protocol: 'TCP' }];
   return [
-    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'bench', namespace: 'userspace' }, spec: { clusterIP: SERVICE_IP, clusterIPs: [SERVICE_IP], ports } },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'bench', namespace: 'userspace' },
+      spec: { clusterIP: SERVICE_IP, clusterIPs: [SERVICE_IP], ports },
+    },
     {
       apiVersion: 'discovery.k8s.io/v1',
       kind: 'EndpointSlice',
