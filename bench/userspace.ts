@@ -13,7 +13,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { runTraffic, startTrafficServer } from '../src/lab/compare/traffic.ts';
 import type { BulkResult } from '../src/lab/compare/traffic.ts';
-import { median } from '../src/lab/compare/index.ts';
+import { benchObjects, median, PODS, SERVICE_IP, SINK_PORT, SINK_TARGET_PORT } from '../src/lab/compare/index.ts';
 import { proxyCommand, startProxy } from '../src/lab/sandbox/proxy.ts';
 import type { ProxyProcess } from '../src/lab/sandbox/proxy.ts';
 import { Topology } from '../src/lab/sandbox/topology.ts';
@@ -24,12 +24,8 @@ import { cpuSeconds } from './measure.ts';
 const QUICK = process.argv.includes('--quick');
 const ROUNDS = QUICK ? 3 : 7;
 const SECONDS = 2;
-const SERVICE_IP = '198.18.100.10';
-const SINK = { ip: '198.19.2.11', port: 7001 };
-const PODS = [
-  { name: 'client', node: 'node-a' as const, ip: '198.19.1.12', ports: [] },
-  { name: 'server', node: 'node-b' as const, ip: '198.19.2.11', ports: [] },
-];
+/** The sink the reference proxies forward to: the server pod of `compare`'s cluster. */
+const SINK = { ip: PODS.find((p) => p.name === 'server')!.ip, port: SINK_TARGET_PORT };
 const MiB = 1 << 20;
 
 /** The reference proxies: each listens on node-a, the client reaches it through a REDIRECT of SERVICE_IP:frontend. */
@@ -55,26 +51,6 @@ interface Target {
 function idleSeconds(): number {
   const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/);
   return (Number(fields[4]) + Number(fields[5])) / 100;
-}
-
-function serviceObjects(): unknown[] {
-  const ports = [{ name: 'sink', port: 5001, targetPort: SINK.port, protocol: 'TCP' }];
-  return [
-    {
-      apiVersion: 'v1',
-      kind: 'Service',
-      metadata: { name: 'bench', namespace: 'userspace' },
-      spec: { clusterIP: SERVICE_IP, clusterIPs: [SERVICE_IP], ports },
-    },
-    {
-      apiVersion: 'discovery.k8s.io/v1',
-      kind: 'EndpointSlice',
-      metadata: { name: 'bench-1', namespace: 'userspace', labels: { 'kubernetes.io/service-name': 'bench' } },
-      addressType: 'IPv4',
-      ports: [{ name: 'sink', port: SINK.port, protocol: 'TCP' }],
-      endpoints: [{ addresses: [SINK.ip], conditions: { ready: true }, nodeName: 'node-b' }],
-    },
-  ];
 }
 
 /** Starts a reference proxy on node-a and redirects SERVICE_IP:frontend to it, as the userspace mode's rules do. */
@@ -121,7 +97,7 @@ async function main(): Promise<void> {
       throw new Error(`building bench/reference-proxy.c failed (this benchmark needs a C compiler, cc: Debian's gcc): ${(e as Error).message}`, { cause: e });
     }
     const objects = path.join(dir, 'objects.json');
-    writeFileSync(objects, JSON.stringify({ apiVersion: 'v1', kind: 'List', items: serviceObjects() }));
+    writeFileSync(objects, JSON.stringify({ apiVersion: 'v1', kind: 'List', items: benchObjects() }));
 
     // One topology per mode (a node runs one proxy) and one for the references, each with its own sink.
     const sandbox = async (): Promise<Topology> => {
@@ -138,7 +114,12 @@ async function main(): Promise<void> {
       const topo = await sandbox();
       const proxy = await startProxy(topo, proxyCommand(mode, objects), { syncTimeoutMs: 60_000 });
       proxies.push(proxy);
-      add(mode === 'iptables' ? 'kernel (iptables mode)' : 'kube-proxy-ts userspace mode (Node)', topo, 5001, mode === 'iptables' ? null : proxy.child.pid!);
+      add(
+        mode === 'iptables' ? 'kernel (iptables mode)' : 'kube-proxy-ts userspace mode (Node)',
+        topo,
+        SINK_PORT,
+        mode === 'iptables' ? null : proxy.child.pid!,
+      );
     }
     const refs = await sandbox();
     for (const [i, ref] of REFERENCES.entries()) add(ref.name, refs, 6001 + i, await startReference(refs, binary, ref, 6001 + i));

@@ -71,18 +71,21 @@ export interface CompareResult {
   section: string;
 }
 
-const SERVICE_IP = '198.18.100.10';
-const SINK_PORT = 5001;
+// The benchmark cluster, shared with bench/userspace.ts (the same topology, the userspace mode beside proxies in C).
+export const SERVICE_IP = '198.18.100.10';
+export const SINK_PORT = 5001;
+/** Where the server pod's sink listens (the endpoint port of SINK_PORT). */
+export const SINK_TARGET_PORT = 7001;
 const HELLO_PORT = 80;
-const PODS: PodSpec[] = [
+export const PODS: PodSpec[] = [
   { name: 'client', node: 'node-a', ip: '198.19.1.12', ports: [] },
   { name: 'server', node: 'node-b', ip: '198.19.2.11', ports: [] },
 ];
 
 /** The benchmark service: a sink port (throughput) and a hello port (short connections), one endpoint on node-b. */
-function benchObjects(): unknown[] {
+export function benchObjects(): unknown[] {
   const ports = [
-    { name: 'sink', port: SINK_PORT, targetPort: 7001, protocol: 'TCP' },
+    { name: 'sink', port: SINK_PORT, targetPort: SINK_TARGET_PORT, protocol: 'TCP' },
     { name: 'hello', port: HELLO_PORT, targetPort: 7002, protocol: 'TCP' },
   ];
   return [
@@ -243,7 +246,7 @@ async function setUpBenches(cfg: Settings, benchFile: string): Promise<Bench[]> 
     };
     benches.push(b);
     try {
-      await startTrafficServer(b.topo, 'pod:server', { cmd: 'serve', name: 'server', sink: 7001, hello: 7002 });
+      await startTrafficServer(b.topo, 'pod:server', { cmd: 'serve', name: 'server', sink: SINK_TARGET_PORT, hello: 7002 });
       b.proxy = await startProxy(b.topo, proxyCommand(mode, benchFile), { syncTimeoutMs: 60_000 });
       // Warm up: ARP, conntrack, the proxy's first connections.
       await runTraffic<LatencyResult>(b.topo, 'pod:client', { cmd: 'latency', ip: SERVICE_IP, port: HELLO_PORT, count: 50 });
