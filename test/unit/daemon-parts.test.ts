@@ -231,23 +231,26 @@ describe('service health check node ports', () => {
     };
     const p1 = await free(0);
     const p2 = await free(p1);
-    const lb = (name: string, hc: number) =>
+    // Each service its own ClusterIP and NodePort, whatever the random health check ports: derived from those, two
+    // ports 200 apart once gave both services one ClusterIP, which only the first owns (model/frontends.ts), and the
+    // second service, without a frontend, had no health check port.
+    const lb = (name: string, hc: number, n: number) =>
       svc(name, {
         type: 'LoadBalancer',
-        clusterIP: `198.18.100.${hc % 200}`,
+        clusterIP: `198.18.100.${n}`,
         externalTrafficPolicy: 'Local',
         healthCheckNodePort: hc,
-        ports: [{ name: 'http', port: 80, nodePort: 30000 + (hc % 1000) }],
+        ports: [{ name: 'http', port: 80, nodePort: 30000 + n }],
       });
     const objects = [
-      lb('has-local', p1),
+      lb('has-local', p1, 1),
       slice(
         'has-local-1',
         'has-local',
         [{ name: 'http', port: 8080 }],
         [ep('198.19.1.11', 'node-a'), ep('198.19.1.12', 'node-a'), ep('198.19.2.11', 'node-b')],
       ),
-      lb('remote', p2),
+      lb('remote', p2, 2),
       slice('remote-1', 'remote', [{ name: 'http', port: 8080 }], [ep('198.19.2.11', 'node-b')]),
     ];
     await servers.sync([buildState(objects, CONFIG).state]);
